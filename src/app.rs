@@ -1,0 +1,91 @@
+//! Everything an invocation needs, built once from the settings and shared by all
+//! concurrent invocations: the CAS and Logs Ingestion clients, the queues and blobs.
+
+use crate::blobs::{BlobError, Blobs, CONTAINER};
+use crate::cas::{CasAuth, CasClient};
+use crate::checkpoint::CheckpointStore;
+use crate::config::Settings;
+use crate::queue::{Queue, QueueError};
+use crate::sentinel::LogsIngestion;
+use crate::storage::{StorageAuth, StorageConfigError};
+use std::time::Duration;
+
+/// The shared context.
+pub struct App {
+    /// The settings it was built from.
+    pub settings: Settings,
+    /// The CAS API client (shares one rate limiter across all invocations).
+    pub cas: CasClient,
+    /// The Logs Ingestion client.
+    pub sentinel: LogsIngestion,
+    /// The fan-out queue.
+    pub queue: Queue,
+    /// The poison queue.
+    pub poison: Queue,
+    /// The cas-sentinel blob container.
+    pub blobs: Blobs,
+    /// Checkpoints, in `blobs`.
+    pub checkpoints: CheckpointStore,
+}
+
+/// The context could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// An Entra credential could not be made.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// The storage clients could not be made.
+    #[error(transparent)]
+    Storage(#[from] StorageConfigError),
+    /// The HTTP client could not be made.
+    #[error("HTTP client: {0}")]
+    Http(String),
+    /// A queue could not be created.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The container could not be created.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+impl App {
+    /// Builds the clients. Makes no network call: tokens are fetched on first use.
+    pub fn new(settings: Settings) -> Result<App, AppError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("cas-sentinel/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|e| AppError::Http(e.to_string()))?;
+        // Logs Ingestion always takes an Entra token, so the credential always exists; CAS
+        // and storage share it unless they are given their own.
+        let credential = crate::auth::credential(&settings.identity)?;
+        let cas_auth = match &settings.cas.token {
+            Some(t) => CasAuth::LegacyToken(t.clone()),
+            None => CasAuth::Entra(credential.clone()),
+        };
+        let storage_cred = match &settings.storage.auth {
+            StorageAuth::Identity { client_id } if client_id != &settings.identity.client_id => {
+                // The storage identity may differ from the app's (AzureWebJobsStorage__clientId).
+                let identity = crate::config::IdentitySettings { client_id: client_id.clone(), ..Default::default() };
+                Some(crate::auth::credential(&identity)?)
+            }
+            _ => Some(credential.clone()),
+        };
+        let cas = CasClient::new(http.clone(), settings.cas.api_url.clone(), cas_auth);
+        let sentinel = LogsIngestion::new(http, settings.sentinel.endpoint.clone(), settings.sentinel.dcr_immutable_id.clone(), credential);
+        let queue = Queue::new(settings.queue_name.clone(), settings.storage.queue_client(&settings.queue_name, storage_cred.clone())?);
+        let poison_name = settings.poison_queue_name();
+        let poison = Queue::new(poison_name.clone(), settings.storage.queue_client(&poison_name, storage_cred.clone())?);
+        let blobs = Blobs::new(settings.storage.container_client(CONTAINER, storage_cred)?);
+        Ok(App { checkpoints: CheckpointStore::new(blobs.clone()), settings, cas, sentinel, queue, poison, blobs })
+    }
+
+    /// Creates the queues and the container if they are missing.
+    pub async fn ensure_resources(&self) -> Result<(), AppError> {
+        self.queue.ensure().await?;
+        self.poison.ensure().await?;
+        self.blobs.ensure_container().await?;
+        Ok(())
+    }
+}

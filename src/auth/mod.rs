@@ -1,0 +1,67 @@
+//! Entra ID credentials (client secret or managed identity) through `azure_identity`,
+//! which caches tokens and refreshes them before they expire.
+
+use crate::config::IdentitySettings;
+use azure_core::credentials::TokenCredential;
+use azure_identity::{
+    ClientSecretCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    UserAssignedId,
+};
+use std::sync::Arc;
+
+pub mod sim;
+
+/// The scope of a token for the Defender for Cloud Apps API.
+pub const CAS_SCOPE: &str = "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default";
+
+/// A credential could not be built or could not produce a token.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The identity settings do not make a credential.
+    #[error("cannot build the Entra credential: {0}")]
+    Build(String),
+    /// The token endpoint refused or could not be reached.
+    #[error("could not get an Entra token for {scope}: {message}")]
+    Token {
+        /// The scope asked for.
+        scope: String,
+        /// What the credential said (never contains the token).
+        message: String,
+    },
+}
+
+/// Builds the process's Entra credential: a client secret when `AZURE_CLIENT_SECRET` is
+/// set, otherwise managed identity (user-assigned when `AZURE_CLIENT_ID` is set).
+pub fn credential(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential>, AuthError> {
+    if let Some(secret) = &identity.client_secret {
+        let tenant = identity.tenant_id.as_deref().ok_or_else(|| {
+            AuthError::Build("AZURE_CLIENT_SECRET is set but AZURE_TENANT_ID is not".into())
+        })?;
+        let client = identity.client_id.clone().ok_or_else(|| {
+            AuthError::Build("AZURE_CLIENT_SECRET is set but AZURE_CLIENT_ID is not".into())
+        })?;
+        let cred = ClientSecretCredential::new(
+            tenant,
+            client,
+            azure_core::credentials::Secret::new(secret.expose().to_string()),
+            None,
+        )
+        .map_err(|e| AuthError::Build(e.to_string()))?;
+        return Ok(cred);
+    }
+    let options = ManagedIdentityCredentialOptions {
+        user_assigned_id: identity.client_id.clone().map(UserAssignedId::ClientId),
+        ..Default::default()
+    };
+    let cred = ManagedIdentityCredential::new(Some(options)).map_err(|e| AuthError::Build(e.to_string()))?;
+    Ok(cred)
+}
+
+/// Gets a bearer token for `scope` (cached by the credential).
+pub async fn bearer(credential: &dyn TokenCredential, scope: &str) -> Result<String, AuthError> {
+    credential
+        .get_token(&[scope], None)
+        .await
+        .map(|t| t.token.secret().to_string())
+        .map_err(|e| AuthError::Token { scope: scope.to_string(), message: e.to_string() })
+}

@@ -1,0 +1,378 @@
+//! A simulated Defender for Cloud Apps tenant: the documented list APIs with their
+//! paging, filters, authentication and throttling, over real HTTP on loopback.
+//!
+//! It models the quirks that make pulling hard: 30 requests per minute per tenant (429
+//! past that), scan pages that hold back the trailing records sharing the boundary
+//! `created` value, activities stored (`created`) minutes after they happened
+//! (`timestamp`), many records in one millisecond, and injected 429/5xx/"throttled"
+//! answers. Requests are counted so tests can check the client's manners.
+
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use url::Url;
+use warp::http::StatusCode;
+use warp::Filter;
+
+/// The resource (audience) of CAS Entra tokens.
+pub const CAS_RESOURCE: &str = "05a65629-4c1b-48c1-a78b-804c4abdd4af";
+
+/// An answer to force on an upcoming request.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status (429 carries no Retry-After, as CAS's does not promise one).
+    Status(u16),
+    /// Answer 429 with this `Retry-After` (seconds).
+    RetryAfter(u64),
+    /// Answer 400 with an error text that says the tenant is throttled.
+    ThrottledText,
+}
+
+/// How the tenant authenticates and limits.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The legacy API token it accepts (`Authorization: Token …`), if any.
+    pub legacy_token: Option<String>,
+    /// Whether it accepts simulated Entra tokens for the CAS audience.
+    pub accept_entra: bool,
+    /// Requests allowed per 60 s before 429 (CAS: 30).
+    pub per_minute: usize,
+    /// Discovered-apps endpoint ignores `skip`/`limit` (seen in the wild for undocumented APIs).
+    pub discovery_ignores_paging: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig { legacy_token: None, accept_entra: true, per_minute: 30, discovery_ignores_paging: false }
+    }
+}
+
+/// Request counts, for assertions and summaries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Every request received.
+    pub requests: u64,
+    /// Requests answered 429 by the limiter.
+    pub throttled: u64,
+    /// Requests answered with an injected fault.
+    pub faulted: u64,
+    /// The most requests seen in any 60-second span.
+    pub max_in_any_minute: usize,
+}
+
+#[derive(Default)]
+struct State {
+    alerts: Vec<Value>,
+    activities: Vec<Value>,
+    streams: Vec<Value>,
+    apps: BTreeMap<String, Vec<Value>>,
+    arrivals: VecDeque<Instant>,
+    faults: VecDeque<Fault>,
+    stats: SimStats,
+    next_id: u64,
+}
+
+/// The simulated tenant.
+pub struct CasSim {
+    config: SimConfig,
+    state: Mutex<State>,
+}
+
+impl CasSim {
+    /// Starts a tenant on a free loopback port; returns it and its API base URL.
+    pub async fn start(config: SimConfig) -> (Arc<CasSim>, Url) {
+        let sim = Arc::new(CasSim { config, state: Mutex::new(State::default()) });
+        let s = sim.clone();
+        let route = warp::method()
+            .and(warp::path::full())
+            .and(warp::header::optional::<String>("authorization"))
+            .and(warp::body::bytes())
+            .map(move |m: warp::http::Method, p: warp::path::FullPath, auth: Option<String>, body: bytes::Bytes| {
+                s.handle(&m, p.as_str(), auth.as_deref(), &body)
+            });
+        let addr = crate::loopback::serve(route, 0).await.expect("bind a loopback port");
+        let url = Url::parse(&format!("http://{addr}/")).expect("a loopback URL");
+        (sim, url)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in the simulator itself; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats.clone()
+    }
+
+    /// Forces the next requests' answers, in order.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    /// Adds alerts raised at these times (Unix ms); returns their ids.
+    pub fn add_alerts(&self, times: impl IntoIterator<Item = i64>) -> Vec<String> {
+        let mut st = self.lock();
+        let mut ids = Vec::new();
+        for ts in times {
+            st.next_id += 1;
+            let n = st.next_id;
+            let id = format!("{:024x}", 0x6a1f_0000_0000_u64 + n);
+            st.alerts.push(alert(&id, n, ts));
+            ids.push(id);
+        }
+        st.alerts.sort_by(|a, b| key(a, "timestamp").cmp(&key(b, "timestamp")));
+        ids
+    }
+
+    /// Adds activities stored by CAS at `created` (Unix ms), each having happened
+    /// `lag_ms(i)` before; returns their ids.
+    pub fn add_activities(&self, created: impl IntoIterator<Item = i64>, lag_ms: impl Fn(u64) -> i64) -> Vec<String> {
+        let mut st = self.lock();
+        let mut ids = Vec::new();
+        for c in created {
+            st.next_id += 1;
+            let n = st.next_id;
+            let id = format!("97134000_15600_{n:08x}-0000-4000-8000-{n:012x}");
+            st.activities.push(activity(&id, n, c - lag_ms(n), c));
+            ids.push(id);
+        }
+        st.activities.sort_by(|a, b| key(a, "created").cmp(&key(b, "created")));
+        ids
+    }
+
+    /// Adds a continuous report with these discovered apps; returns its id.
+    pub fn add_stream(&self, name: &str, apps: Vec<Value>) -> String {
+        let mut st = self.lock();
+        let id = format!("5f{:022x}", st.streams.len() + 1);
+        st.streams.push(json!({"_id": id, "displayName": name, "streamType": 1}));
+        st.apps.insert(id.clone(), apps);
+        id
+    }
+
+    /// Every alert id the tenant holds.
+    pub fn alert_ids(&self) -> Vec<String> {
+        self.lock().alerts.iter().map(|a| a["_id"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    /// Every activity id the tenant holds.
+    pub fn activity_ids(&self) -> Vec<String> {
+        self.lock().activities.iter().map(|a| a["_id"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    fn handle(&self, method: &warp::http::Method, path: &str, auth: Option<&str>, body: &[u8]) -> warp::reply::Response {
+        let mut st = self.lock();
+        let now = Instant::now();
+        st.arrivals.push_back(now);
+        while st.arrivals.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            st.arrivals.pop_front();
+        }
+        st.stats.requests += 1;
+        st.stats.max_in_any_minute = st.stats.max_in_any_minute.max(st.arrivals.len());
+        if !self.authorized(auth) {
+            return reply(StatusCode::UNAUTHORIZED, json!({"detail": "Invalid token"}));
+        }
+        if st.arrivals.len() > self.config.per_minute {
+            st.stats.throttled += 1;
+            return reply(StatusCode::TOO_MANY_REQUESTS, json!({"detail": "TOO MANY REQUESTS"}));
+        }
+        if let Some(f) = st.faults.pop_front() {
+            st.stats.faulted += 1;
+            return match f {
+                Fault::Status(s) => reply(StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), json!({"detail": "injected"})),
+                Fault::RetryAfter(secs) => {
+                    let mut r = reply(StatusCode::TOO_MANY_REQUESTS, json!({"detail": "TOO MANY REQUESTS"}));
+                    r.headers_mut().insert("retry-after", secs.into());
+                    r
+                }
+                Fault::ThrottledText => reply(StatusCode::BAD_REQUEST, json!({"detail": "Request was throttled, try again later"})),
+            };
+        }
+        let body: Value = if body.is_empty() { json!({}) } else {
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return reply(StatusCode::BAD_REQUEST, json!({"detail": format!("invalid JSON: {e}")})),
+            }
+        };
+        match (method.as_str(), path) {
+            ("POST", "/api/v1/alerts/") => list_alerts(&st.alerts, &body),
+            ("POST", "/api/v1/activities/") => list_activities(&st.activities, &body),
+            ("GET", "/api/discovery/streams/") => reply(StatusCode::OK, json!({"streams": st.streams, "total": st.streams.len()})),
+            ("POST", "/api/v1/discovery/discovered_apps/") => {
+                let stream = body.get("streamId").and_then(Value::as_str).unwrap_or_default();
+                let Some(apps) = st.apps.get(stream) else {
+                    return reply(StatusCode::BAD_REQUEST, json!({"detail": "unknown streamId"}));
+                };
+                if self.config.discovery_ignores_paging {
+                    return reply(StatusCode::OK, json!({"data": apps, "hasNext": false, "total": apps.len()}));
+                }
+                let (skip, limit) = skip_limit(&body, 100);
+                page(apps.iter().skip(skip).take(limit).cloned().collect(), skip + limit < apps.len(), apps.len())
+            }
+            _ => reply(StatusCode::NOT_FOUND, json!({"detail": "Not found"})),
+        }
+    }
+
+    fn authorized(&self, auth: Option<&str>) -> bool {
+        let Some(h) = auth else { return false };
+        if let (Some(t), Some(expected)) = (h.strip_prefix("Token "), &self.config.legacy_token) {
+            return t == expected;
+        }
+        self.config.accept_entra && crate::auth::sim::check_bearer(Some(h), CAS_RESOURCE).is_ok()
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> warp::reply::Response {
+    use warp::Reply;
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+fn page(data: Vec<Value>, has_next: bool, total: usize) -> warp::reply::Response {
+    reply(StatusCode::OK, json!({"data": data, "hasNext": has_next, "total": total, "moreThanTotal": false}))
+}
+
+fn key(v: &Value, field: &str) -> (i64, String) {
+    (v[field].as_i64().unwrap_or_default(), v["_id"].as_str().unwrap_or_default().to_string())
+}
+
+fn skip_limit(body: &Value, max: usize) -> (usize, usize) {
+    let skip = body.get("skip").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(max as u64) as usize;
+    (skip, limit.clamp(1, max))
+}
+
+/// Whether `value` satisfies a CAS range condition such as `{"gte": a, "lte": b}`.
+fn in_range(cond: Option<&Value>, value: i64) -> bool {
+    let Some(Value::Object(c)) = cond else { return true };
+    c.iter().all(|(op, bound)| {
+        let b = bound.as_i64();
+        match (op.as_str(), b) {
+            ("gte", Some(b)) => value >= b,
+            ("gt", Some(b)) => value > b,
+            ("lte", Some(b)) => value <= b,
+            ("lt", Some(b)) => value < b,
+            ("range", _) => {
+                let s = bound.get("start").and_then(Value::as_i64).unwrap_or(i64::MIN);
+                let e = bound.get("end").and_then(Value::as_i64).unwrap_or(i64::MAX);
+                value >= s && value <= e
+            }
+            _ => true,
+        }
+    })
+}
+
+fn filters(body: &Value) -> Map<String, Value> {
+    body.get("filters").and_then(Value::as_object).cloned().unwrap_or_default()
+}
+
+fn list_alerts(alerts: &[Value], body: &Value) -> warp::reply::Response {
+    let f = filters(body);
+    let mut matching: Vec<&Value> = alerts.iter().filter(|a| in_range(f.get("date"), a["timestamp"].as_i64().unwrap_or(0))).collect();
+    if body.get("sortDirection").and_then(Value::as_str) == Some("desc") {
+        matching.reverse();
+    }
+    let (skip, limit) = skip_limit(body, 100);
+    let data: Vec<Value> = matching.iter().skip(skip).take(limit).map(|v| (*v).clone()).collect();
+    page(data, skip + limit < matching.len(), matching.len())
+}
+
+fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response {
+    let f = filters(body);
+    // Newest first, as scans walk back from the upper bound.
+    let matching: Vec<&Value> = activities.iter().rev().filter(|a| in_range(f.get("created"), a["created"].as_i64().unwrap_or(0))).collect();
+    if body.get("isScan").and_then(Value::as_bool) != Some(true) {
+        let (skip, limit) = skip_limit(body, 100);
+        let data: Vec<Value> = matching.iter().skip(skip).take(limit).map(|v| (*v).clone()).collect();
+        return page(data, skip + limit < matching.len(), matching.len());
+    }
+    let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(500).clamp(500, 5000) as usize;
+    if matching.len() <= limit {
+        let data: Vec<Value> = matching.iter().map(|v| (*v).clone()).collect();
+        return reply(StatusCode::OK, json!({"data": data, "hasNext": false, "total": matching.len()}));
+    }
+    // Hold back the trailing records that share the boundary value, so each record is
+    // listed once; if the whole page shares it, list every record at that value instead.
+    let boundary = matching[limit - 1]["created"].as_i64().unwrap_or(0);
+    let mut end = limit;
+    while end > 0 && matching[end - 1]["created"].as_i64() == Some(boundary) {
+        end -= 1;
+    }
+    let next_lte = if end == 0 {
+        end = matching.iter().take_while(|a| a["created"].as_i64() == Some(boundary)).count();
+        boundary - 1
+    } else {
+        boundary
+    };
+    let data: Vec<Value> = matching[..end].iter().map(|v| (*v).clone()).collect();
+    let mut next = f.clone();
+    let mut created = f.get("created").and_then(Value::as_object).cloned().unwrap_or_default();
+    created.insert("lte".into(), json!(next_lte));
+    next.insert("created".into(), Value::Object(created));
+    reply(StatusCode::OK, json!({"data": data, "hasNext": end < matching.len(), "total": matching.len(), "nextQueryFilters": next}))
+}
+
+fn alert(id: &str, n: u64, ts: i64) -> Value {
+    let users = ["ada", "grace", "alan", "edsger", "barbara"];
+    let user = users[(n % users.len() as u64) as usize];
+    let titles = ["Mass download by a single user", "Impossible travel activity", "Activity from infrequent country", "Suspicious inbox forwarding"];
+    let title = titles[(n % 4) as usize];
+    json!({
+        "_id": id,
+        "timestamp": ts,
+        "title": title,
+        "description": format!("Alert {n} for {user}@contoso.example"),
+        "entities": [
+            {"entityRole": "Source", "entityType": 2, "id": format!("{n:08x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d"), "inst": 0, "label": user, "pa": format!("{user}@contoso.example"), "type": "account"},
+            {"id": 15600, "label": "Microsoft OneDrive for Business", "type": "service"},
+            {"id": "5bfd18bfab73c36ba10d38cb", "label": "Mass download", "policyType": "ANOMALY_DETECTION", "type": "policyRule"}
+        ],
+        "idValue": 15_795_999 + n,
+        "isSystemAlert": false,
+        "resolutionStatusValue": 0,
+        "severityValue": n % 4,
+        "statusValue": 0,
+        "stories": [0],
+        "threatScore": (n * 7) % 100,
+        "URL": format!("https://contoso.us2.portal.cloudappsecurity.com/#/alerts/{id}"),
+    })
+}
+
+fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
+    let users = ["ada", "grace", "alan", "edsger", "barbara"];
+    let user = users[(n % users.len() as u64) as usize];
+    let ops = ["FileDownloaded", "FileUploaded", "UserLoggedIn", "FileAccessed", "MailItemsAccessed"];
+    let op = ops[(n % ops.len() as u64) as usize];
+    json!({
+        "_id": id,
+        "tenantId": 97134000,
+        "appId": 15600,
+        "saasId": 15600,
+        "appName": "Microsoft OneDrive for Business",
+        "timestamp": timestamp,
+        "created": created,
+        "eventType": 233580,
+        "eventTypeValue": "EVENT_O365_ONEDRIVE_GENERIC",
+        "eventTypeName": "EVENT_CATEGORY_DOWNLOAD_FILE",
+        "device": {"clientIP": format!("203.0.113.{}", n % 250), "userAgent": "Mozilla/5.0", "countryCode": "NL"},
+        "location": {"countryCode": "NL", "city": "Utrecht", "category": 0},
+        "user": {"userName": format!("{user}@contoso.example"), "userTags": []},
+        "mainInfo": {
+            "eventObjects": [{"objType": 1, "role": 3, "name": format!("https://contoso-my.sharepoint.com/personal/{user}/Documents/file{n}.docx"), "id": format!("{n:08x}")}],
+            "rawOperationName": op, "prettyOperationName": op, "type": "basic"
+        },
+        "rawDataJson": {"CreationTime": crate::model::format_ms(timestamp), "Operation": op, "UserId": format!("{user}@contoso.example"), "Workload": "OneDrive", "Level": 1, "level": "info"},
+        "description": op,
+        "severity": "INFO",
+    })
+}
+
+/// A discovered-app aggregate in the shape public tooling reports.
+pub fn discovered_app(app_id: i64, name: &str, category: &str) -> Value {
+    json!({
+        "appId": app_id, "name": name, "category": category, "score": (app_id % 10) + 1, "tags": ["sanctioned"],
+        "trafficTotalBytes": app_id * 1000 + 4000, "trafficUploadedBytes": app_id * 400, "trafficDownloadedBytes": app_id * 600 + 4000,
+        "trafficTotalEvents": app_id % 500 + 10, "trafficBlockedEvents": 0, "usersCount": app_id % 40 + 1, "ipAddressesCount": app_id % 20 + 1,
+        "lastUsed": 1_795_940_000_000i64
+    })
+}

@@ -1,0 +1,117 @@
+//! Per data type, how far the poll has got: a small JSON blob, advanced only after the
+//! batches it covers are durably enqueued, and only with an ETag condition so that two
+//! overlapping runs can never both move it.
+
+use crate::blobs::{BlobError, Blobs, WriteCondition};
+use crate::model::DataType;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// Where the next pull starts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Everything before this position (Unix ms; `date` for alerts, `created` for
+    /// activities, the day for discovery) has been enqueued…
+    pub position_ms: i64,
+    /// …and so have these records at exactly `position_ms`. CAS filters are inclusive, so
+    /// the next pull asks `gte position_ms` and skips these: records sharing the boundary
+    /// millisecond are neither lost (`gt`) nor sent twice (`gte` alone).
+    #[serde(default)]
+    pub boundary_ids: BTreeSet<String>,
+    /// An activities scan that ran out of time part-way through its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanResume>,
+}
+
+/// The rest of an interrupted scan: everything in the window that `next_filters` does
+/// not select has been enqueued.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScanResume {
+    /// The window's end (Unix ms), which becomes `position_ms` when the scan completes.
+    pub window_to: i64,
+    /// The `nextQueryFilters` CAS returned with the last page we enqueued.
+    pub next_filters: Map<String, Value>,
+    /// Ids already enqueued whose position is exactly `window_to`.
+    #[serde(default)]
+    pub ids_at_end: BTreeSet<String>,
+}
+
+/// The stored form, versioned so a later layout can read an older one.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    v: u32,
+    data_type: DataType,
+    cursor: Cursor,
+}
+
+/// A checkpoint as read, with the ETag its update must match.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The cursor; `None` before the first successful run.
+    pub cursor: Option<Cursor>,
+    etag: Option<String>,
+}
+
+/// A checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Storage failed, or another run advanced the checkpoint first.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The blob is not a checkpoint we can read; it is left as it is for a person to look at.
+    #[error("checkpoint {name} is unreadable ({detail}); fix or delete it (deleting restarts from CAS_LOOKBACK)")]
+    Corrupt {
+        /// The blob name.
+        name: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Reads and advances checkpoints.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    blobs: Blobs,
+}
+
+impl CheckpointStore {
+    /// Checkpoints live in `blobs`.
+    pub fn new(blobs: Blobs) -> Self {
+        CheckpointStore { blobs }
+    }
+
+    /// The blob holding a data type's checkpoint.
+    pub fn blob_name(data_type: DataType) -> String {
+        format!("checkpoints/{}.json", data_type.as_str())
+    }
+
+    /// Reads the checkpoint (absent on a first run).
+    pub async fn load(&self, data_type: DataType) -> Result<Checkpoint, CheckpointError> {
+        let name = Self::blob_name(data_type);
+        let Some((bytes, etag)) = self.blobs.get(&name).await? else {
+            return Ok(Checkpoint { cursor: None, etag: None });
+        };
+        let stored: Stored = serde_json::from_slice(&bytes)
+            .map_err(|e| CheckpointError::Corrupt { name: name.clone(), detail: e.to_string() })?;
+        if stored.v != 1 || stored.data_type != data_type {
+            return Err(CheckpointError::Corrupt {
+                name,
+                detail: format!("version {} for {}, expected version 1 for {data_type}", stored.v, stored.data_type),
+            });
+        }
+        Ok(Checkpoint { cursor: Some(stored.cursor), etag: Some(etag) })
+    }
+
+    /// Replaces `previous` with `cursor`; fails with a conflict if someone else wrote since.
+    pub async fn advance(&self, data_type: DataType, previous: &Checkpoint, cursor: Cursor) -> Result<Checkpoint, CheckpointError> {
+        let stored = Stored { v: 1, data_type, cursor };
+        let bytes = serde_json::to_vec_pretty(&stored).expect("a cursor always serializes");
+        let condition = match &previous.etag {
+            Some(e) => WriteCondition::IfMatch(e.clone()),
+            None => WriteCondition::IfAbsent,
+        };
+        let etag = self.blobs.put(&Self::blob_name(data_type), bytes, condition).await?;
+        Ok(Checkpoint { cursor: Some(stored.cursor), etag: Some(etag) })
+    }
+}

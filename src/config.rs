@@ -1,0 +1,460 @@
+//! Settings, read once from the environment (Functions app settings) and checked as a
+//! whole, so one start-up reports every problem at once and names the setting to change.
+
+use crate::duration::parse_iso8601;
+use crate::model::DataType;
+use crate::secret::Secret;
+use crate::storage::{StorageConfigError, StorageSettings};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use url::Url;
+
+/// Every setting the handler and the CLI use.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Which data types a poll pulls.
+    pub data_types: Vec<DataType>,
+    /// The CAS tenant and how to read it.
+    pub cas: CasSettings,
+    /// The Logs Ingestion target.
+    pub sentinel: SentinelSettings,
+    /// The Entra identity used for CAS (when no legacy token) and for Logs Ingestion.
+    pub identity: IdentitySettings,
+    /// The storage account for the queue and the checkpoint blobs.
+    pub storage: StorageSettings,
+    /// The fan-out queue; its poison queue is `<name>-poison`.
+    pub queue_name: String,
+    /// How long one invocation may spend (keep it below functionTimeout); a poll stops
+    /// there and leaves the rest to the next run, an ingest stops retrying.
+    pub invocation_budget: Duration,
+}
+
+/// How to reach the Defender for Cloud Apps API.
+#[derive(Clone, Debug)]
+pub struct CasSettings {
+    /// Tenant API base URL, e.g. `https://contoso.us2.portal.cloudappsecurity.com`.
+    pub api_url: Url,
+    /// The legacy API token; `None` means an Entra token is used.
+    pub token: Option<Secret>,
+    /// Extra filter ANDed into every alerts query.
+    pub alerts_filter: Map<String, Value>,
+    /// Extra filter ANDed into every activities query.
+    pub activities_filter: Map<String, Value>,
+    /// Continuous reports to read (`None`: all of them).
+    pub discovery_streams: Option<Vec<String>>,
+    /// How far back the first run reaches.
+    pub lookback: Duration,
+    /// How long after `now` a record must be before it is pulled, so CAS has stored
+    /// everything up to the window's end.
+    pub settle: Duration,
+    /// Activities per scan page (500–5000).
+    pub scan_limit: u32,
+}
+
+/// Where rows are written.
+#[derive(Clone, Debug)]
+pub struct SentinelSettings {
+    /// The DCR's logs ingestion endpoint (or a DCE).
+    pub endpoint: Url,
+    /// The DCR immutable id (`dcr-…`).
+    pub dcr_immutable_id: String,
+    /// Stream name for alerts.
+    pub stream_alerts: String,
+    /// Stream name for activities.
+    pub stream_activities: String,
+    /// Stream name for discovery.
+    pub stream_discovery: String,
+}
+
+impl SentinelSettings {
+    /// The stream a data type is written to.
+    pub fn stream(&self, data_type: DataType) -> &str {
+        match data_type {
+            DataType::Alerts => &self.stream_alerts,
+            DataType::Activities => &self.stream_activities,
+            DataType::Discovery => &self.stream_discovery,
+        }
+    }
+}
+
+/// The Entra identity: a client secret when given, else managed identity.
+#[derive(Clone, Debug, Default)]
+pub struct IdentitySettings {
+    /// `AZURE_TENANT_ID`.
+    pub tenant_id: Option<String>,
+    /// `AZURE_CLIENT_ID`: the app with a secret, or a user-assigned managed identity.
+    pub client_id: Option<String>,
+    /// `AZURE_CLIENT_SECRET`.
+    pub client_secret: Option<Secret>,
+}
+
+/// One problem with one setting.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingError {
+    /// A required setting is absent.
+    #[error("{name} is not set: {hint}")]
+    Missing {
+        /// The setting.
+        name: &'static str,
+        /// What it should hold.
+        hint: &'static str,
+    },
+    /// A setting is present but unusable.
+    #[error("{name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+    /// The storage setting is unusable.
+    #[error(transparent)]
+    Storage(#[from] StorageConfigError),
+}
+
+/// Every problem found in the settings.
+#[derive(Debug, thiserror::Error)]
+#[error("{} setting problem(s): {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct SettingsErrors(pub Vec<SettingError>);
+
+/// Default for `CAS_QUEUE_NAME`.
+pub const DEFAULT_QUEUE: &str = "cas-batches";
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsErrors> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `get` (a map in tests, the environment in production).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsErrors> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let mut errs = Collector(Vec::new());
+        let placeholder = || Url::parse("http://127.0.0.1/").expect("a valid URL");
+
+        let data_types = errs.take(parse_data_types(get("CAS_DATA_TYPES")), Vec::new());
+        let api_url = errs.take(
+            required(&get, "CAS_API_URL", "the tenant API URL, e.g. https://contoso.us2.portal.cloudappsecurity.com").and_then(|v| parse_cas_url(&v)),
+            placeholder(),
+        );
+        let alerts_filter = errs.take(parse_filter("CAS_ALERTS_FILTER", get("CAS_ALERTS_FILTER"), &["date"]), Map::new());
+        let activities_filter = errs.take(parse_filter("CAS_ACTIVITIES_FILTER", get("CAS_ACTIVITIES_FILTER"), &["created", "isScan"]), Map::new());
+        let lookback = errs.take(parse_duration("CAS_LOOKBACK", get("CAS_LOOKBACK"), "P1D"), Duration::ZERO);
+        let settle = errs.take(parse_duration("CAS_SETTLE_DELAY", get("CAS_SETTLE_DELAY"), "PT1M"), Duration::ZERO);
+        let invocation_budget = errs.take(parse_duration("CAS_INVOCATION_BUDGET", get("CAS_INVOCATION_BUDGET"), "PT4M"), Duration::ZERO);
+        let scan_limit = errs.take(parse_scan_limit(get("CAS_SCAN_LIMIT")), 0);
+        let endpoint = errs.take(
+            required(&get, "SENTINEL_INGESTION_ENDPOINT", "the DCR's logs ingestion endpoint (or a DCE URL)").and_then(|v| parse_https_url("SENTINEL_INGESTION_ENDPOINT", &v)),
+            placeholder(),
+        );
+        let dcr_immutable_id = errs.take(
+            required(&get, "SENTINEL_DCR_IMMUTABLE_ID", "the DCR immutable id, dcr-<32 hex digits>").and_then(|v| check_dcr_id(&v).map(|_| v)),
+            String::new(),
+        );
+        let mut stream = |name: &'static str, dt: DataType| {
+            let value = get(name).unwrap_or_else(|| dt.default_stream().to_string());
+            errs.take(check_stream(name, &value).map(|_| value), String::new())
+        };
+        let sentinel = SentinelSettings {
+            endpoint,
+            dcr_immutable_id,
+            stream_alerts: stream("SENTINEL_STREAM_ALERTS", DataType::Alerts),
+            stream_activities: stream("SENTINEL_STREAM_ACTIVITIES", DataType::Activities),
+            stream_discovery: stream("SENTINEL_STREAM_DISCOVERY", DataType::Discovery),
+        };
+        let queue_name = errs.take(check_queue_name(get("CAS_QUEUE_NAME").unwrap_or_else(|| DEFAULT_QUEUE.into())), String::new());
+        let storage = StorageSettings::from_lookup(&|k| get(k)).map_err(|e| errs.0.push(e.into())).ok();
+
+        // Placeholders stand in for failed settings only until here: any failure returns.
+        let (Some(storage), true) = (storage, errs.0.is_empty()) else {
+            return Err(SettingsErrors(errs.0));
+        };
+        Ok(Settings {
+            data_types,
+            cas: CasSettings {
+                api_url,
+                token: get("CAS_API_TOKEN").map(Secret::new),
+                alerts_filter,
+                activities_filter,
+                discovery_streams: get("CAS_DISCOVERY_STREAMS").map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+                lookback,
+                settle,
+                scan_limit,
+            },
+            sentinel,
+            identity: IdentitySettings {
+                tenant_id: get("AZURE_TENANT_ID"),
+                client_id: get("AZURE_CLIENT_ID"),
+                client_secret: get("AZURE_CLIENT_SECRET").map(Secret::new),
+            },
+            storage,
+            queue_name,
+            invocation_budget,
+        })
+    }
+
+    /// The poison queue the host moves failed messages to.
+    pub fn poison_queue_name(&self) -> String {
+        format!("{}-poison", self.queue_name)
+    }
+}
+
+/// Gathers every setting error instead of stopping at the first.
+struct Collector(Vec<SettingError>);
+
+impl Collector {
+    /// The value, or `placeholder` with the error recorded.
+    fn take<T>(&mut self, r: Result<T, SettingError>, placeholder: T) -> T {
+        r.unwrap_or_else(|e| {
+            self.0.push(e);
+            placeholder
+        })
+    }
+}
+
+fn required(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    hint: &'static str,
+) -> Result<String, SettingError> {
+    get(name).ok_or(SettingError::Missing { name, hint })
+}
+
+fn parse_data_types(value: Option<String>) -> Result<Vec<DataType>, SettingError> {
+    let Some(value) = value else {
+        return Ok(DataType::ALL.to_vec());
+    };
+    let mut out = Vec::new();
+    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+        let dt = part.parse::<DataType>().map_err(|e| SettingError::Invalid {
+            name: "CAS_DATA_TYPES",
+            reason: e.to_string(),
+        })?;
+        if !out.contains(&dt) {
+            out.push(dt);
+        }
+    }
+    if out.is_empty() {
+        return Err(SettingError::Invalid { name: "CAS_DATA_TYPES", reason: "names no data type".into() });
+    }
+    Ok(out)
+}
+
+fn parse_duration(name: &'static str, value: Option<String>, default: &str) -> Result<Duration, SettingError> {
+    parse_iso8601(value.as_deref().unwrap_or(default))
+        .map_err(|e| SettingError::Invalid { name, reason: e.to_string() })
+}
+
+fn parse_scan_limit(value: Option<String>) -> Result<u32, SettingError> {
+    let Some(v) = value else { return Ok(5000) };
+    match v.parse::<u32>() {
+        Ok(n) if (500..=5000).contains(&n) => Ok(n),
+        _ => Err(SettingError::Invalid {
+            name: "CAS_SCAN_LIMIT",
+            reason: format!("{v:?}: the scan page size must be a whole number from 500 to 5000"),
+        }),
+    }
+}
+
+/// Parses a CAS filter setting: a JSON object of `field: {op: value}` that must not set the
+/// fields the window itself controls.
+fn parse_filter(
+    name: &'static str,
+    value: Option<String>,
+    reserved: &[&str],
+) -> Result<Map<String, Value>, SettingError> {
+    let Some(v) = value else { return Ok(Map::new()) };
+    let parsed: Value = serde_json::from_str(&v).map_err(|e| SettingError::Invalid {
+        name,
+        reason: format!("not valid JSON ({e}); expected an object such as {{\"severity\":{{\"eq\":[2]}}}}"),
+    })?;
+    // Accept both the bare filter object and the request form `{"filters": {...}}`.
+    let map = match parsed {
+        Value::Object(mut m) if m.len() == 1 && m.contains_key("filters") => match m.remove("filters") {
+            Some(Value::Object(inner)) => inner,
+            _ => return Err(SettingError::Invalid { name, reason: "\"filters\" must be an object".into() }),
+        },
+        Value::Object(m) => m,
+        _ => return Err(SettingError::Invalid { name, reason: "must be a JSON object of field: {operator: value}".into() }),
+    };
+    for (field, cond) in &map {
+        if reserved.contains(&field.as_str()) {
+            return Err(SettingError::Invalid {
+                name,
+                reason: format!("sets {field:?}, which the poll window controls; remove it (use CAS_LOOKBACK for the first window)"),
+            });
+        }
+        if !cond.is_object() {
+            return Err(SettingError::Invalid { name, reason: format!("field {field:?} must map to an object such as {{\"eq\": ...}}") });
+        }
+    }
+    Ok(map)
+}
+
+/// Accepts the CAS API on its known domains over https, or http on loopback for local work.
+fn parse_cas_url(text: &str) -> Result<Url, SettingError> {
+    let url = Url::parse(text).map_err(|e| SettingError::Invalid { name: "CAS_API_URL", reason: format!("{text:?} is not a URL: {e}") })?;
+    if is_loopback(&url) {
+        return Ok(url);
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let known = host.ends_with(".portal.cloudappsecurity.com")
+        || host.ends_with(".portal.cloudappsecurity.us")
+        || host == "portal.cloudappsecuritygov.com"
+        || host.ends_with(".portal.cloudappsecuritygov.com");
+    if url.scheme() != "https" || !known {
+        return Err(SettingError::Invalid {
+            name: "CAS_API_URL",
+            reason: format!("{text:?} must be https on *.portal.cloudappsecurity.com, *.portal.cloudappsecurity.us or portal.cloudappsecuritygov.com (or http on a loopback address for local work)"),
+        });
+    }
+    Ok(url)
+}
+
+fn parse_https_url(name: &'static str, text: &str) -> Result<Url, SettingError> {
+    let url = Url::parse(text).map_err(|e| SettingError::Invalid { name, reason: format!("{text:?} is not a URL: {e}") })?;
+    check_https_or_loopback(&url).map_err(|reason| SettingError::Invalid { name, reason })?;
+    Ok(url)
+}
+
+/// Outbound calls are https, except to loopback addresses (local development and tests).
+pub fn check_https_or_loopback(url: &Url) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        _ => Err(format!("{url} must use https (plain http only for loopback addresses)")),
+    }
+}
+
+/// Whether the URL's host is a loopback address (127.0.0.0/8, ::1 or localhost).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn check_dcr_id(v: &str) -> Result<(), SettingError> {
+    let ok = v.strip_prefix("dcr-").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(SettingError::Invalid {
+            name: "SENTINEL_DCR_IMMUTABLE_ID",
+            reason: format!("{v:?} is not a DCR immutable id (dcr- followed by 32 hex digits; the DCR's JSON view shows it as immutableId)"),
+        })
+    }
+}
+
+fn check_stream(name: &'static str, v: &str) -> Result<(), SettingError> {
+    let ok = v.starts_with("Custom-")
+        && v.len() <= 7 + 45
+        && v[7..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && v.len() > 7;
+    if ok {
+        Ok(())
+    } else {
+        Err(SettingError::Invalid {
+            name,
+            reason: format!("{v:?} is not a custom stream name (Custom- followed by up to 45 letters, digits or underscores)"),
+        })
+    }
+}
+
+fn check_queue_name(v: String) -> Result<String, SettingError> {
+    // Storage queue names: 3–63 lowercase letters, digits and single hyphens; the
+    // poison queue adds 7 characters, so leave room for it.
+    let ok = (3..=56).contains(&v.len())
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+        && !v.contains("--");
+    if ok {
+        Ok(v)
+    } else {
+        Err(SettingError::Invalid {
+            name: "CAS_QUEUE_NAME",
+            reason: format!("{v:?} is not a storage queue name (3–56 lowercase letters, digits and single hyphens, leaving room for the -poison suffix)"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("CAS_API_URL", "https://contoso.us2.portal.cloudappsecurity.com"),
+            ("SENTINEL_INGESTION_ENDPOINT", "https://dcr-x.westeurope-1.ingest.monitor.azure.com"),
+            ("SENTINEL_DCR_IMMUTABLE_ID", "dcr-0123456789abcdef0123456789abcdef"),
+            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+        ])
+    }
+
+    fn read(map: &HashMap<&'static str, &'static str>) -> Result<Settings, SettingsErrors> {
+        Settings::from_lookup(&|k| map.get(k).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn minimal_settings_get_documented_defaults() {
+        let s = read(&base()).unwrap();
+        assert_eq!(s.data_types, DataType::ALL.to_vec());
+        assert_eq!(s.queue_name, "cas-batches");
+        assert_eq!(s.poison_queue_name(), "cas-batches-poison");
+        assert_eq!(s.cas.lookback, Duration::from_secs(86_400));
+        assert_eq!(s.sentinel.stream(DataType::Discovery), "Custom-McasShadowItReporting");
+        assert!(s.cas.token.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_and_named() {
+        let mut m = base();
+        m.insert("CAS_API_URL", "http://evil.example.com");
+        m.insert("CAS_DATA_TYPES", "alerts,files");
+        m.insert("CAS_LOOKBACK", "1 day");
+        m.remove("SENTINEL_DCR_IMMUTABLE_ID");
+        let err = read(&m).unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+        let text = err.to_string();
+        for name in ["CAS_API_URL", "CAS_DATA_TYPES", "CAS_LOOKBACK", "SENTINEL_DCR_IMMUTABLE_ID"] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn filters_must_be_objects_and_leave_window_fields_alone() {
+        let mut m = base();
+        m.insert("CAS_ALERTS_FILTER", r#"{"severity":{"eq":[2]}}"#);
+        m.insert("CAS_ACTIVITIES_FILTER", r#"{"filters":{"service":{"eq":[15600]}}}"#);
+        let s = read(&m).unwrap();
+        assert!(s.cas.alerts_filter.contains_key("severity"));
+        assert!(s.cas.activities_filter.contains_key("service"));
+
+        m.insert("CAS_ALERTS_FILTER", r#"{"date":{"gte":0}}"#);
+        assert!(read(&m).unwrap_err().to_string().contains("window"));
+        m.insert("CAS_ALERTS_FILTER", "{not json");
+        assert!(read(&m).unwrap_err().to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn cas_url_must_be_a_known_domain_or_loopback() {
+        assert!(parse_cas_url("https://x.eu2.portal.cloudappsecurity.com").is_ok());
+        assert!(parse_cas_url("https://portal.cloudappsecuritygov.com").is_ok());
+        assert!(parse_cas_url("http://127.0.0.1:8080").is_ok());
+        assert!(parse_cas_url("http://x.portal.cloudappsecurity.com").is_err());
+        assert!(parse_cas_url("https://portal.cloudappsecurity.com.evil.example").is_err());
+    }
+
+    #[test]
+    fn stream_and_queue_names_are_checked() {
+        assert!(check_stream("S", "Custom-McasAlerts").is_ok());
+        assert!(check_stream("S", "McasAlerts").is_err());
+        assert!(check_stream("S", "Custom-").is_err());
+        assert!(check_queue_name("cas-batches".into()).is_ok());
+        assert!(check_queue_name("Cas_Batches".into()).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! The custom handler: the HTTP server the Functions host talks to, and one handler per
+//! function. `GET /` is the host's readiness probe; `POST /<FunctionName>` is an invocation.
+//!
+//! An invocation answers 200 when its work is done and 500 when it must be retried (a
+//! queue message then returns to the queue, and after `maxDequeueCount` deliveries goes to
+//! the poison queue). Because the host discards the body of a failed invocation, every
+//! log line is also written to stderr through `tracing`.
+
+pub mod ingest;
+pub mod poll;
+pub mod protocol;
+
+use crate::app::App;
+use crate::retry::Deadline;
+use protocol::{InvocationRequest, InvocationResponse, QueueTrigger, TimerInfo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use warp::http::StatusCode;
+use warp::Filter;
+
+/// The timer function's name (its folder in `function-definitions/`).
+pub const POLL_FUNCTION: &str = "PollCas";
+/// The queue function's name.
+pub const INGEST_FUNCTION: &str = "IngestBatch";
+/// Largest invocation body accepted (queue messages are at most 64 KiB).
+const MAX_BODY: u64 = 4 * 1024 * 1024;
+
+/// What the handler serves with: a working context, or the reason there is none.
+pub enum Handler {
+    /// Settings were valid.
+    Ready(Arc<App>),
+    /// Settings were not; every invocation fails with this text instead of the process
+    /// crashing in a restart loop.
+    Misconfigured(String),
+}
+
+/// An invocation's result.
+struct Outcome {
+    ok: bool,
+    logs: Vec<String>,
+}
+
+impl Outcome {
+    fn log(&mut self, ok: bool, line: String) {
+        if ok {
+            tracing::info!("{line}");
+        } else {
+            tracing::error!("{line}");
+        }
+        self.logs.push(line);
+    }
+
+    fn into_reply(self) -> warp::reply::Response {
+        use warp::Reply;
+        let status = if self.ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+        let body = InvocationResponse { logs: self.logs, ..Default::default() };
+        warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    }
+}
+
+/// The routes the host calls.
+pub fn routes(handler: Arc<Handler>) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    use warp::Reply;
+    let ready = warp::get().and(warp::path::end()).map(|| warp::reply::with_status("ready", StatusCode::OK).into_response());
+    let invoke = warp::post()
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::body::content_length_limit(MAX_BODY))
+        .and(warp::body::bytes())
+        .then(move |function: String, body: bytes::Bytes| {
+            let handler = handler.clone();
+            async move { invoke(&handler, &function, &body).await.into_reply() }
+        });
+    // Anything else falls through to warp's own 404/405/413 answers.
+    ready.or(invoke).unify()
+}
+
+async fn invoke(handler: &Handler, function: &str, body: &[u8]) -> Outcome {
+    let mut out = Outcome { ok: false, logs: Vec::new() };
+    let app = match handler {
+        Handler::Ready(app) => app,
+        Handler::Misconfigured(why) => {
+            out.log(false, format!("{function}: cas-sentinel is misconfigured: {why}"));
+            return out;
+        }
+    };
+    let req: InvocationRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            out.log(false, format!("{function}: the invocation body is not the host's JSON ({e})"));
+            return out;
+        }
+    };
+    let deadline = Deadline::after(app.settings.invocation_budget);
+    match function {
+        POLL_FUNCTION => invoke_poll(app, &req, deadline, &mut out).await,
+        INGEST_FUNCTION => invoke_ingest(app, &req, deadline, &mut out).await,
+        other => out.log(false, format!("no function named {other:?}: this handler serves {POLL_FUNCTION} and {INGEST_FUNCTION}")),
+    }
+    out
+}
+
+async fn invoke_poll(app: &App, req: &InvocationRequest, deadline: Deadline, out: &mut Outcome) {
+    match TimerInfo::from_request(req) {
+        Ok(t) if t.is_past_due => out.log(true, "PollCas: timer is past due; the checkpoint decides the window, so nothing is skipped".into()),
+        Ok(_) => {}
+        // The timer value is informational only; a malformed one does not stop the poll.
+        Err(e) => out.log(true, format!("PollCas: ignoring unreadable timer info: {e}")),
+    }
+    let mut all_ok = true;
+    for r in poll::run(app, deadline).await {
+        match r {
+            Ok(report) => out.log(true, format!("PollCas: {report}")),
+            Err(e) => {
+                all_ok = false;
+                out.log(false, format!("PollCas: {e}"));
+            }
+        }
+    }
+    out.ok = all_ok;
+}
+
+async fn invoke_ingest(app: &App, req: &InvocationRequest, deadline: Deadline, out: &mut Outcome) {
+    let trigger = match QueueTrigger::from_request(req) {
+        Ok(t) => t,
+        Err(e) => return out.log(false, format!("IngestBatch: {e}")),
+    };
+    let id = trigger.id.as_deref().unwrap_or("?");
+    match ingest::process(app, &trigger.text, deadline).await {
+        Ok(outcome) => {
+            out.ok = true;
+            out.log(true, format!("IngestBatch: message {id} (delivery {}): {outcome}", trigger.dequeue_count));
+        }
+        Err(e) => out.log(false, format!("IngestBatch: message {id} (delivery {}): {e}; the host retries it, then moves it to {}", trigger.dequeue_count, app.poison.name())),
+    }
+}
+
+/// Serves the handler on `127.0.0.1:port` until the process ends.
+pub async fn serve(handler: Handler, port: u16) -> std::io::Result<SocketAddr> {
+    crate::loopback::serve(routes(Arc::new(handler)), port).await
+}

@@ -1,0 +1,87 @@
+//! `PollCas`: for each enabled data type, pull what is new since the checkpoint, enqueue
+//! it, and only then advance the checkpoint.
+
+use crate::app::App;
+use crate::cas::pull::pull;
+use crate::checkpoint::CheckpointError;
+use crate::model::{now_ms, DataType, Window};
+use crate::queue::envelope::{pack, spill_blob_name};
+use crate::retry::Deadline;
+use std::fmt;
+
+/// What one data type's poll did.
+#[derive(Debug)]
+pub struct PollReport {
+    /// The data type.
+    pub data_type: DataType,
+    /// The window read.
+    pub window: Window,
+    /// Records enqueued.
+    pub records: usize,
+    /// Queue messages written.
+    pub messages: usize,
+    /// Whether the window was read to its end (else the next run continues it).
+    pub complete: bool,
+}
+
+impl fmt::Display for PollReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: window {}, {} records, {} messages{}", self.data_type, self.window, self.records, self.messages, if self.complete { "" } else { ", incomplete (continues next run)" })
+    }
+}
+
+/// A data type's poll failed; what it enqueued before failing stays enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The checkpoint could not be read or advanced.
+    #[error("{0}: checkpoint: {1}")]
+    Checkpoint(DataType, CheckpointError),
+    /// CAS failed.
+    #[error("{0}: CAS: {1}")]
+    Cas(DataType, crate::cas::CasError),
+    /// Enqueueing failed; the checkpoint was not advanced, so the next run pulls the window again.
+    #[error("{0}: enqueue: {1}")]
+    Enqueue(DataType, String),
+    /// The queue or container could not be created.
+    #[error("storage: {0}")]
+    Setup(String),
+}
+
+/// Polls every enabled data type; one failing does not stop the others.
+pub async fn run(app: &App, deadline: Deadline) -> Vec<Result<PollReport, PollError>> {
+    if let Err(e) = app.ensure_resources().await {
+        return vec![Err(PollError::Setup(e.to_string()))];
+    }
+    let mut out = Vec::new();
+    for &dt in &app.settings.data_types {
+        out.push(poll_one(app, dt, deadline).await);
+    }
+    out
+}
+
+/// Polls one data type.
+pub async fn poll_one(app: &App, dt: DataType, deadline: Deadline) -> Result<PollReport, PollError> {
+    let checkpoint = app.checkpoints.load(dt).await.map_err(|e| PollError::Checkpoint(dt, e))?;
+    let pulled = pull(&app.cas, &app.settings.cas, dt, checkpoint.cursor.as_ref(), now_ms(), deadline)
+        .await
+        .map_err(|e| PollError::Cas(dt, e))?;
+    let messages = pack(dt, pulled.window, &pulled.records);
+    for m in &messages {
+        if let Some(gz) = &m.spill {
+            app.blobs
+                .put(&spill_blob_name(&m.envelope.batch), gz.clone(), crate::blobs::WriteCondition::Always)
+                .await
+                .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
+        }
+        app.queue.send_text(&m.envelope.to_text()).await.map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
+    }
+    if checkpoint.cursor.as_ref() != Some(&pulled.cursor) {
+        app.checkpoints.advance(dt, &checkpoint, pulled.cursor).await.map_err(|e| PollError::Checkpoint(dt, e))?;
+    }
+    if let Some(e) = pulled.error {
+        // Progress up to the failure is saved; report the failure all the same.
+        tracing::warn!(data_type = %dt, records = pulled.records.len(), "pull stopped early; what was read is enqueued");
+        return Err(PollError::Cas(dt, e));
+    }
+    Ok(PollReport { data_type: dt, window: pulled.window, records: pulled.records.len(), messages: messages.len(), complete: pulled.complete })
+}

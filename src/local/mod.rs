@@ -1,0 +1,237 @@
+//! The whole pipeline on one machine, with no Azure account: Azurite for storage, the
+//! simulated CAS tenant, identity endpoint and Logs Ingestion endpoint, the real handler
+//! binary started as the Functions host starts it, and [`host::HostEmulator`] driving it.
+//!
+//! [`Harness`] assembles these; the `demo` command and the end-to-end tests both use it.
+
+pub mod azurite;
+pub mod host;
+
+use crate::auth::sim::{IdentitySim, HEADER_SECRET};
+use crate::cas::sim::{CasSim, SimConfig};
+use crate::config::Settings;
+use crate::queue::{Queue, QueueError};
+use crate::sentinel::sim::{IngestionSim, SIM_DCR};
+use azurite::{free_port, Azurite};
+use host::HostEmulator;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use url::Url;
+
+/// Something in the local set-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// Azurite could not be started or reached.
+    #[error("Azurite: {0}")]
+    Azurite(String),
+    /// The handler process could not be started or answered wrongly.
+    #[error("handler: {0}")]
+    Handler(String),
+    /// A queue call failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The generated settings were refused (a bug).
+    #[error("settings: {0}")]
+    Settings(String),
+    /// Local I/O.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// How to set the harness up.
+pub struct HarnessOptions {
+    /// The `cas-sentinel` binary to run as the handler.
+    pub handler_bin: PathBuf,
+    /// Scratch folder (Azurite data).
+    pub work_dir: PathBuf,
+    /// Where the ingestion simulator writes NDJSON (none: memory only).
+    pub out_dir: Option<PathBuf>,
+    /// Keep accepted rows in memory for inspection.
+    pub keep_rows: bool,
+    /// CAS tenant behaviour.
+    pub cas: SimConfig,
+    /// Extra settings for the handler (override the defaults).
+    pub env: Vec<(String, String)>,
+}
+
+/// Everything running.
+pub struct Harness {
+    /// Storage.
+    pub azurite: Azurite,
+    /// The simulated tenant.
+    pub cas: Arc<CasSim>,
+    /// The simulated Logs Ingestion endpoint.
+    pub sink: Arc<IngestionSim>,
+    /// The simulated managed-identity endpoint.
+    pub identity: Arc<IdentitySim>,
+    /// The Functions host stand-in.
+    pub host: HostEmulator,
+    /// The settings the handler runs with.
+    pub settings: Settings,
+    handler: Option<Child>,
+    handler_bin: PathBuf,
+    env: Vec<(String, String)>,
+    port: u16,
+}
+
+impl Harness {
+    /// Starts storage, the simulators and the handler, and waits until it is ready.
+    pub async fn start(opts: HarnessOptions) -> Result<Harness, LocalError> {
+        let azurite = Azurite::start(&opts.work_dir.join("azurite")).await?;
+        let (identity, identity_url) = IdentitySim::start().await;
+        let (cas, cas_url) = CasSim::start(opts.cas).await;
+        let (sink, sink_url) = IngestionSim::start(opts.out_dir, opts.keep_rows).await;
+        let storage = azurite.storage();
+        let mut env: Vec<(String, String)> = vec![
+            ("CAS_API_URL".into(), cas_url.to_string()),
+            ("SENTINEL_INGESTION_ENDPOINT".into(), sink_url.to_string()),
+            ("SENTINEL_DCR_IMMUTABLE_ID".into(), SIM_DCR.into()),
+            ("AzureWebJobsStorage".into(), storage.connection_string().expect("Azurite is key-based")),
+            ("IDENTITY_ENDPOINT".into(), identity_url),
+            ("IDENTITY_HEADER".into(), HEADER_SECRET.into()),
+            ("CAS_SETTLE_DELAY".into(), "PT1S".into()),
+            ("CAS_INVOCATION_BUDGET".into(), "PT60S".into()),
+        ];
+        for (k, v) in opts.env {
+            env.retain(|(e, _)| *e != k);
+            env.push((k, v));
+        }
+        let settings = Settings::from_lookup(&|k| env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone())).map_err(|e| LocalError::Settings(e.to_string()))?;
+        let queue = Queue::new(settings.queue_name.clone(), storage.queue_client(&settings.queue_name, None).map_err(|e| LocalError::Settings(e.to_string()))?);
+        let poison_name = settings.poison_queue_name();
+        let poison = Queue::new(poison_name.clone(), storage.queue_client(&poison_name, None).map_err(|e| LocalError::Settings(e.to_string()))?);
+        queue.ensure().await?;
+        let port = free_port()?;
+        let handler_url = Url::parse(&format!("http://127.0.0.1:{port}/")).expect("a loopback URL");
+        let mut h = Harness {
+            azurite,
+            cas,
+            sink,
+            identity,
+            host: HostEmulator::new(handler_url, queue, poison),
+            settings,
+            handler: None,
+            handler_bin: opts.handler_bin,
+            env,
+            port,
+        };
+        h.start_handler().await?;
+        Ok(h)
+    }
+
+    /// Starts the handler process the way the host does (port in
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT`, settings in the environment) and waits for `GET /`.
+    pub async fn start_handler(&mut self) -> Result<Duration, LocalError> {
+        let mut cmd = Command::new(&self.handler_bin);
+        cmd.arg("serve")
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", self.port.to_string())
+            .env("RUST_LOG", std::env::var("CAS_SENTINEL_HANDLER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        self.handler = Some(cmd.spawn().map_err(|e| LocalError::Handler(format!("could not start {}: {e}", self.handler_bin.display())))?);
+        self.host.wait_ready(Duration::from_secs(30)).await
+    }
+
+    /// Kills the handler with SIGKILL (no chance to clean up), as a crashed instance.
+    pub async fn kill_handler(&mut self) {
+        if let Some(mut c) = self.handler.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// The handler's base URL.
+    pub fn handler_url(&self) -> Url {
+        Url::parse(&format!("http://127.0.0.1:{}/", self.port)).expect("a loopback URL")
+    }
+}
+
+/// What the demo does.
+pub struct DemoOptions {
+    /// Timer ticks to run.
+    pub ticks: u32,
+    /// New alerts raised before each tick.
+    pub alerts_per_tick: usize,
+    /// New activities stored before each tick.
+    pub activities_per_tick: usize,
+    /// Where output and scratch data go.
+    pub dir: PathBuf,
+}
+
+/// Runs the pipeline for a few ticks on the simulated tenant and prints what happened.
+pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalError> {
+    let out_dir = opts.dir.join("out");
+    let work_dir = opts.dir.join("work");
+    for d in [&out_dir, &work_dir] {
+        if d.exists() {
+            std::fs::remove_dir_all(d)?;
+        }
+    }
+    println!("cas-sentinel local run: simulated CAS tenant → handler (driven as the Functions host drives it) → local Logs Ingestion endpoint");
+    println!("starting Azurite, the simulators and the handler…");
+    let mut h = Harness::start(HarnessOptions {
+        handler_bin,
+        work_dir,
+        out_dir: Some(out_dir.clone()),
+        keep_rows: false,
+        cas: SimConfig::default(),
+        env: vec![],
+    })
+    .await?;
+    // A day of history for the first run's lookback, and two continuous reports.
+    let now = crate::model::now_ms();
+    h.cas.add_alerts((0..40).map(|i| now - 20 * 3_600_000 + i * 1_700_000));
+    h.cas.add_activities((0..300).map(|i| now - 20 * 3_600_000 + i * 230_000), |n| (n as i64 % 7) * 60_000);
+    let apps = |base: i64| (0..4).map(|i| crate::cas::sim::discovered_app(base + i, &format!("App {}", base + i), "Cloud storage")).collect();
+    h.cas.add_stream("Global View", apps(15600));
+    h.cas.add_stream("Marketing Department", apps(20100));
+
+    let mut totals = host::DrainStats::default();
+    for tick in 1..=opts.ticks {
+        if tick > 1 {
+            let now = crate::model::now_ms();
+            h.cas.add_alerts((0..opts.alerts_per_tick as i64).map(|i| now - 500 + i % 3));
+            h.cas.add_activities((0..opts.activities_per_tick as i64).map(|i| now - 500 + i % 5), |n| (n as i64 % 5) * 45_000);
+            tokio::time::sleep(Duration::from_millis(1600)).await; // let the settle delay pass
+        }
+        let (ok, logs) = h.host.tick(false).await?;
+        println!("\ntick {tick}: PollCas {}", if ok { "succeeded" } else { "FAILED" });
+        for l in logs {
+            println!("  {l}");
+        }
+        let d = h.host.drain(Duration::from_secs(120)).await?;
+        println!("  IngestBatch: {} invocations, {} succeeded, {} failed, {} to poison", d.invocations, d.succeeded, d.failed, d.poisoned);
+        totals.invocations += d.invocations;
+        totals.succeeded += d.succeeded;
+        totals.failed += d.failed;
+        totals.poisoned += d.poisoned;
+    }
+    let cas = h.cas.stats();
+    let sink = h.sink.stats();
+    println!("\nsummary");
+    println!("  CAS tenant holds:     {} alerts, {} activities, 2 continuous reports", h.cas.alert_ids().len(), h.cas.activity_ids().len());
+    println!("  queue messages:       {} ingested, {} failed deliveries, {} in poison", totals.succeeded, totals.failed, totals.poisoned);
+    for (table, rows) in &sink.rows {
+        println!("  rows ingested:        {table:<26} {rows}");
+    }
+    println!("  API calls:            CAS {} (at most {} in any minute, limit 30), Logs Ingestion {} ({} accepted, {} KiB)", cas.requests, cas.max_in_any_minute, sink.calls, sink.accepted_calls, sink.bytes / 1024);
+    println!("  output files:");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out_dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    for f in files {
+        println!("    {}", display(&f));
+    }
+    h.kill_handler().await;
+    Ok(())
+}
+
+fn display(p: &Path) -> String {
+    std::env::current_dir().ok().and_then(|d| p.strip_prefix(d).ok().map(|r| r.display().to_string())).unwrap_or_else(|| p.display().to_string())
+}

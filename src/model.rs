@@ -1,0 +1,248 @@
+//! The small vocabulary the whole pipeline shares: which kind of CAS data, which time
+//! window, and which batch. Each is a type so that a stray string or a reversed window
+//! cannot travel far before the compiler or a constructor stops it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+/// The three kinds of Defender for Cloud Apps data this tool forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// Alerts (`/api/v1/alerts/`), forwarded to `McasAlerts_CL`.
+    Alerts,
+    /// Activities (`/api/v1/activities/`, scan mode), forwarded to `McasActivity_CL`.
+    Activities,
+    /// Shadow IT discovery aggregates, forwarded to `McasShadowItReporting_CL`.
+    Discovery,
+}
+
+impl DataType {
+    /// Every data type, in the order a poll visits them.
+    pub const ALL: [DataType; 3] = [DataType::Alerts, DataType::Activities, DataType::Discovery];
+
+    /// The lowercase name used in settings, blob names and queue messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Alerts => "alerts",
+            DataType::Activities => "activities",
+            DataType::Discovery => "discovery",
+        }
+    }
+
+    /// The Log Analytics custom table the rows end up in.
+    pub fn table(self) -> &'static str {
+        match self {
+            DataType::Alerts => "McasAlerts_CL",
+            DataType::Activities => "McasActivity_CL",
+            DataType::Discovery => "McasShadowItReporting_CL",
+        }
+    }
+
+    /// The DCR stream name used when the settings do not name one.
+    pub fn default_stream(self) -> &'static str {
+        match self {
+            DataType::Alerts => "Custom-McasAlerts",
+            DataType::Activities => "Custom-McasActivity",
+            DataType::Discovery => "Custom-McasShadowItReporting",
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A data type name that is not one of `alerts`, `activities`, `discovery`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown data type {0:?}: expected one of alerts, activities, discovery")]
+pub struct UnknownDataType(pub String);
+
+impl FromStr for DataType {
+    type Err = UnknownDataType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "alerts" => Ok(DataType::Alerts),
+            "activities" => Ok(DataType::Activities),
+            "discovery" => Ok(DataType::Discovery),
+            other => Err(UnknownDataType(other.to_string())),
+        }
+    }
+}
+
+/// A half-open interval of CAS time, in Unix milliseconds: `from <= t <= to`.
+///
+/// CAS filters are inclusive on both ends (`gte`/`lte`), so the window is too; the
+/// boundary bookkeeping in the checkpoint is what keeps a record on the edge from being
+/// sent twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "WindowRepr")]
+pub struct Window {
+    from: i64,
+    to: i64,
+}
+
+/// A window whose end lies before its start.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("window end {to} is before its start {from}")]
+pub struct ReversedWindow {
+    /// The requested start (Unix ms).
+    pub from: i64,
+    /// The requested end (Unix ms).
+    pub to: i64,
+}
+
+/// The unchecked wire form of a [`Window`], so that deserializing goes through [`Window::new`].
+#[derive(Deserialize)]
+struct WindowRepr {
+    from: i64,
+    to: i64,
+}
+
+impl TryFrom<WindowRepr> for Window {
+    type Error = ReversedWindow;
+    fn try_from(r: WindowRepr) -> Result<Self, Self::Error> {
+        Window::new(r.from, r.to)
+    }
+}
+
+impl Window {
+    /// A window from `from` to `to` (Unix ms, both inclusive).
+    pub fn new(from: i64, to: i64) -> Result<Self, ReversedWindow> {
+        if to < from {
+            return Err(ReversedWindow { from, to });
+        }
+        Ok(Window { from, to })
+    }
+
+    /// The first millisecond in the window.
+    pub fn from_ms(&self) -> i64 {
+        self.from
+    }
+
+    /// The last millisecond in the window.
+    pub fn to_ms(&self) -> i64 {
+        self.to
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", format_ms(self.from), format_ms(self.to))
+    }
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC (`2026-11-29T10:00:00.123Z`); out-of-range
+/// values print as the raw number rather than failing.
+pub fn format_ms(ms: i64) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) else {
+        return ms.to_string();
+    };
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Identifies one queue message's worth of records, for the whole of its life.
+///
+/// The id is a hash of the message's content (data type, window and the exact record
+/// bytes), so pulling the same window twice yields the same ids and the ingest side can
+/// skip what it already sent, while a batch whose content differs in any record gets a
+/// new id and is never wrongly skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BatchId(String);
+
+/// Text that is not a batch id (32 lowercase hex digits).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid batch id {0:?}: expected 32 lowercase hex digits")]
+pub struct InvalidBatchId(pub String);
+
+impl BatchId {
+    /// The id of a batch with this content.
+    pub fn for_content(data_type: DataType, window: Window, records_json: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(data_type.as_str().as_bytes());
+        h.update(window.from.to_be_bytes());
+        h.update(window.to.to_be_bytes());
+        h.update(records_json);
+        let digest = h.finalize();
+        let mut s = String::with_capacity(32);
+        for b in &digest[..16] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        BatchId(s)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BatchId {
+    type Error = InvalidBatchId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let ok = s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(BatchId(s))
+        } else {
+            Err(InvalidBatchId(s))
+        }
+    }
+}
+
+impl From<BatchId> for String {
+    fn from(id: BatchId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_type_parses_case_insensitively_and_rejects_others() {
+        assert_eq!(" Alerts ".parse::<DataType>(), Ok(DataType::Alerts));
+        assert_eq!("discovery".parse::<DataType>(), Ok(DataType::Discovery));
+        assert!("alert".parse::<DataType>().is_err());
+    }
+
+    #[test]
+    fn window_rejects_reversed_bounds() {
+        assert!(Window::new(10, 9).is_err());
+        assert_eq!(Window::new(9, 9).unwrap().to_ms(), 9);
+    }
+
+    #[test]
+    fn batch_id_is_deterministic_and_content_sensitive() {
+        let w = Window::new(1, 2).unwrap();
+        let a = BatchId::for_content(DataType::Alerts, w, b"[1]");
+        assert_eq!(a, BatchId::for_content(DataType::Alerts, w, b"[1]"));
+        assert_ne!(a, BatchId::for_content(DataType::Alerts, w, b"[2]"));
+        assert_ne!(a, BatchId::for_content(DataType::Activities, w, b"[1]"));
+        assert_eq!(BatchId::try_from(a.to_string()), Ok(a));
+        assert!(BatchId::try_from("../etc".to_string()).is_err());
+    }
+
+    #[test]
+    fn format_ms_is_rfc3339() {
+        assert_eq!(format_ms(1_795_944_000_000), "2026-11-29T09:20:00Z");
+        assert_eq!(format_ms(1_795_944_000_001), "2026-11-29T09:20:00.001Z");
+    }
+}

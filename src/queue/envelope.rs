@@ -1,0 +1,374 @@
+//! The queue message format: a small versioned JSON envelope around a gzip'd JSON array of
+//! CAS records, sized so that each message fits the 64 KiB queue limit once the host's
+//! base64 encoding is applied.
+//!
+//! ```json
+//! {"v":1,"type":"alerts","batch":"<32 hex>","window":{"from":..,"to":..},"count":42,
+//!  "payload":"inline","gz":"<base64 of gzip(JSON array)>"}
+//! ```
+//!
+//! A single record too large for any message goes to a blob instead
+//! (`"payload":"blob","blob":"payloads/<batch>.json.gz"`): a blob name, never a URL.
+
+use crate::model::{BatchId, DataType, Window};
+use base64::Engine;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::{Read, Write};
+
+/// The envelope version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Largest message text: 64 KiB once base64-encoded (4/3 expansion).
+pub const MAX_MESSAGE_TEXT: usize = 65_536 / 4 * 3;
+/// Cap on a batch's decompressed size, so a hostile message cannot exhaust memory.
+pub const MAX_RECORDS_BYTES: usize = 32 * 1024 * 1024;
+
+/// One queue message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version.
+    pub v: u32,
+    /// What kind of records the batch holds.
+    #[serde(rename = "type")]
+    pub data_type: DataType,
+    /// Content-derived id; the ingest side skips ids it has already sent.
+    pub batch: BatchId,
+    /// The poll window the records came from.
+    pub window: Window,
+    /// How many records the payload holds.
+    pub count: u32,
+    /// Where the records are.
+    #[serde(flatten)]
+    pub payload: Payload,
+}
+
+/// Where a batch's records are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "payload", rename_all = "lowercase")]
+pub enum Payload {
+    /// In the message: base64 of gzip of a JSON array.
+    Inline {
+        /// The encoded records.
+        gz: String,
+    },
+    /// In a blob of the cas-sentinel container (gzip of a JSON array).
+    Blob {
+        /// The blob name, `payloads/<batch>.json.gz`.
+        blob: String,
+    },
+}
+
+/// A message that is not a batch we can process.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// Not JSON, or JSON of another shape.
+    #[error("queue message is not a cas-sentinel envelope: {0}")]
+    NotEnvelope(String),
+    /// Written by a newer (or unknown) version.
+    #[error("queue message has envelope version {0}; this build reads version {VERSION}")]
+    Version(u64),
+    /// The payload is not valid base64/gzip/JSON.
+    #[error("batch {batch}: payload is corrupt: {detail}")]
+    Corrupt {
+        /// The batch.
+        batch: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The payload expands beyond [`MAX_RECORDS_BYTES`].
+    #[error("batch {batch}: payload expands beyond {MAX_RECORDS_BYTES} bytes; refusing it")]
+    TooLarge {
+        /// The batch.
+        batch: String,
+    },
+    /// The header and the payload disagree.
+    #[error("batch {batch}: header says {expected} records, payload holds {found}")]
+    CountMismatch {
+        /// The batch.
+        batch: String,
+        /// The header's count.
+        expected: u32,
+        /// Records found.
+        found: usize,
+    },
+    /// A blob payload name that is not ours.
+    #[error("batch {batch}: blob payload name {name:?} is not payloads/<batch>.json.gz")]
+    BadBlobName {
+        /// The batch.
+        batch: String,
+        /// The name given.
+        name: String,
+    },
+}
+
+impl Envelope {
+    /// Parses message text, checking the version before the shape so a message from a
+    /// newer release says so instead of failing on a field.
+    pub fn parse(text: &str) -> Result<Envelope, EnvelopeError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| EnvelopeError::NotEnvelope(format!("not JSON ({e})")))?;
+        match v.get("v").and_then(Value::as_u64) {
+            Some(n) if n == VERSION as u64 => {}
+            Some(n) => return Err(EnvelopeError::Version(n)),
+            None => return Err(EnvelopeError::NotEnvelope("no numeric \"v\" field".into())),
+        }
+        let env: Envelope = serde_json::from_value(v).map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))?;
+        if let Payload::Blob { blob } = &env.payload {
+            if *blob != spill_blob_name(&env.batch) {
+                return Err(EnvelopeError::BadBlobName { batch: env.batch.to_string(), name: blob.clone() });
+            }
+        }
+        Ok(env)
+    }
+
+    /// The message text.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serializes")
+    }
+
+    /// Decodes an inline payload's records (a blob payload's bytes go to [`decode_records`]).
+    pub fn inline_records(&self) -> Result<Vec<Value>, EnvelopeError> {
+        let Payload::Inline { gz } = &self.payload else {
+            return Err(self.corrupt("payload is in a blob, not inline".into()));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(gz)
+            .map_err(|e| self.corrupt(format!("base64: {e}")))?;
+        decode_records(self, &bytes)
+    }
+
+    fn corrupt(&self, detail: String) -> EnvelopeError {
+        EnvelopeError::Corrupt { batch: self.batch.to_string(), detail }
+    }
+}
+
+/// Gunzips (with the size cap) and parses a payload, checking the record count.
+pub fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeError> {
+    let mut raw = Vec::new();
+    let mut dec = GzDecoder::new(gz).take(MAX_RECORDS_BYTES as u64 + 1);
+    dec.read_to_end(&mut raw).map_err(|e| env.corrupt(format!("gzip: {e}")))?;
+    if raw.len() > MAX_RECORDS_BYTES {
+        return Err(EnvelopeError::TooLarge { batch: env.batch.to_string() });
+    }
+    let records: Vec<Value> = serde_json::from_slice(&raw).map_err(|e| env.corrupt(format!("JSON: {e}")))?;
+    if records.len() != env.count as usize {
+        return Err(EnvelopeError::CountMismatch { batch: env.batch.to_string(), expected: env.count, found: records.len() });
+    }
+    Ok(records)
+}
+
+/// The blob that holds a spilled batch's payload.
+pub fn spill_blob_name(batch: &BatchId) -> String {
+    format!("payloads/{batch}.json.gz")
+}
+
+/// A message ready to enqueue.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The envelope.
+    pub envelope: Envelope,
+    /// For a spilled batch, the gzip payload to write to its blob before enqueueing.
+    pub spill: Option<Vec<u8>>,
+}
+
+/// Packs records into as few messages as fit, each as full as it can be.
+///
+/// Records keep their order; batch ids depend only on the data type, the window and the
+/// record bytes, so packing the same records again yields the same messages.
+pub fn pack(data_type: DataType, window: Window, records: &[Value]) -> Vec<Outgoing> {
+    let encoded: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| serde_json::to_vec(r).expect("a JSON value always serializes"))
+        .collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    // Start by assuming 5:1 compression; each message's result refines the guess.
+    let mut ratio = 5.0f64;
+    while start < encoded.len() {
+        let (end, outgoing) = fill_one(data_type, window, &encoded, start, &mut ratio);
+        out.push(outgoing);
+        start = end;
+    }
+    out
+}
+
+/// Builds the fullest message starting at `start`; returns where the next one starts.
+fn fill_one(data_type: DataType, window: Window, encoded: &[Vec<u8>], start: usize, ratio: &mut f64) -> (usize, Outgoing) {
+    let gz_budget = (MAX_MESSAGE_TEXT - 512) * 3 / 4;
+    let target_raw = (gz_budget as f64 * *ratio * 0.9) as usize;
+    let mut end = start;
+    let mut raw = 0;
+    while end < encoded.len() && (end == start || raw + encoded[end].len() < target_raw) {
+        raw += encoded[end].len() + 1;
+        end += 1;
+    }
+    let mut best: Option<(usize, Envelope)> = None;
+    let mut too_big_at = usize::MAX;
+    for _ in 0..8 {
+        let (env, gz_len, raw_len) = build(data_type, window, &encoded[start..end]);
+        let len = env.to_text().len();
+        *ratio = (raw_len as f64 / gz_len.max(1) as f64).max(1.0);
+        let fill = len as f64 / MAX_MESSAGE_TEXT as f64;
+        if len <= MAX_MESSAGE_TEXT {
+            best = Some((end, env));
+            if end == encoded.len() || fill > 0.9 || end + 1 >= too_big_at {
+                break;
+            }
+            let grow = ((end - start) as f64 * (0.95 / fill)).ceil() as usize;
+            end = (start + grow.max(end - start + 1)).min(encoded.len()).min(too_big_at - 1);
+        } else {
+            too_big_at = end;
+            if end - start == 1 {
+                break;
+            }
+            if best.is_some() {
+                // Growing overshot: settle for the last message that fitted.
+                break;
+            }
+            let shrink = ((end - start) as f64 * (0.9 / fill)).floor() as usize;
+            end = start + shrink.clamp(1, end - start - 1);
+        }
+    }
+    match best {
+        Some((end, envelope)) => (end, Outgoing { envelope, spill: None }),
+        None => {
+            // One record that no message can hold: its payload goes to a blob.
+            let body = json_array(&encoded[start..start + 1]);
+            let batch = BatchId::for_content(data_type, window, &body);
+            let envelope = Envelope {
+                v: VERSION,
+                data_type,
+                payload: Payload::Blob { blob: spill_blob_name(&batch) },
+                batch,
+                window,
+                count: 1,
+            };
+            (start + 1, Outgoing { envelope, spill: Some(gzip(&body)) })
+        }
+    }
+}
+
+fn build(data_type: DataType, window: Window, records: &[Vec<u8>]) -> (Envelope, usize, usize) {
+    let body = json_array(records);
+    let gz = gzip(&body);
+    let env = Envelope {
+        v: VERSION,
+        data_type,
+        batch: BatchId::for_content(data_type, window, &body),
+        window,
+        count: records.len() as u32,
+        payload: Payload::Inline { gz: base64::engine::general_purpose::STANDARD.encode(&gz) },
+    };
+    (env, gz.len(), body.len())
+}
+
+/// `[r1,r2,...]` from already-serialized records.
+pub fn json_array(records: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(r);
+    }
+    body.push(b']');
+    body
+}
+
+/// Gzip at the default level: a good ratio at a speed well above what the queue needs.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::default());
+    enc.write_all(bytes).expect("writing to a Vec cannot fail");
+    enc.finish().expect("writing to a Vec cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn window() -> Window {
+        Window::new(1_000, 2_000).unwrap()
+    }
+
+    /// Records that compress poorly, so packing has to split.
+    fn noisy_records(n: usize, size: usize) -> Vec<Value> {
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        (0..n)
+            .map(|i| {
+                let noise: String = (0..size)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        char::from(b'a' + (x % 26) as u8)
+                    })
+                    .collect();
+                json!({"_id": format!("id{i}"), "timestamp": 1500, "noise": noise})
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_record_is_packed_once_in_order_and_messages_fit() {
+        let records = noisy_records(400, 900);
+        let msgs = pack(DataType::Alerts, window(), &records);
+        assert!(msgs.len() > 1);
+        let mut back = Vec::new();
+        for m in &msgs {
+            let text = m.envelope.to_text();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&text);
+            assert!(b64.len() <= 65_536, "stored size {}", b64.len());
+            let parsed = Envelope::parse(&text).unwrap();
+            back.extend(parsed.inline_records().unwrap());
+        }
+        assert_eq!(back, records);
+        // Full messages: all but the last are more than 75% of the limit.
+        for m in &msgs[..msgs.len() - 1] {
+            assert!(m.envelope.to_text().len() > MAX_MESSAGE_TEXT * 3 / 4);
+        }
+    }
+
+    #[test]
+    fn packing_is_deterministic() {
+        let records = noisy_records(100, 700);
+        let a: Vec<_> = pack(DataType::Activities, window(), &records).into_iter().map(|m| m.envelope.batch).collect();
+        let b: Vec<_> = pack(DataType::Activities, window(), &records).into_iter().map(|m| m.envelope.batch).collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_record_too_big_for_any_message_is_spilled_not_dropped() {
+        let mut records = noisy_records(3, 200);
+        records.insert(1, noisy_records(1, 120_000).remove(0));
+        let msgs = pack(DataType::Alerts, window(), &records);
+        let spilled: Vec<_> = msgs.iter().filter(|m| m.spill.is_some()).collect();
+        assert_eq!(spilled.len(), 1);
+        let env = Envelope::parse(&spilled[0].envelope.to_text()).unwrap();
+        let recs = decode_records(&env, spilled[0].spill.as_ref().unwrap()).unwrap();
+        assert_eq!(recs[0], records[1]);
+        assert_eq!(msgs.iter().map(|m| m.envelope.count).sum::<u32>(), 4);
+    }
+
+    #[test]
+    fn bad_messages_get_named_errors() {
+        assert!(matches!(Envelope::parse("hello"), Err(EnvelopeError::NotEnvelope(_))));
+        assert_eq!(Envelope::parse(r#"{"v":2}"#), Err(EnvelopeError::Version(2)));
+        let mut env = pack(DataType::Alerts, window(), &noisy_records(2, 10)).remove(0).envelope;
+        env.count = 3;
+        assert!(matches!(env.inline_records(), Err(EnvelopeError::CountMismatch { .. })));
+        let text = env.to_text().replace("\"from\":1000", "\"from\":3000");
+        assert!(matches!(Envelope::parse(&text), Err(EnvelopeError::NotEnvelope(_))), "reversed window");
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused() {
+        let zeros = vec![b' '; MAX_RECORDS_BYTES + 10];
+        let mut env = pack(DataType::Alerts, window(), &[json!(1)]).remove(0).envelope;
+        env.payload = Payload::Inline { gz: base64::engine::general_purpose::STANDARD.encode(gzip(&zeros)) };
+        assert!(matches!(env.inline_records(), Err(EnvelopeError::TooLarge { .. })));
+    }
+}

@@ -1,0 +1,86 @@
+//! Deadlines and back-off shared by the CAS and Logs Ingestion clients.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The moment by which an invocation must be done; retries never sleep past it.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Deadline(Instant::now() + budget)
+    }
+
+    /// Time left, zero once passed.
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// Sleeps for `wait` if that ends before the deadline; returns false (without
+    /// sleeping) when it would not.
+    pub async fn sleep_within(&self, wait: Duration) -> bool {
+        if wait >= self.remaining() {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+}
+
+/// Exponential back-off with full jitter: a random wait in `[base/2, base * 2^attempt]`,
+/// capped at `max`, so that many workers failing together do not retry in lock step.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(max);
+    let floor = (base / 2).min(ceiling);
+    let span = ceiling.saturating_sub(floor).as_millis() as u64;
+    let r = RandomState::new().build_hasher().finish();
+    floor + Duration::from_millis(if span == 0 { 0 } else { r % (span + 1) })
+}
+
+/// Reads a `Retry-After` header value in seconds (the HTTP-date form is rare on these
+/// APIs and falls back to `None`).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        for attempt in 0..20 {
+            let d = backoff(attempt, base, max);
+            assert!(d >= Duration::from_millis(50) && d <= max, "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff(0, base, max) <= base);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[tokio::test]
+    async fn sleep_within_refuses_to_overrun_the_deadline() {
+        let d = Deadline::after(Duration::from_millis(50));
+        assert!(!d.sleep_within(Duration::from_secs(1)).await);
+        assert!(d.sleep_within(Duration::from_millis(1)).await);
+    }
+}

@@ -1,0 +1,128 @@
+//! `McasActivity_CL`: activities in the shape of the `CloudAppEvents` table.
+
+use super::{time_generated, ColumnType as T, Column, Issues};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The table's columns.
+pub const COLUMNS: &[Column] = &[
+    ("TimeGenerated", T::DateTime),
+    ("ActionType", T::String),
+    ("Application", T::String),
+    ("ApplicationId", T::Long),
+    ("AccountId", T::String),
+    ("AccountDisplayName", T::String),
+    ("IPAddress", T::String),
+    ("CountryCode", T::String),
+    ("City", T::String),
+    ("UserAgent", T::String),
+    ("ActivityType", T::String),
+    ("Description", T::String),
+    ("Severity", T::String),
+    ("ActivityObjects", T::Dynamic),
+    ("ReportId", T::String),
+    ("CasCreated", T::DateTime),
+    ("RawEventData", T::Dynamic),
+    ("SourceRecord", T::Dynamic),
+    ("MappingIssues", T::String),
+];
+
+/// One `McasActivity_CL` row.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActivityRow {
+    /// When the activity happened (`timestamp`).
+    pub time_generated: String,
+    /// The raw operation name (e.g. FileDownloaded), else the CAS event type name.
+    pub action_type: Option<String>,
+    /// `appName`.
+    pub application: Option<String>,
+    /// `appId`.
+    pub application_id: Option<i64>,
+    /// `user.userName`.
+    pub account_id: Option<String>,
+    /// `user.userName` (CAS activities carry no separate display name).
+    pub account_display_name: Option<String>,
+    /// `device.clientIP`.
+    #[serde(rename = "IPAddress")]
+    pub ip_address: Option<String>,
+    /// `location.countryCode`, else `device.countryCode`.
+    pub country_code: Option<String>,
+    /// `location.city`.
+    pub city: Option<String>,
+    /// `device.userAgent`.
+    pub user_agent: Option<String>,
+    /// `eventTypeName` (the CAS category, e.g. EVENT_CATEGORY_DOWNLOAD_FILE).
+    pub activity_type: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `severity`.
+    pub severity: Option<String>,
+    /// `mainInfo.eventObjects`.
+    pub activity_objects: Value,
+    /// CAS `_id`: the dedupe key.
+    pub report_id: Option<String>,
+    /// When CAS stored the record (`created`): the poll windows on it.
+    pub cas_created: Option<String>,
+    /// `rawDataJson`, the source service's own event.
+    pub raw_event_data: Value,
+    /// The whole CAS record.
+    pub source_record: Value,
+    /// What could not be mapped, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping_issues: Option<String>,
+}
+
+/// Maps a CAS activity.
+pub fn map(rec: &Value) -> ActivityRow {
+    let mut is = Issues::default();
+    let time = is.time(rec, "/timestamp", true);
+    let user = is.str(rec, "/user/userName", false);
+    let action = is
+        .str(rec, "/mainInfo/rawOperationName", false)
+        .or_else(|| rec.pointer("/eventTypeName").and_then(Value::as_str).map(str::to_string));
+    ActivityRow {
+        time_generated: time_generated(time, &mut is),
+        action_type: action,
+        application: is.str(rec, "/appName", false),
+        application_id: is.int(rec, "/appId"),
+        account_id: user.clone(),
+        account_display_name: user,
+        ip_address: is.str(rec, "/device/clientIP", false),
+        country_code: is.str(rec, "/location/countryCode", false).or_else(|| is.str(rec, "/device/countryCode", false)),
+        city: is.str(rec, "/location/city", false),
+        user_agent: is.str(rec, "/device/userAgent", false),
+        activity_type: is.str(rec, "/eventTypeName", false),
+        description: is.str(rec, "/description", false),
+        severity: is.str(rec, "/severity", false),
+        activity_objects: rec.pointer("/mainInfo/eventObjects").cloned().unwrap_or(Value::Null),
+        report_id: is.str(rec, "/_id", true),
+        cas_created: is.time(rec, "/created", true),
+        raw_event_data: rec.get("rawDataJson").cloned().unwrap_or(Value::Null),
+        source_record: rec.clone(),
+        mapping_issues: is.into_column(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DataType;
+
+    #[test]
+    fn the_documented_activity_maps_to_a_cloudappevents_shaped_row() {
+        let page: Value = serde_json::from_str(include_str!("../../tests/fixtures/cas-activities-scan-page.json")).unwrap();
+        let row = crate::schema::to_row(DataType::Activities, &page["data"][0]);
+        crate::schema::tests::assert_row_matches_columns(DataType::Activities, &row);
+        assert_eq!(row["ActionType"], "FileDownloaded");
+        assert_eq!(row["ApplicationId"], 15600);
+        assert_eq!(row["IPAddress"], "203.0.113.17");
+        assert_eq!(row["CountryCode"], "NL");
+        assert_eq!(row["TimeGenerated"], "2026-11-29T09:20:00Z");
+        assert_eq!(row["CasCreated"], "2026-11-29T09:24:30.555Z");
+        // Keys that differ only in case survive untouched.
+        assert_eq!(row["RawEventData"]["Level"], 1);
+        assert_eq!(row["RawEventData"]["level"], "info");
+        assert!(row.get("MappingIssues").is_none(), "{row}");
+    }
+}

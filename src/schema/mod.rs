@@ -1,0 +1,200 @@
+//! CAS records → rows of the Sentinel custom tables, one file per table.
+//!
+//! Each table is a typed row struct, its column list (the stream declaration the DCR and
+//! the ingestion simulator check against), and one mapping function. Every row carries
+//! the CAS id and the whole source record, and a record that does not map cleanly still
+//! becomes a row, with `MappingIssues` saying what was missing: nothing is dropped.
+
+pub mod activities;
+pub mod alerts;
+pub mod discovery;
+
+use crate::model::{format_ms, DataType};
+use serde_json::Value;
+
+/// A Log Analytics column type, as DCR stream declarations name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// `string`
+    String,
+    /// `int`
+    Int,
+    /// `long`
+    Long,
+    /// `real`
+    Real,
+    /// `boolean`
+    Boolean,
+    /// `datetime`
+    DateTime,
+    /// `dynamic`
+    Dynamic,
+}
+
+impl ColumnType {
+    /// The name used in DCR stream declarations and table definitions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int => "int",
+            ColumnType::Long => "long",
+            ColumnType::Real => "real",
+            ColumnType::Boolean => "boolean",
+            ColumnType::DateTime => "datetime",
+            ColumnType::Dynamic => "dynamic",
+        }
+    }
+}
+
+/// A column: name and type.
+pub type Column = (&'static str, ColumnType);
+
+/// The columns of a data type's table.
+pub fn columns(data_type: DataType) -> &'static [Column] {
+    match data_type {
+        DataType::Alerts => alerts::COLUMNS,
+        DataType::Activities => activities::COLUMNS,
+        DataType::Discovery => discovery::COLUMNS,
+    }
+}
+
+/// Maps one CAS record to its table row (as JSON, ready to send).
+pub fn to_row(data_type: DataType, record: &Value) -> Value {
+    let row = match data_type {
+        DataType::Alerts => serde_json::to_value(alerts::map(record)),
+        DataType::Activities => serde_json::to_value(activities::map(record)),
+        DataType::Discovery => serde_json::to_value(discovery::map(record)),
+    };
+    let mut row = row.expect("row structs always serialize");
+    // An absent value is an absent column, not a JSON null of the wrong type.
+    if let Value::Object(m) = &mut row {
+        m.retain(|_, v| !v.is_null());
+    }
+    row
+}
+
+/// Notes what a mapping could not fill, for the `MappingIssues` column.
+#[derive(Default)]
+pub(crate) struct Issues(Vec<String>);
+
+impl Issues {
+    pub(crate) fn note(&mut self, what: impl Into<String>) {
+        self.0.push(what.into());
+    }
+
+    pub(crate) fn into_column(self) -> Option<String> {
+        if self.0.is_empty() {
+            None
+        } else {
+            Some(self.0.join("; "))
+        }
+    }
+
+    /// A string field; notes it when missing and required.
+    pub(crate) fn str(&mut self, rec: &Value, pointer: &str, required: bool) -> Option<String> {
+        match rec.pointer(pointer) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            None | Some(Value::Null) => {
+                if required {
+                    self.note(format!("{pointer} missing"));
+                }
+                None
+            }
+            Some(other) => {
+                self.note(format!("{pointer} is not a string ({})", type_name(other)));
+                None
+            }
+        }
+    }
+
+    /// An integer field; notes it when present with the wrong type.
+    pub(crate) fn int(&mut self, rec: &Value, pointer: &str) -> Option<i64> {
+        match rec.pointer(pointer) {
+            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            None | Some(Value::Null) => None,
+            Some(other) => {
+                self.note(format!("{pointer} is not a number ({})", type_name(other)));
+                None
+            }
+        }
+    }
+
+    /// A Unix-ms time field as RFC 3339.
+    pub(crate) fn time(&mut self, rec: &Value, pointer: &str, required: bool) -> Option<String> {
+        match self.int(rec, pointer) {
+            Some(ms) => Some(format_ms(ms)),
+            None => {
+                if required && rec.pointer(pointer).is_none() {
+                    self.note(format!("{pointer} missing"));
+                }
+                None
+            }
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `TimeGenerated` must be a valid datetime: the record's own time, or the time of
+/// ingestion when the record has none (and the row says so).
+pub(crate) fn time_generated(from_record: Option<String>, issues: &mut Issues) -> String {
+    from_record.unwrap_or_else(|| {
+        issues.note("TimeGenerated set to ingestion time");
+        format_ms(crate::model::now_ms())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row a mapping produces has exactly the declared columns (absent optional
+    /// ones are omitted, never extra ones added) and the declared JSON types.
+    pub(crate) fn assert_row_matches_columns(data_type: DataType, row: &Value) {
+        let obj = row.as_object().expect("a row is an object");
+        let cols = columns(data_type);
+        for (k, v) in obj {
+            let (_, ty) = cols.iter().find(|(c, _)| c == k).unwrap_or_else(|| panic!("{k} is not a declared column"));
+            let ok = match ty {
+                ColumnType::String | ColumnType::DateTime => v.is_string(),
+                ColumnType::Int | ColumnType::Long => v.is_i64(),
+                ColumnType::Real => v.is_number(),
+                ColumnType::Boolean => v.is_boolean(),
+                ColumnType::Dynamic => true,
+            };
+            assert!(ok, "{k} = {v} is not a {}", ty.as_str());
+        }
+        for required in ["TimeGenerated", "SourceRecord"] {
+            assert!(obj.contains_key(required), "{required} missing");
+        }
+    }
+
+    #[test]
+    fn column_names_fit_log_analytics_rules() {
+        for dt in DataType::ALL {
+            for (name, _) in columns(dt) {
+                assert!(name.len() <= 45 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_records_still_become_rows_that_say_what_is_wrong() {
+        for dt in DataType::ALL {
+            let row = to_row(dt, &serde_json::json!({"timestamp": "yesterday", "_id": 5}));
+            assert_row_matches_columns(dt, &row);
+            assert!(row["MappingIssues"].as_str().is_some_and(|s| !s.is_empty()), "{dt}: {row}");
+            assert_eq!(row["SourceRecord"]["timestamp"], "yesterday");
+        }
+    }
+}
