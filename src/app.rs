@@ -26,6 +26,8 @@ pub struct App {
     pub blobs: Blobs,
     /// Checkpoints, in `blobs`.
     pub checkpoints: CheckpointStore,
+    /// Set once the queues and the container are known to exist.
+    resources_ready: tokio::sync::OnceCell<()>,
 }
 
 /// The context could not be built.
@@ -67,25 +69,58 @@ impl App {
         let storage_cred = match &settings.storage.auth {
             StorageAuth::Identity { client_id } if client_id != &settings.identity.client_id => {
                 // The storage identity may differ from the app's (AzureWebJobsStorage__clientId).
-                let identity = crate::config::IdentitySettings { client_id: client_id.clone(), ..Default::default() };
+                let identity = crate::config::IdentitySettings {
+                    client_id: client_id.clone(),
+                    ..Default::default()
+                };
                 Some(crate::auth::credential(&identity)?)
             }
             _ => Some(credential.clone()),
         };
         let cas = CasClient::new(http.clone(), settings.cas.api_url.clone(), cas_auth);
-        let sentinel = LogsIngestion::new(http, settings.sentinel.endpoint.clone(), settings.sentinel.dcr_immutable_id.clone(), credential);
-        let queue = Queue::new(settings.queue_name.clone(), settings.storage.queue_client(&settings.queue_name, storage_cred.clone())?);
+        let sentinel = LogsIngestion::new(
+            http,
+            settings.sentinel.endpoint.clone(),
+            settings.sentinel.dcr_immutable_id.clone(),
+            credential,
+        );
+        let queue = Queue::new(
+            settings.queue_name.clone(),
+            settings
+                .storage
+                .queue_client(&settings.queue_name, storage_cred.clone())?,
+        );
         let poison_name = settings.poison_queue_name();
-        let poison = Queue::new(poison_name.clone(), settings.storage.queue_client(&poison_name, storage_cred.clone())?);
+        let poison = Queue::new(
+            poison_name.clone(),
+            settings
+                .storage
+                .queue_client(&poison_name, storage_cred.clone())?,
+        );
         let blobs = Blobs::new(settings.storage.container_client(CONTAINER, storage_cred)?);
-        Ok(App { checkpoints: CheckpointStore::new(blobs.clone()), settings, cas, sentinel, queue, poison, blobs })
+        Ok(App {
+            checkpoints: CheckpointStore::new(blobs.clone()),
+            settings,
+            cas,
+            sentinel,
+            queue,
+            poison,
+            blobs,
+            resources_ready: Default::default(),
+        })
     }
 
-    /// Creates the queues and the container if they are missing.
+    /// Creates the queues and the container if they are missing: once per process when
+    /// it succeeds, again on the next invocation when it does not.
     pub async fn ensure_resources(&self) -> Result<(), AppError> {
-        self.queue.ensure().await?;
-        self.poison.ensure().await?;
-        self.blobs.ensure_container().await?;
-        Ok(())
+        self.resources_ready
+            .get_or_try_init(|| async {
+                self.queue.ensure().await?;
+                self.poison.ensure().await?;
+                self.blobs.ensure_container().await?;
+                Ok::<(), AppError>(())
+            })
+            .await
+            .map(|_| ())
     }
 }

@@ -47,7 +47,9 @@ pub struct Blobs {
 impl Blobs {
     /// Wraps a container client.
     pub fn new(container: BlobContainerClient) -> Self {
-        Blobs { container: std::sync::Arc::new(container) }
+        Blobs {
+            container: std::sync::Arc::new(container),
+        }
     }
 
     /// Creates the container if it does not exist.
@@ -62,11 +64,23 @@ impl Blobs {
     /// Reads a blob and its ETag; `None` when it does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<(Vec<u8>, String)>, BlobError> {
         let client = self.container.blob_client(name);
-        let opts = BlobClientDownloadOptions { parallel: std::num::NonZero::new(1), ..Default::default() };
+        let opts = BlobClientDownloadOptions {
+            parallel: std::num::NonZero::new(1),
+            ..Default::default()
+        };
         match client.download(Some(opts)).await {
             Ok(rsp) => {
-                let etag = rsp.properties.etag.as_ref().map(|e| e.to_string()).unwrap_or_default();
-                let body = rsp.body.collect().await.map_err(|e| storage_err("read", name, e))?;
+                let etag = rsp
+                    .properties
+                    .etag
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                let body = rsp
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| storage_err("read", name, e))?;
                 Ok(Some((body.to_vec(), etag)))
             }
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(None),
@@ -76,11 +90,29 @@ impl Blobs {
 
     /// Whether a blob exists.
     pub async fn exists(&self, name: &str) -> Result<bool, BlobError> {
-        self.container.blob_client(name).exists().await.map_err(|e| storage_err("check", name, e))
+        self.container
+            .blob_client(name)
+            .exists()
+            .await
+            .map_err(|e| storage_err("check", name, e))
+    }
+
+    /// Deletes a blob; a blob that is already gone is not an error.
+    pub async fn delete(&self, name: &str) -> Result<(), BlobError> {
+        match self.container.blob_client(name).delete(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(()),
+            Err(e) => Err(storage_err("delete", name, e)),
+        }
     }
 
     /// Writes a blob under `condition`; returns the new ETag.
-    pub async fn put(&self, name: &str, bytes: Vec<u8>, condition: WriteCondition) -> Result<String, BlobError> {
+    pub async fn put(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        condition: WriteCondition,
+    ) -> Result<String, BlobError> {
         let mut opts = BlockBlobClientUploadOptions::default();
         match &condition {
             WriteCondition::Always => {}
@@ -90,7 +122,12 @@ impl Blobs {
         let client = self.container.blob_client(name);
         match client.upload(RequestContent::from(bytes), Some(opts)).await {
             Ok(r) => Ok(r.etag.map(|e| e.to_string()).unwrap_or_default()),
-            Err(e) if matches!(e.http_status(), Some(StatusCode::Conflict) | Some(StatusCode::PreconditionFailed)) => {
+            Err(e)
+                if matches!(
+                    e.http_status(),
+                    Some(StatusCode::Conflict) | Some(StatusCode::PreconditionFailed)
+                ) =>
+            {
                 Err(BlobError::Conflict(name.to_string()))
             }
             Err(e) => Err(storage_err("write", name, e)),
@@ -99,7 +136,25 @@ impl Blobs {
 }
 
 fn storage_err(op: &'static str, name: &str, e: azure_core::Error) -> BlobError {
-    BlobError::Storage { op, name: name.to_string(), message: scrub(&e.to_string()) }
+    BlobError::Storage {
+        op,
+        name: name.to_string(),
+        message: describe(&e),
+    }
+}
+
+/// A one-line description of a storage SDK error: the status and the service's error
+/// code when there is one (not the whole XML body), with any SAS signature removed.
+pub fn describe(e: &azure_core::Error) -> String {
+    use azure_core::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::HttpResponse {
+            status,
+            error_code: Some(code),
+            ..
+        } => format!("{status} {code}"),
+        _ => scrub(e.to_string().lines().next().unwrap_or_default()),
+    }
 }
 
 /// Removes a SAS signature from text that may quote a request URL.
@@ -110,7 +165,7 @@ pub fn scrub(text: &str) -> String {
         out.push_str(&rest[..i + 4]);
         out.push_str("REDACTED");
         rest = &rest[i + 4..];
-        let end = rest.find(|c: char| c == '&' || c == ' ' || c == '"' || c == '\'' || c == ')').unwrap_or(rest.len());
+        let end = rest.find(['&', ' ', '"', '\'', ')']).unwrap_or(rest.len());
         rest = &rest[end..];
     }
     out.push_str(rest);

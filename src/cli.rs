@@ -56,10 +56,15 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -78,9 +83,23 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve { port } => serve(port).await,
-        Command::Demo { ticks, alerts_per_tick, activities_per_tick, dir } => {
+        Command::Demo {
+            ticks,
+            alerts_per_tick,
+            activities_per_tick,
+            dir,
+        } => {
             let bin = std::env::current_exe().context("locating this binary")?;
-            local::demo(bin, DemoOptions { ticks, alerts_per_tick, activities_per_tick, dir }).await?;
+            local::demo(
+                bin,
+                DemoOptions {
+                    ticks,
+                    alerts_per_tick,
+                    activities_per_tick,
+                    dir,
+                },
+            )
+            .await?;
             Ok(())
         }
         Command::Run { .. } => run_once().await,
@@ -96,16 +115,23 @@ async fn run(command: Command) -> Result<()> {
 async fn serve(port: u16) -> Result<()> {
     // Bad settings must not crash the process into a restart loop: serve, and answer
     // every invocation with the reason.
-    let handler = match Settings::from_env().map_err(|e| e.to_string()).and_then(|s| App::new(s).map_err(|e| e.to_string())) {
+    let handler = match Settings::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|s| App::new(s).map_err(|e| e.to_string()))
+    {
         Ok(app) => Handler::Ready(Arc::new(app)),
         Err(why) => {
             tracing::error!("cas-sentinel is misconfigured: {why}");
             Handler::Misconfigured(why)
         }
     };
-    let addr = functions::serve(handler, port).await.with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+    let addr = functions::serve(handler, port)
+        .await
+        .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
     tracing::info!(%addr, "custom handler ready");
-    tokio::signal::ctrl_c().await.context("waiting for a shutdown signal")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for a shutdown signal")?;
     Ok(())
 }
 
@@ -131,9 +157,15 @@ async fn run_once() -> Result<()> {
         }
         for m in batch {
             let Some(text) = crate::queue::decode_stored(&m.raw_text) else {
-                bail!("message {} in {} is not base64 text; leaving it for inspection", m.id, app.queue.name());
+                bail!(
+                    "message {} in {} is not base64 text; leaving it for inspection",
+                    m.id,
+                    app.queue.name()
+                );
             };
-            match ingest::process(&app, &text, Deadline::after(app.settings.invocation_budget)).await {
+            match ingest::process(&app, &text, Deadline::after(app.settings.invocation_budget))
+                .await
+            {
                 Ok(o @ ingest::IngestOutcome::Sent { .. }) => {
                     sent += 1;
                     println!("ingest: {o}");

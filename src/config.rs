@@ -128,27 +128,69 @@ impl Settings {
 
     /// Reads settings through `get` (a map in tests, the environment in production).
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsErrors> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let mut errs = Collector(Vec::new());
         let placeholder = || Url::parse("http://127.0.0.1/").expect("a valid URL");
 
         let data_types = errs.take(parse_data_types(get("CAS_DATA_TYPES")), Vec::new());
         let api_url = errs.take(
-            required(&get, "CAS_API_URL", "the tenant API URL, e.g. https://contoso.us2.portal.cloudappsecurity.com").and_then(|v| parse_cas_url(&v)),
+            required(
+                &get,
+                "CAS_API_URL",
+                "the tenant API URL, e.g. https://contoso.us2.portal.cloudappsecurity.com",
+            )
+            .and_then(|v| parse_cas_url(&v)),
             placeholder(),
         );
-        let alerts_filter = errs.take(parse_filter("CAS_ALERTS_FILTER", get("CAS_ALERTS_FILTER"), &["date"]), Map::new());
-        let activities_filter = errs.take(parse_filter("CAS_ACTIVITIES_FILTER", get("CAS_ACTIVITIES_FILTER"), &["created", "isScan"]), Map::new());
-        let lookback = errs.take(parse_duration("CAS_LOOKBACK", get("CAS_LOOKBACK"), "P1D"), Duration::ZERO);
-        let settle = errs.take(parse_duration("CAS_SETTLE_DELAY", get("CAS_SETTLE_DELAY"), "PT1M"), Duration::ZERO);
-        let invocation_budget = errs.take(parse_duration("CAS_INVOCATION_BUDGET", get("CAS_INVOCATION_BUDGET"), "PT4M"), Duration::ZERO);
+        let alerts_filter = errs.take(
+            parse_filter("CAS_ALERTS_FILTER", get("CAS_ALERTS_FILTER"), &["date"]),
+            Map::new(),
+        );
+        let activities_filter = errs.take(
+            parse_filter(
+                "CAS_ACTIVITIES_FILTER",
+                get("CAS_ACTIVITIES_FILTER"),
+                &["created", "isScan"],
+            ),
+            Map::new(),
+        );
+        let lookback = errs.take(
+            parse_duration("CAS_LOOKBACK", get("CAS_LOOKBACK"), "P1D"),
+            Duration::ZERO,
+        );
+        let settle = errs.take(
+            parse_duration("CAS_SETTLE_DELAY", get("CAS_SETTLE_DELAY"), "PT1M"),
+            Duration::ZERO,
+        );
+        let invocation_budget = errs.take(
+            parse_duration(
+                "CAS_INVOCATION_BUDGET",
+                get("CAS_INVOCATION_BUDGET"),
+                "PT4M",
+            ),
+            Duration::ZERO,
+        );
         let scan_limit = errs.take(parse_scan_limit(get("CAS_SCAN_LIMIT")), 0);
         let endpoint = errs.take(
-            required(&get, "SENTINEL_INGESTION_ENDPOINT", "the DCR's logs ingestion endpoint (or a DCE URL)").and_then(|v| parse_https_url("SENTINEL_INGESTION_ENDPOINT", &v)),
+            required(
+                &get,
+                "SENTINEL_INGESTION_ENDPOINT",
+                "the DCR's logs ingestion endpoint (or a DCE URL)",
+            )
+            .and_then(|v| parse_https_url("SENTINEL_INGESTION_ENDPOINT", &v)),
             placeholder(),
         );
         let dcr_immutable_id = errs.take(
-            required(&get, "SENTINEL_DCR_IMMUTABLE_ID", "the DCR immutable id, dcr-<32 hex digits>").and_then(|v| check_dcr_id(&v).map(|_| v)),
+            required(
+                &get,
+                "SENTINEL_DCR_IMMUTABLE_ID",
+                "the DCR immutable id, dcr-<32 hex digits>",
+            )
+            .and_then(|v| check_dcr_id(&v).map(|_| v)),
             String::new(),
         );
         let mut stream = |name: &'static str, dt: DataType| {
@@ -162,8 +204,13 @@ impl Settings {
             stream_activities: stream("SENTINEL_STREAM_ACTIVITIES", DataType::Activities),
             stream_discovery: stream("SENTINEL_STREAM_DISCOVERY", DataType::Discovery),
         };
-        let queue_name = errs.take(check_queue_name(get("CAS_QUEUE_NAME").unwrap_or_else(|| DEFAULT_QUEUE.into())), String::new());
-        let storage = StorageSettings::from_lookup(&|k| get(k)).map_err(|e| errs.0.push(e.into())).ok();
+        let queue_name = errs.take(
+            check_queue_name(get("CAS_QUEUE_NAME").unwrap_or_else(|| DEFAULT_QUEUE.into())),
+            String::new(),
+        );
+        let storage = StorageSettings::from_lookup(&|k| get(k))
+            .map_err(|e| errs.0.push(e.into()))
+            .ok();
 
         // Placeholders stand in for failed settings only until here: any failure returns.
         let (Some(storage), true) = (storage, errs.0.is_empty()) else {
@@ -176,7 +223,12 @@ impl Settings {
                 token: get("CAS_API_TOKEN").map(Secret::new),
                 alerts_filter,
                 activities_filter,
-                discovery_streams: get("CAS_DISCOVERY_STREAMS").map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+                discovery_streams: get("CAS_DISCOVERY_STREAMS").map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                }),
                 lookback,
                 settle,
                 scan_limit,
@@ -226,23 +278,34 @@ fn parse_data_types(value: Option<String>) -> Result<Vec<DataType>, SettingError
     };
     let mut out = Vec::new();
     for part in value.split(',').filter(|p| !p.trim().is_empty()) {
-        let dt = part.parse::<DataType>().map_err(|e| SettingError::Invalid {
-            name: "CAS_DATA_TYPES",
-            reason: e.to_string(),
-        })?;
+        let dt = part
+            .parse::<DataType>()
+            .map_err(|e| SettingError::Invalid {
+                name: "CAS_DATA_TYPES",
+                reason: e.to_string(),
+            })?;
         if !out.contains(&dt) {
             out.push(dt);
         }
     }
     if out.is_empty() {
-        return Err(SettingError::Invalid { name: "CAS_DATA_TYPES", reason: "names no data type".into() });
+        return Err(SettingError::Invalid {
+            name: "CAS_DATA_TYPES",
+            reason: "names no data type".into(),
+        });
     }
     Ok(out)
 }
 
-fn parse_duration(name: &'static str, value: Option<String>, default: &str) -> Result<Duration, SettingError> {
-    parse_iso8601(value.as_deref().unwrap_or(default))
-        .map_err(|e| SettingError::Invalid { name, reason: e.to_string() })
+fn parse_duration(
+    name: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, SettingError> {
+    parse_iso8601(value.as_deref().unwrap_or(default)).map_err(|e| SettingError::Invalid {
+        name,
+        reason: e.to_string(),
+    })
 }
 
 fn parse_scan_limit(value: Option<String>) -> Result<u32, SettingError> {
@@ -263,19 +326,35 @@ fn parse_filter(
     value: Option<String>,
     reserved: &[&str],
 ) -> Result<Map<String, Value>, SettingError> {
-    let Some(v) = value else { return Ok(Map::new()) };
+    let Some(v) = value else {
+        return Ok(Map::new());
+    };
     let parsed: Value = serde_json::from_str(&v).map_err(|e| SettingError::Invalid {
         name,
-        reason: format!("not valid JSON ({e}); expected an object such as {{\"severity\":{{\"eq\":[2]}}}}"),
+        reason: format!(
+            "not valid JSON ({e}); expected an object such as {{\"severity\":{{\"eq\":[2]}}}}"
+        ),
     })?;
     // Accept both the bare filter object and the request form `{"filters": {...}}`.
     let map = match parsed {
-        Value::Object(mut m) if m.len() == 1 && m.contains_key("filters") => match m.remove("filters") {
-            Some(Value::Object(inner)) => inner,
-            _ => return Err(SettingError::Invalid { name, reason: "\"filters\" must be an object".into() }),
-        },
+        Value::Object(mut m) if m.len() == 1 && m.contains_key("filters") => {
+            match m.remove("filters") {
+                Some(Value::Object(inner)) => inner,
+                _ => {
+                    return Err(SettingError::Invalid {
+                        name,
+                        reason: "\"filters\" must be an object".into(),
+                    })
+                }
+            }
+        }
         Value::Object(m) => m,
-        _ => return Err(SettingError::Invalid { name, reason: "must be a JSON object of field: {operator: value}".into() }),
+        _ => {
+            return Err(SettingError::Invalid {
+                name,
+                reason: "must be a JSON object of field: {operator: value}".into(),
+            })
+        }
     };
     for (field, cond) in &map {
         if reserved.contains(&field.as_str()) {
@@ -285,7 +364,10 @@ fn parse_filter(
             });
         }
         if !cond.is_object() {
-            return Err(SettingError::Invalid { name, reason: format!("field {field:?} must map to an object such as {{\"eq\": ...}}") });
+            return Err(SettingError::Invalid {
+                name,
+                reason: format!("field {field:?} must map to an object such as {{\"eq\": ...}}"),
+            });
         }
     }
     Ok(map)
@@ -293,7 +375,10 @@ fn parse_filter(
 
 /// Accepts the CAS API on its known domains over https, or http on loopback for local work.
 fn parse_cas_url(text: &str) -> Result<Url, SettingError> {
-    let url = Url::parse(text).map_err(|e| SettingError::Invalid { name: "CAS_API_URL", reason: format!("{text:?} is not a URL: {e}") })?;
+    let url = Url::parse(text).map_err(|e| SettingError::Invalid {
+        name: "CAS_API_URL",
+        reason: format!("{text:?} is not a URL: {e}"),
+    })?;
     if is_loopback(&url) {
         return Ok(url);
     }
@@ -312,7 +397,10 @@ fn parse_cas_url(text: &str) -> Result<Url, SettingError> {
 }
 
 fn parse_https_url(name: &'static str, text: &str) -> Result<Url, SettingError> {
-    let url = Url::parse(text).map_err(|e| SettingError::Invalid { name, reason: format!("{text:?} is not a URL: {e}") })?;
+    let url = Url::parse(text).map_err(|e| SettingError::Invalid {
+        name,
+        reason: format!("{text:?} is not a URL: {e}"),
+    })?;
     check_https_or_loopback(&url).map_err(|reason| SettingError::Invalid { name, reason })?;
     Ok(url)
 }
@@ -322,7 +410,9 @@ pub fn check_https_or_loopback(url: &Url) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(url) => Ok(()),
-        _ => Err(format!("{url} must use https (plain http only for loopback addresses)")),
+        _ => Err(format!(
+            "{url} must use https (plain http only for loopback addresses)"
+        )),
     }
 }
 
@@ -337,7 +427,9 @@ pub fn is_loopback(url: &Url) -> bool {
 }
 
 fn check_dcr_id(v: &str) -> Result<(), SettingError> {
-    let ok = v.strip_prefix("dcr-").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let ok = v
+        .strip_prefix("dcr-")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
     if ok {
         Ok(())
     } else {
@@ -351,7 +443,9 @@ fn check_dcr_id(v: &str) -> Result<(), SettingError> {
 fn check_stream(name: &'static str, v: &str) -> Result<(), SettingError> {
     let ok = v.starts_with("Custom-")
         && v.len() <= 7 + 45
-        && v[7..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && v[7..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && v.len() > 7;
     if ok {
         Ok(())
@@ -367,7 +461,8 @@ fn check_queue_name(v: String) -> Result<String, SettingError> {
     // Storage queue names: 3–63 lowercase letters, digits and single hyphens; the
     // poison queue adds 7 characters, so leave room for it.
     let ok = (3..=56).contains(&v.len())
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !v.starts_with('-')
         && !v.ends_with('-')
         && !v.contains("--");
@@ -388,9 +483,18 @@ mod tests {
 
     fn base() -> HashMap<&'static str, &'static str> {
         HashMap::from([
-            ("CAS_API_URL", "https://contoso.us2.portal.cloudappsecurity.com"),
-            ("SENTINEL_INGESTION_ENDPOINT", "https://dcr-x.westeurope-1.ingest.monitor.azure.com"),
-            ("SENTINEL_DCR_IMMUTABLE_ID", "dcr-0123456789abcdef0123456789abcdef"),
+            (
+                "CAS_API_URL",
+                "https://contoso.us2.portal.cloudappsecurity.com",
+            ),
+            (
+                "SENTINEL_INGESTION_ENDPOINT",
+                "https://dcr-x.westeurope-1.ingest.monitor.azure.com",
+            ),
+            (
+                "SENTINEL_DCR_IMMUTABLE_ID",
+                "dcr-0123456789abcdef0123456789abcdef",
+            ),
             ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
         ])
     }
@@ -406,7 +510,10 @@ mod tests {
         assert_eq!(s.queue_name, "cas-batches");
         assert_eq!(s.poison_queue_name(), "cas-batches-poison");
         assert_eq!(s.cas.lookback, Duration::from_secs(86_400));
-        assert_eq!(s.sentinel.stream(DataType::Discovery), "Custom-McasShadowItReporting");
+        assert_eq!(
+            s.sentinel.stream(DataType::Discovery),
+            "Custom-McasShadowItReporting"
+        );
         assert!(s.cas.token.is_none());
     }
 
@@ -420,7 +527,12 @@ mod tests {
         let err = read(&m).unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
         let text = err.to_string();
-        for name in ["CAS_API_URL", "CAS_DATA_TYPES", "CAS_LOOKBACK", "SENTINEL_DCR_IMMUTABLE_ID"] {
+        for name in [
+            "CAS_API_URL",
+            "CAS_DATA_TYPES",
+            "CAS_LOOKBACK",
+            "SENTINEL_DCR_IMMUTABLE_ID",
+        ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }
     }
@@ -429,7 +541,10 @@ mod tests {
     fn filters_must_be_objects_and_leave_window_fields_alone() {
         let mut m = base();
         m.insert("CAS_ALERTS_FILTER", r#"{"severity":{"eq":[2]}}"#);
-        m.insert("CAS_ACTIVITIES_FILTER", r#"{"filters":{"service":{"eq":[15600]}}}"#);
+        m.insert(
+            "CAS_ACTIVITIES_FILTER",
+            r#"{"filters":{"service":{"eq":[15600]}}}"#,
+        );
         let s = read(&m).unwrap();
         assert!(s.cas.alerts_filter.contains_key("severity"));
         assert!(s.cas.activities_filter.contains_key("service"));

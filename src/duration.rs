@@ -24,7 +24,7 @@ pub fn parse_iso8601(text: &str) -> Result<Duration, InvalidDuration> {
     if let Some(t) = time {
         secs += parse_parts(t, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)]).ok_or_else(bad)?;
     }
-    if !secs.is_finite() || secs < 0.0 || secs > 10.0 * 365.0 * 86_400.0 {
+    if !secs.is_finite() || !(0.0..=10.0 * 365.0 * 86_400.0).contains(&secs) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
@@ -54,13 +54,18 @@ mod tests {
     fn accepts_days_hours_minutes_seconds() {
         assert_eq!(parse_iso8601("P1D"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_iso8601("PT5M"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_iso8601("P1DT1H1M1.5S"), Ok(Duration::from_secs_f64(90_061.5)));
+        assert_eq!(
+            parse_iso8601("P1DT1H1M1.5S"),
+            Ok(Duration::from_secs_f64(90_061.5))
+        );
         assert_eq!(parse_iso8601("PT0S"), Ok(Duration::ZERO));
     }
 
     #[test]
     fn rejects_malformed_and_variable_length_units() {
-        for bad in ["", "P", "PT", "1D", "P1M", "P1Y", "PT1D", "PT5M1H", "P-1D", "PxD"] {
+        for bad in [
+            "", "P", "PT", "1D", "P1M", "P1Y", "PT1D", "PT5M1H", "P-1D", "PxD",
+        ] {
             assert!(parse_iso8601(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -2,7 +2,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-
 /// Binds `127.0.0.1:port` (0 for a free port) and serves `route` in the background.
 /// Returns the bound address.
 pub async fn serve<F>(route: F, port: u16) -> std::io::Result<SocketAddr>

@@ -191,7 +191,9 @@ impl BatchId {
 impl TryFrom<String> for BatchId {
     type Error = InvalidBatchId;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        let ok = s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ok {
             Ok(BatchId(s))
         } else {

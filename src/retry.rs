@@ -50,7 +50,11 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 /// APIs and falls back to `None`).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 #[cfg(test)]
@@ -63,7 +67,10 @@ mod tests {
         let max = Duration::from_secs(5);
         for attempt in 0..20 {
             let d = backoff(attempt, base, max);
-            assert!(d >= Duration::from_millis(50) && d <= max, "attempt {attempt}: {d:?}");
+            assert!(
+                d >= Duration::from_millis(50) && d <= max,
+                "attempt {attempt}: {d:?}"
+            );
         }
         assert!(backoff(0, base, max) <= base);
     }

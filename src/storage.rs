@@ -106,19 +106,30 @@ impl StorageSettings {
             })?;
             parts.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
-        if parts.get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        if parts
+            .get("usedevelopmentstorage")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
             return Self::dev_storage(
                 "http://127.0.0.1:10001/devstoreaccount1",
                 "http://127.0.0.1:10000/devstoreaccount1",
             );
         }
         let account = parts.get("accountname").cloned();
-        let protocol = parts.get("defaultendpointsprotocol").map(String::as_str).unwrap_or("https");
-        let suffix = parts.get("endpointsuffix").map(String::as_str).unwrap_or("core.windows.net");
+        let protocol = parts
+            .get("defaultendpointsprotocol")
+            .map(String::as_str)
+            .unwrap_or("https");
+        let suffix = parts
+            .get("endpointsuffix")
+            .map(String::as_str)
+            .unwrap_or("core.windows.net");
         let endpoint = |key: &str, service: &str| -> Result<Url, StorageConfigError> {
             match (parts.get(key), &account) {
                 (Some(e), _) => parse_endpoint(key, e, false),
-                (None, Some(a)) => parse_endpoint(key, &format!("{protocol}://{a}.{service}.{suffix}/"), false),
+                (None, Some(a)) => {
+                    parse_endpoint(key, &format!("{protocol}://{a}.{service}.{suffix}/"), false)
+                }
                 (None, None) => Err(StorageConfigError::MissingPart("AccountName")),
             }
         };
@@ -127,7 +138,9 @@ impl StorageSettings {
         let auth = if let Some(sas) = parts.get("sharedaccesssignature") {
             StorageAuth::Sas(Secret::new(sas.trim_start_matches('?')))
         } else {
-            let key = parts.get("accountkey").ok_or(StorageConfigError::MissingPart("AccountKey"))?;
+            let key = parts
+                .get("accountkey")
+                .ok_or(StorageConfigError::MissingPart("AccountKey"))?;
             base64::engine::general_purpose::STANDARD
                 .decode(key)
                 .map_err(|_| StorageConfigError::Invalid("AccountKey is not base64".into()))?;
@@ -136,7 +149,11 @@ impl StorageSettings {
                 key: Secret::new(key.clone()),
             }
         };
-        Ok(StorageSettings { queue_endpoint, blob_endpoint, auth })
+        Ok(StorageSettings {
+            queue_endpoint,
+            blob_endpoint,
+            auth,
+        })
     }
 
     /// Settings for an Azurite instance at these service URLs (path-style, with the account).
@@ -144,7 +161,10 @@ impl StorageSettings {
         Ok(StorageSettings {
             queue_endpoint: parse_endpoint("QueueEndpoint", queue, false)?,
             blob_endpoint: parse_endpoint("BlobEndpoint", blob, false)?,
-            auth: StorageAuth::AccountKey { account: DEV_ACCOUNT.into(), key: Secret::new(DEV_KEY) },
+            auth: StorageAuth::AccountKey {
+                account: DEV_ACCOUNT.into(),
+                key: Secret::new(DEV_KEY),
+            },
         })
     }
 
@@ -214,7 +234,9 @@ impl StorageSettings {
     ) -> Result<Option<Arc<dyn TokenCredential>>, StorageConfigError> {
         match self.auth {
             StorageAuth::Identity { .. } => credential.map(Some).ok_or_else(|| {
-                StorageConfigError::Invalid("identity-based storage needs a managed identity".into())
+                StorageConfigError::Invalid(
+                    "identity-based storage needs a managed identity".into(),
+                )
             }),
             _ => Ok(None),
         }
@@ -246,7 +268,10 @@ pub fn account_sas(
     let expiry = expiry
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .ok_or_else(|| StorageConfigError::Invalid("cannot format SAS expiry".into()))?;
     let protocol = "https,http";
     let to_sign = format!(
@@ -275,16 +300,23 @@ mod tests {
     use super::*;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: std::collections::HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn development_storage_points_at_azurite_defaults() {
         let s = StorageSettings::from_connection_string("UseDevelopmentStorage=true").unwrap();
-        assert_eq!(s.queue_endpoint.as_str(), "http://127.0.0.1:10001/devstoreaccount1");
-        assert!(matches!(s.auth, StorageAuth::AccountKey { ref account, .. } if account == DEV_ACCOUNT));
+        assert_eq!(
+            s.queue_endpoint.as_str(),
+            "http://127.0.0.1:10001/devstoreaccount1"
+        );
+        assert!(
+            matches!(s.auth, StorageAuth::AccountKey { ref account, .. } if account == DEV_ACCOUNT)
+        );
     }
 
     #[test]
@@ -293,8 +325,14 @@ mod tests {
             "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
         )
         .unwrap();
-        assert_eq!(s.blob_endpoint.as_str(), "https://acct.blob.core.windows.net/");
-        assert_eq!(s.queue_endpoint.as_str(), "https://acct.queue.core.windows.net/");
+        assert_eq!(
+            s.blob_endpoint.as_str(),
+            "https://acct.blob.core.windows.net/"
+        );
+        assert_eq!(
+            s.queue_endpoint.as_str(),
+            "https://acct.queue.core.windows.net/"
+        );
     }
 
     #[test]

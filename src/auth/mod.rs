@@ -53,7 +53,8 @@ pub fn credential(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential
         user_assigned_id: identity.client_id.clone().map(UserAssignedId::ClientId),
         ..Default::default()
     };
-    let cred = ManagedIdentityCredential::new(Some(options)).map_err(|e| AuthError::Build(e.to_string()))?;
+    let cred = ManagedIdentityCredential::new(Some(options))
+        .map_err(|e| AuthError::Build(e.to_string()))?;
     Ok(cred)
 }
 
@@ -63,5 +64,8 @@ pub async fn bearer(credential: &dyn TokenCredential, scope: &str) -> Result<Str
         .get_token(&[scope], None)
         .await
         .map(|t| t.token.secret().to_string())
-        .map_err(|e| AuthError::Token { scope: scope.to_string(), message: e.to_string() })
+        .map_err(|e| AuthError::Token {
+            scope: scope.to_string(),
+            message: e.to_string(),
+        })
 }

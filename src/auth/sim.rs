@@ -34,14 +34,19 @@ struct TokenQuery {
 impl IdentitySim {
     /// Starts the endpoint on a free loopback port; returns its URL for `IDENTITY_ENDPOINT`.
     pub async fn start() -> (Arc<IdentitySim>, String) {
-        let sim = Arc::new(IdentitySim { lifetime_secs: AtomicU64::new(3600), ..Default::default() });
+        let sim = Arc::new(IdentitySim {
+            lifetime_secs: AtomicU64::new(3600),
+            ..Default::default()
+        });
         let state = sim.clone();
         let route = warp::get()
             .and(warp::path!("msi" / "token"))
             .and(warp::query::<TokenQuery>())
             .and(warp::header::optional::<String>("x-identity-header"))
             .map(move |q: TokenQuery, secret: Option<String>| state.answer(q, secret));
-        let addr = crate::loopback::serve(route, 0).await.expect("bind a loopback port");
+        let addr = crate::loopback::serve(route, 0)
+            .await
+            .expect("bind a loopback port");
         (sim, format!("http://{addr}/msi/token"))
     }
 
@@ -49,13 +54,22 @@ impl IdentitySim {
         use warp::http::StatusCode;
         use warp::Reply;
         if self.down.load(Ordering::Relaxed) {
-            return warp::reply::with_status("identity endpoint unavailable", StatusCode::INTERNAL_SERVER_ERROR).into_response();
+            return warp::reply::with_status(
+                "identity endpoint unavailable",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+            .into_response();
         }
         if secret.as_deref() != Some(HEADER_SECRET) || q.api_version != "2019-08-01" {
-            return warp::reply::with_status("bad identity header or api-version", StatusCode::BAD_REQUEST).into_response();
+            return warp::reply::with_status(
+                "bad identity header or api-version",
+                StatusCode::BAD_REQUEST,
+            )
+            .into_response();
         }
         self.issued.fetch_add(1, Ordering::Relaxed);
-        let expires = time::OffsetDateTime::now_utc().unix_timestamp() + self.lifetime_secs.load(Ordering::Relaxed) as i64;
+        let expires = time::OffsetDateTime::now_utc().unix_timestamp()
+            + self.lifetime_secs.load(Ordering::Relaxed) as i64;
         warp::reply::json(&serde_json::json!({
             "access_token": format!("sim|{}|{expires}", q.resource),
             "expires_on": expires.to_string(),
@@ -68,7 +82,9 @@ impl IdentitySim {
 
 /// Checks an `Authorization` header carrying a simulated token for `resource`.
 pub fn check_bearer(header: Option<&str>, resource: &str) -> Result<(), &'static str> {
-    let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or("no bearer token")?;
+    let token = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or("no bearer token")?;
     let mut parts = token.split('|');
     let (Some("sim"), Some(res), Some(exp)) = (parts.next(), parts.next(), parts.next()) else {
         return Err("malformed token");
@@ -93,7 +109,11 @@ mod tests {
         let ok = format!("Bearer sim|https://monitor.azure.com|{future}");
         assert!(check_bearer(Some(&ok), "https://monitor.azure.com/").is_ok());
         assert!(check_bearer(Some(&ok), "05a65629-4c1b-48c1-a78b-804c4abdd4af").is_err());
-        assert!(check_bearer(Some("Bearer sim|https://monitor.azure.com|1"), "https://monitor.azure.com").is_err());
+        assert!(check_bearer(
+            Some("Bearer sim|https://monitor.azure.com|1"),
+            "https://monitor.azure.com"
+        )
+        .is_err());
         assert!(check_bearer(None, "x").is_err());
     }
 }

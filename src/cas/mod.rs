@@ -102,7 +102,10 @@ impl CasClient {
             http,
             base,
             auth,
-            limiter: Arc::new(RateLimiter::new(REQUESTS_PER_MINUTE, Duration::from_secs(60))),
+            limiter: Arc::new(RateLimiter::new(
+                REQUESTS_PER_MINUTE,
+                Duration::from_secs(60),
+            )),
             requests: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -113,8 +116,15 @@ impl CasClient {
     }
 
     /// POSTs a list query and returns the page.
-    pub async fn list(&self, path: &str, body: &Value, deadline: Deadline) -> Result<Page, CasError> {
-        let v = self.call(reqwest::Method::POST, path, Some(body), deadline).await?;
+    pub async fn list(
+        &self,
+        path: &str,
+        body: &Value,
+        deadline: Deadline,
+    ) -> Result<Page, CasError> {
+        let v = self
+            .call(reqwest::Method::POST, path, Some(body), deadline)
+            .await?;
         parse_page(path, v)
     }
 
@@ -126,16 +136,29 @@ impl CasClient {
         body: Option<&Value>,
         deadline: Deadline,
     ) -> Result<Value, CasError> {
-        let url = self.base.join(path).map_err(|e| CasError::Shape { path: path.into(), detail: e.to_string() })?;
+        let url = self.base.join(path).map_err(|e| CasError::Shape {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
         let mut attempt = 0u32;
         loop {
-            let out_of_time = |last: String| CasError::OutOfTime { path: path.into(), last };
+            let out_of_time = |last: String| CasError::OutOfTime {
+                path: path.into(),
+                last,
+            };
             if !self.limiter.acquire(deadline).await {
-                return Err(out_of_time("client-side rate limit: 30 requests per minute".into()));
+                return Err(out_of_time(
+                    "client-side rate limit: 30 requests per minute".into(),
+                ));
             }
-            let mut req = self.http.request(method.clone(), url.clone()).timeout(deadline.remaining().min(Duration::from_secs(60)));
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(deadline.remaining().min(Duration::from_secs(60)));
             req = match &self.auth {
-                CasAuth::LegacyToken(t) => req.header("Authorization", format!("Token {}", t.expose())),
+                CasAuth::LegacyToken(t) => {
+                    req.header("Authorization", format!("Token {}", t.expose()))
+                }
                 CasAuth::Entra(c) => req.bearer_auth(auth::bearer(c.as_ref(), CAS_SCOPE).await?),
             };
             if let Some(b) = body {
@@ -143,7 +166,10 @@ impl CasClient {
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
             let (wait, last) = match req.send().await {
-                Err(e) => (backoff(attempt, Duration::from_secs(1), Duration::from_secs(30)), format!("transport: {e}")),
+                Err(e) => (
+                    backoff(attempt, Duration::from_secs(1), Duration::from_secs(30)),
+                    format!("transport: {e}"),
+                ),
                 Ok(rsp) => {
                     let status = rsp.status().as_u16();
                     let hinted = retry_after(rsp.headers());
@@ -171,8 +197,13 @@ impl CasClient {
 }
 
 fn parse_page(path: &str, v: Value) -> Result<Page, CasError> {
-    let shape = |detail: &str| CasError::Shape { path: path.into(), detail: detail.into() };
-    let Value::Object(mut m) = v else { return Err(shape("the body is not a JSON object")) };
+    let shape = |detail: &str| CasError::Shape {
+        path: path.into(),
+        detail: detail.into(),
+    };
+    let Value::Object(mut m) = v else {
+        return Err(shape("the body is not a JSON object"));
+    };
     let data = match m.remove("data") {
         Some(Value::Array(a)) => a,
         Some(_) => return Err(shape("\"data\" is not an array")),
@@ -188,7 +219,11 @@ fn parse_page(path: &str, v: Value) -> Result<Page, CasError> {
         Some(Value::Object(f)) => Some(f),
         Some(_) => return Err(shape("\"nextQueryFilters\" is not an object")),
     };
-    Ok(Page { data, has_next, next_query_filters })
+    Ok(Page {
+        data,
+        has_next,
+        next_query_filters,
+    })
 }
 
 /// A sliding-window limiter: at most `max` permits in any `per`.
@@ -201,7 +236,11 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter of `max` per `per`.
     pub fn new(max: usize, per: Duration) -> Self {
-        RateLimiter { max, per, sent: Mutex::new(VecDeque::new()) }
+        RateLimiter {
+            max,
+            per,
+            sent: Mutex::new(VecDeque::new()),
+        }
     }
 
     /// Waits for a permit; false when none frees up before the deadline.
@@ -210,7 +249,10 @@ impl RateLimiter {
             let wait = {
                 let mut sent = self.sent.lock().await;
                 let now = Instant::now();
-                while sent.front().is_some_and(|t| now.duration_since(*t) >= self.per) {
+                while sent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.per)
+                {
                     sent.pop_front();
                 }
                 if sent.len() < self.max {
@@ -232,11 +274,16 @@ mod tests {
 
     #[test]
     fn pages_parse_from_the_documented_fixtures() {
-        let alerts: Value = serde_json::from_str(include_str!("../../tests/fixtures/cas-alerts-page.json")).unwrap();
+        let alerts: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/cas-alerts-page.json"))
+                .unwrap();
         let p = parse_page("/api/v1/alerts/", alerts).unwrap();
         assert_eq!(p.data.len(), 1);
         assert!(p.has_next);
-        let scan: Value = serde_json::from_str(include_str!("../../tests/fixtures/cas-activities-scan-page.json")).unwrap();
+        let scan: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/cas-activities-scan-page.json"
+        ))
+        .unwrap();
         let p = parse_page("/api/v1/activities/", scan).unwrap();
         assert!(p.next_query_filters.unwrap().contains_key("created"));
     }
@@ -264,6 +311,9 @@ mod tests {
         for _ in 0..2 {
             assert!(l.acquire(short).await);
         }
-        assert!(!l.acquire(short).await, "a permit past the deadline is refused");
+        assert!(
+            !l.acquire(short).await,
+            "a permit past the deadline is refused"
+        );
     }
 }

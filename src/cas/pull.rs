@@ -35,7 +35,14 @@ pub struct Pull {
 }
 
 /// Pulls one data type's new records.
-pub async fn pull(client: &CasClient, cas: &CasSettings, data_type: DataType, cursor: Option<&Cursor>, now_ms: i64, deadline: Deadline) -> Result<Pull, CasError> {
+pub async fn pull(
+    client: &CasClient,
+    cas: &CasSettings,
+    data_type: DataType,
+    cursor: Option<&Cursor>,
+    now_ms: i64,
+    deadline: Deadline,
+) -> Result<Pull, CasError> {
     match data_type {
         DataType::Alerts => Ok(alerts(client, cas, cursor, now_ms, deadline).await),
         DataType::Activities => Ok(activities(client, cas, cursor, now_ms, deadline).await),
@@ -54,11 +61,21 @@ fn upper_bound(cas: &CasSettings, now_ms: i64) -> i64 {
 /// Nothing new: an empty pull that keeps the cursor.
 fn nothing(cursor: Cursor) -> Pull {
     let at = cursor.position_ms;
-    Pull { window: Window::new(at, at).expect("a point is a window"), records: Vec::new(), cursor, complete: true, error: None }
+    Pull {
+        window: Window::new(at, at).expect("a point is a window"),
+        records: Vec::new(),
+        cursor,
+        complete: true,
+        error: None,
+    }
 }
 
 fn record_key(rec: &Value, field: &str) -> (String, Option<i64>) {
-    let id = rec.get("_id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let id = rec
+        .get("_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     (id, rec.get(field).and_then(Value::as_i64))
 }
 
@@ -71,8 +88,17 @@ fn with_extra(mut filters: Map<String, Value>, extra: &Map<String, Value>) -> Ma
 
 /// Alerts, ascending by `date`, 100 a page. Past 5,000 skipped records the lower bound
 /// moves up to the newest `date` seen, and the ids at that millisecond are skipped.
-async fn alerts(client: &CasClient, cas: &CasSettings, cursor: Option<&Cursor>, now_ms: i64, deadline: Deadline) -> Pull {
-    let start = cursor.cloned().unwrap_or_else(|| Cursor { position_ms: first_position(cas, now_ms), ..Default::default() });
+async fn alerts(
+    client: &CasClient,
+    cas: &CasSettings,
+    cursor: Option<&Cursor>,
+    now_ms: i64,
+    deadline: Deadline,
+) -> Pull {
+    let start = cursor.cloned().unwrap_or_else(|| Cursor {
+        position_ms: first_position(cas, now_ms),
+        ..Default::default()
+    });
     let upper = upper_bound(cas, now_ms);
     let Ok(window) = Window::new(start.position_ms, upper) else {
         return nothing(start);
@@ -121,18 +147,45 @@ async fn alerts(client: &CasClient, cas: &CasSettings, cursor: Option<&Cursor>, 
         }
     };
     let cursor = if complete {
-        let at_upper = if max_ts == upper { ids_at_max } else { BTreeSet::new() };
-        Cursor { position_ms: upper, boundary_ids: at_upper, scan: None }
+        let at_upper = if max_ts == upper {
+            ids_at_max
+        } else {
+            BTreeSet::new()
+        };
+        Cursor {
+            position_ms: upper,
+            boundary_ids: at_upper,
+            scan: None,
+        }
     } else {
-        Cursor { position_ms: max_ts, boundary_ids: ids_at_max, scan: None }
+        Cursor {
+            position_ms: max_ts,
+            boundary_ids: ids_at_max,
+            scan: None,
+        }
     };
-    Pull { window, records, cursor, complete, error }
+    Pull {
+        window,
+        records,
+        cursor,
+        complete,
+        error,
+    }
 }
 
 /// Activities in scan mode on `created`, following `nextQueryFilters` to the end of the
 /// window; an interrupted scan is resumed from its next filters by the next run.
-async fn activities(client: &CasClient, cas: &CasSettings, cursor: Option<&Cursor>, now_ms: i64, deadline: Deadline) -> Pull {
-    let start = cursor.cloned().unwrap_or_else(|| Cursor { position_ms: first_position(cas, now_ms), ..Default::default() });
+async fn activities(
+    client: &CasClient,
+    cas: &CasSettings,
+    cursor: Option<&Cursor>,
+    now_ms: i64,
+    deadline: Deadline,
+) -> Pull {
+    let start = cursor.cloned().unwrap_or_else(|| Cursor {
+        position_ms: first_position(cas, now_ms),
+        ..Default::default()
+    });
     let (window_to, mut filters, mut ids_at_end) = match &start.scan {
         Some(r) => (r.window_to, r.next_filters.clone(), r.ids_at_end.clone()),
         None => {
@@ -141,11 +194,15 @@ async fn activities(client: &CasClient, cas: &CasSettings, cursor: Option<&Curso
                 return nothing(start);
             }
             let mut f = with_extra(Map::new(), &cas.activities_filter);
-            f.insert("created".into(), json!({"gte": start.position_ms, "lte": upper}));
+            f.insert(
+                "created".into(),
+                json!({"gte": start.position_ms, "lte": upper}),
+            );
             (upper, f, BTreeSet::new())
         }
     };
-    let window = Window::new(start.position_ms, window_to).expect("a stored scan never ends before it starts");
+    let window = Window::new(start.position_ms, window_to)
+        .expect("a stored scan never ends before it starts");
     let mut seen = HashSet::new();
     let mut records = Vec::new();
     let (complete, error) = loop {
@@ -174,42 +231,88 @@ async fn activities(client: &CasClient, cas: &CasSettings, cursor: Option<&Curso
         match page.next_query_filters {
             Some(next) => filters = with_extra(next, &cas.activities_filter),
             None => {
-                let e = CasError::Shape { path: "api/v1/activities/".into(), detail: "hasNext is true but nextQueryFilters is missing".into() };
+                let e = CasError::Shape {
+                    path: "api/v1/activities/".into(),
+                    detail: "hasNext is true but nextQueryFilters is missing".into(),
+                };
                 break (false, Some(e));
             }
         }
     };
     let cursor = if complete {
-        Cursor { position_ms: window_to, boundary_ids: ids_at_end, scan: None }
+        Cursor {
+            position_ms: window_to,
+            boundary_ids: ids_at_end,
+            scan: None,
+        }
     } else {
-        Cursor { scan: Some(ScanResume { window_to, next_filters: filters, ids_at_end }), ..start }
+        Cursor {
+            scan: Some(ScanResume {
+                window_to,
+                next_filters: filters,
+                ids_at_end,
+            }),
+            ..start
+        }
     };
-    Pull { window, records, cursor, complete, error }
+    Pull {
+        window,
+        records,
+        cursor,
+        complete,
+        error,
+    }
 }
 
 /// Discovery: once a UTC day is over, one record per continuous report and discovered app.
-async fn discovery(client: &CasClient, cas: &CasSettings, cursor: Option<&Cursor>, now_ms: i64, deadline: Deadline) -> Result<Pull, CasError> {
+async fn discovery(
+    client: &CasClient,
+    cas: &CasSettings,
+    cursor: Option<&Cursor>,
+    now_ms: i64,
+    deadline: Deadline,
+) -> Result<Pull, CasError> {
     let today = upper_bound(cas, now_ms).div_euclid(DAY_MS) * DAY_MS;
     let day = today - DAY_MS;
-    let start = cursor.cloned().unwrap_or(Cursor { position_ms: day, ..Default::default() });
+    let start = cursor.cloned().unwrap_or(Cursor {
+        position_ms: day,
+        ..Default::default()
+    });
     if start.position_ms > day {
         return Ok(nothing(start));
     }
     let streams_path = "api/discovery/streams/";
-    let listed = client.call(reqwest::Method::GET, streams_path, None, deadline).await?;
-    let streams = listed.get("streams").and_then(Value::as_array).ok_or_else(|| CasError::Shape { path: streams_path.into(), detail: "no \"streams\" array".into() })?;
+    let listed = client
+        .call(reqwest::Method::GET, streams_path, None, deadline)
+        .await?;
+    let streams = listed
+        .get("streams")
+        .and_then(Value::as_array)
+        .ok_or_else(|| CasError::Shape {
+            path: streams_path.into(),
+            detail: "no \"streams\" array".into(),
+        })?;
     let wanted = cas.discovery_streams.as_ref();
     if let Some(names) = wanted {
         for n in names {
-            if !streams.iter().any(|s| s.get("displayName").and_then(Value::as_str) == Some(n)) {
+            if !streams
+                .iter()
+                .any(|s| s.get("displayName").and_then(Value::as_str) == Some(n))
+            {
                 tracing::warn!(stream = %n, "CAS_DISCOVERY_STREAMS names a continuous report the tenant does not have");
             }
         }
     }
     let mut records = Vec::new();
     for s in streams {
-        let (Some(id), Some(name)) = (s.get("_id").and_then(Value::as_str), s.get("displayName").and_then(Value::as_str)) else {
-            return Err(CasError::Shape { path: streams_path.into(), detail: format!("a stream without _id or displayName: {s}") });
+        let (Some(id), Some(name)) = (
+            s.get("_id").and_then(Value::as_str),
+            s.get("displayName").and_then(Value::as_str),
+        ) else {
+            return Err(CasError::Shape {
+                path: streams_path.into(),
+                detail: format!("a stream without _id or displayName: {s}"),
+            });
         };
         if wanted.is_some_and(|w| !w.iter().any(|n| n == name)) {
             continue;
@@ -218,15 +321,21 @@ async fn discovery(client: &CasClient, cas: &CasSettings, cursor: Option<&Cursor
         let mut skip = 0;
         loop {
             let body = json!({"streamId": id, "timeframe": 1, "skip": skip, "limit": PAGE});
-            let page = client.list("api/v1/discovery/discovered_apps/", &body, deadline).await?;
+            let page = client
+                .list("api/v1/discovery/discovered_apps/", &body, deadline)
+                .await?;
             let n = page.data.len();
             let mut new = 0;
             for app in page.data {
                 // Dedupe by app id: a server that ignores paging repeats the same apps.
-                let key = app.get("appId").map(Value::to_string).unwrap_or_else(|| app.to_string());
+                let key = app
+                    .get("appId")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| app.to_string());
                 if apps_seen.insert(key) {
                     new += 1;
-                    records.push(json!({"streamId": id, "streamName": name, "day": day, "app": app}));
+                    records
+                        .push(json!({"streamId": id, "streamName": name, "day": day, "app": app}));
                 }
             }
             if !page.has_next || n == 0 || new == 0 {
@@ -238,7 +347,10 @@ async fn discovery(client: &CasClient, cas: &CasSettings, cursor: Option<&Cursor
     Ok(Pull {
         window: Window::new(day, today - 1).expect("a day is a window"),
         records,
-        cursor: Cursor { position_ms: today, ..Default::default() },
+        cursor: Cursor {
+            position_ms: today,
+            ..Default::default()
+        },
         complete: true,
         error: None,
     })

@@ -21,6 +21,8 @@ pub const CAS_RESOURCE: &str = "05a65629-4c1b-48c1-a78b-804c4abdd4af";
 /// An answer to force on an upcoming request.
 #[derive(Clone, Debug)]
 pub enum Fault {
+    /// Answer this request normally (to place later faults after some good pages).
+    Pass,
     /// Answer with this status (429 carries no Retry-After, as CAS's does not promise one).
     Status(u16),
     /// Answer 429 with this `Retry-After` (seconds).
@@ -44,7 +46,12 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { legacy_token: None, accept_entra: true, per_minute: 30, discovery_ignores_paging: false }
+        SimConfig {
+            legacy_token: None,
+            accept_entra: true,
+            per_minute: 30,
+            discovery_ignores_paging: false,
+        }
     }
 }
 
@@ -82,16 +89,26 @@ pub struct CasSim {
 impl CasSim {
     /// Starts a tenant on a free loopback port; returns it and its API base URL.
     pub async fn start(config: SimConfig) -> (Arc<CasSim>, Url) {
-        let sim = Arc::new(CasSim { config, state: Mutex::new(State::default()) });
+        let sim = Arc::new(CasSim {
+            config,
+            state: Mutex::new(State::default()),
+        });
         let s = sim.clone();
         let route = warp::method()
             .and(warp::path::full())
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::body::bytes())
-            .map(move |m: warp::http::Method, p: warp::path::FullPath, auth: Option<String>, body: bytes::Bytes| {
-                s.handle(&m, p.as_str(), auth.as_deref(), &body)
-            });
-        let addr = crate::loopback::serve(route, 0).await.expect("bind a loopback port");
+            .map(
+                move |m: warp::http::Method,
+                      p: warp::path::FullPath,
+                      auth: Option<String>,
+                      body: bytes::Bytes| {
+                    s.handle(&m, p.as_str(), auth.as_deref(), &body)
+                },
+            );
+        let addr = crate::loopback::serve(route, 0)
+            .await
+            .expect("bind a loopback port");
         let url = Url::parse(&format!("http://{addr}/")).expect("a loopback URL");
         (sim, url)
     }
@@ -122,13 +139,17 @@ impl CasSim {
             st.alerts.push(alert(&id, n, ts));
             ids.push(id);
         }
-        st.alerts.sort_by(|a, b| key(a, "timestamp").cmp(&key(b, "timestamp")));
+        st.alerts.sort_by_key(|a| key(a, "timestamp"));
         ids
     }
 
     /// Adds activities stored by CAS at `created` (Unix ms), each having happened
     /// `lag_ms(i)` before; returns their ids.
-    pub fn add_activities(&self, created: impl IntoIterator<Item = i64>, lag_ms: impl Fn(u64) -> i64) -> Vec<String> {
+    pub fn add_activities(
+        &self,
+        created: impl IntoIterator<Item = i64>,
+        lag_ms: impl Fn(u64) -> i64,
+    ) -> Vec<String> {
         let mut st = self.lock();
         let mut ids = Vec::new();
         for c in created {
@@ -138,7 +159,7 @@ impl CasSim {
             st.activities.push(activity(&id, n, c - lag_ms(n), c));
             ids.push(id);
         }
-        st.activities.sort_by(|a, b| key(a, "created").cmp(&key(b, "created")));
+        st.activities.sort_by_key(|a| key(a, "created"));
         ids
     }
 
@@ -146,26 +167,45 @@ impl CasSim {
     pub fn add_stream(&self, name: &str, apps: Vec<Value>) -> String {
         let mut st = self.lock();
         let id = format!("5f{:022x}", st.streams.len() + 1);
-        st.streams.push(json!({"_id": id, "displayName": name, "streamType": 1}));
+        st.streams
+            .push(json!({"_id": id, "displayName": name, "streamType": 1}));
         st.apps.insert(id.clone(), apps);
         id
     }
 
     /// Every alert id the tenant holds.
     pub fn alert_ids(&self) -> Vec<String> {
-        self.lock().alerts.iter().map(|a| a["_id"].as_str().unwrap_or_default().to_string()).collect()
+        self.lock()
+            .alerts
+            .iter()
+            .map(|a| a["_id"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// Every activity id the tenant holds.
     pub fn activity_ids(&self) -> Vec<String> {
-        self.lock().activities.iter().map(|a| a["_id"].as_str().unwrap_or_default().to_string()).collect()
+        self.lock()
+            .activities
+            .iter()
+            .map(|a| a["_id"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
-    fn handle(&self, method: &warp::http::Method, path: &str, auth: Option<&str>, body: &[u8]) -> warp::reply::Response {
+    fn handle(
+        &self,
+        method: &warp::http::Method,
+        path: &str,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> warp::reply::Response {
         let mut st = self.lock();
         let now = Instant::now();
         st.arrivals.push_back(now);
-        while st.arrivals.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+        while st
+            .arrivals
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
             st.arrivals.pop_front();
         }
         st.stats.requests += 1;
@@ -175,40 +215,91 @@ impl CasSim {
         }
         if st.arrivals.len() > self.config.per_minute {
             st.stats.throttled += 1;
-            return reply(StatusCode::TOO_MANY_REQUESTS, json!({"detail": "TOO MANY REQUESTS"}));
+            return reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"detail": "TOO MANY REQUESTS"}),
+            );
         }
         if let Some(f) = st.faults.pop_front() {
             st.stats.faulted += 1;
             return match f {
-                Fault::Status(s) => reply(StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), json!({"detail": "injected"})),
+                Fault::Pass => {
+                    st.stats.faulted -= 1;
+                    drop(st);
+                    self.answer(method, path, body)
+                }
+                Fault::Status(s) => reply(
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    json!({"detail": "injected"}),
+                ),
                 Fault::RetryAfter(secs) => {
-                    let mut r = reply(StatusCode::TOO_MANY_REQUESTS, json!({"detail": "TOO MANY REQUESTS"}));
+                    let mut r = reply(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        json!({"detail": "TOO MANY REQUESTS"}),
+                    );
                     r.headers_mut().insert("retry-after", secs.into());
                     r
                 }
-                Fault::ThrottledText => reply(StatusCode::BAD_REQUEST, json!({"detail": "Request was throttled, try again later"})),
+                Fault::ThrottledText => reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"detail": "Request was throttled, try again later"}),
+                ),
             };
         }
-        let body: Value = if body.is_empty() { json!({}) } else {
+        drop(st);
+        self.answer(method, path, body)
+    }
+
+    fn answer(
+        &self,
+        method: &warp::http::Method,
+        path: &str,
+        body: &[u8],
+    ) -> warp::reply::Response {
+        let st = self.lock();
+        let body: Value = if body.is_empty() {
+            json!({})
+        } else {
             match serde_json::from_slice(body) {
                 Ok(v) => v,
-                Err(e) => return reply(StatusCode::BAD_REQUEST, json!({"detail": format!("invalid JSON: {e}")})),
+                Err(e) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"detail": format!("invalid JSON: {e}")}),
+                    )
+                }
             }
         };
         match (method.as_str(), path) {
             ("POST", "/api/v1/alerts/") => list_alerts(&st.alerts, &body),
             ("POST", "/api/v1/activities/") => list_activities(&st.activities, &body),
-            ("GET", "/api/discovery/streams/") => reply(StatusCode::OK, json!({"streams": st.streams, "total": st.streams.len()})),
+            ("GET", "/api/discovery/streams/") => reply(
+                StatusCode::OK,
+                json!({"streams": st.streams, "total": st.streams.len()}),
+            ),
             ("POST", "/api/v1/discovery/discovered_apps/") => {
-                let stream = body.get("streamId").and_then(Value::as_str).unwrap_or_default();
+                let stream = body
+                    .get("streamId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let Some(apps) = st.apps.get(stream) else {
-                    return reply(StatusCode::BAD_REQUEST, json!({"detail": "unknown streamId"}));
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"detail": "unknown streamId"}),
+                    );
                 };
                 if self.config.discovery_ignores_paging {
-                    return reply(StatusCode::OK, json!({"data": apps, "hasNext": false, "total": apps.len()}));
+                    return reply(
+                        StatusCode::OK,
+                        json!({"data": apps, "hasNext": false, "total": apps.len()}),
+                    );
                 }
                 let (skip, limit) = skip_limit(&body, 100);
-                page(apps.iter().skip(skip).take(limit).cloned().collect(), skip + limit < apps.len(), apps.len())
+                page(
+                    apps.iter().skip(skip).take(limit).cloned().collect(),
+                    skip + limit < apps.len(),
+                    apps.len(),
+                )
             }
             _ => reply(StatusCode::NOT_FOUND, json!({"detail": "Not found"})),
         }
@@ -229,22 +320,33 @@ fn reply(status: StatusCode, body: Value) -> warp::reply::Response {
 }
 
 fn page(data: Vec<Value>, has_next: bool, total: usize) -> warp::reply::Response {
-    reply(StatusCode::OK, json!({"data": data, "hasNext": has_next, "total": total, "moreThanTotal": false}))
+    reply(
+        StatusCode::OK,
+        json!({"data": data, "hasNext": has_next, "total": total, "moreThanTotal": false}),
+    )
 }
 
 fn key(v: &Value, field: &str) -> (i64, String) {
-    (v[field].as_i64().unwrap_or_default(), v["_id"].as_str().unwrap_or_default().to_string())
+    (
+        v[field].as_i64().unwrap_or_default(),
+        v["_id"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 fn skip_limit(body: &Value, max: usize) -> (usize, usize) {
     let skip = body.get("skip").and_then(Value::as_u64).unwrap_or(0) as usize;
-    let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(max as u64) as usize;
+    let limit = body
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(max as u64) as usize;
     (skip, limit.clamp(1, max))
 }
 
 /// Whether `value` satisfies a CAS range condition such as `{"gte": a, "lte": b}`.
 fn in_range(cond: Option<&Value>, value: i64) -> bool {
-    let Some(Value::Object(c)) = cond else { return true };
+    let Some(Value::Object(c)) = cond else {
+        return true;
+    };
     c.iter().all(|(op, bound)| {
         let b = bound.as_i64();
         match (op.as_str(), b) {
@@ -253,7 +355,10 @@ fn in_range(cond: Option<&Value>, value: i64) -> bool {
             ("lte", Some(b)) => value <= b,
             ("lt", Some(b)) => value < b,
             ("range", _) => {
-                let s = bound.get("start").and_then(Value::as_i64).unwrap_or(i64::MIN);
+                let s = bound
+                    .get("start")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(i64::MIN);
                 let e = bound.get("end").and_then(Value::as_i64).unwrap_or(i64::MAX);
                 value >= s && value <= e
             }
@@ -263,33 +368,60 @@ fn in_range(cond: Option<&Value>, value: i64) -> bool {
 }
 
 fn filters(body: &Value) -> Map<String, Value> {
-    body.get("filters").and_then(Value::as_object).cloned().unwrap_or_default()
+    body.get("filters")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn list_alerts(alerts: &[Value], body: &Value) -> warp::reply::Response {
     let f = filters(body);
-    let mut matching: Vec<&Value> = alerts.iter().filter(|a| in_range(f.get("date"), a["timestamp"].as_i64().unwrap_or(0))).collect();
+    let mut matching: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| in_range(f.get("date"), a["timestamp"].as_i64().unwrap_or(0)))
+        .collect();
     if body.get("sortDirection").and_then(Value::as_str) == Some("desc") {
         matching.reverse();
     }
     let (skip, limit) = skip_limit(body, 100);
-    let data: Vec<Value> = matching.iter().skip(skip).take(limit).map(|v| (*v).clone()).collect();
+    let data: Vec<Value> = matching
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .map(|v| (*v).clone())
+        .collect();
     page(data, skip + limit < matching.len(), matching.len())
 }
 
 fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response {
     let f = filters(body);
     // Newest first, as scans walk back from the upper bound.
-    let matching: Vec<&Value> = activities.iter().rev().filter(|a| in_range(f.get("created"), a["created"].as_i64().unwrap_or(0))).collect();
+    let matching: Vec<&Value> = activities
+        .iter()
+        .rev()
+        .filter(|a| in_range(f.get("created"), a["created"].as_i64().unwrap_or(0)))
+        .collect();
     if body.get("isScan").and_then(Value::as_bool) != Some(true) {
         let (skip, limit) = skip_limit(body, 100);
-        let data: Vec<Value> = matching.iter().skip(skip).take(limit).map(|v| (*v).clone()).collect();
+        let data: Vec<Value> = matching
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|v| (*v).clone())
+            .collect();
         return page(data, skip + limit < matching.len(), matching.len());
     }
-    let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(500).clamp(500, 5000) as usize;
+    let limit = body
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(500)
+        .clamp(500, 5000) as usize;
     if matching.len() <= limit {
         let data: Vec<Value> = matching.iter().map(|v| (*v).clone()).collect();
-        return reply(StatusCode::OK, json!({"data": data, "hasNext": false, "total": matching.len()}));
+        return reply(
+            StatusCode::OK,
+            json!({"data": data, "hasNext": false, "total": matching.len()}),
+        );
     }
     // Hold back the trailing records that share the boundary value, so each record is
     // listed once; if the whole page shares it, list every record at that value instead.
@@ -299,23 +431,38 @@ fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response 
         end -= 1;
     }
     let next_lte = if end == 0 {
-        end = matching.iter().take_while(|a| a["created"].as_i64() == Some(boundary)).count();
+        end = matching
+            .iter()
+            .take_while(|a| a["created"].as_i64() == Some(boundary))
+            .count();
         boundary - 1
     } else {
         boundary
     };
     let data: Vec<Value> = matching[..end].iter().map(|v| (*v).clone()).collect();
     let mut next = f.clone();
-    let mut created = f.get("created").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut created = f
+        .get("created")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     created.insert("lte".into(), json!(next_lte));
     next.insert("created".into(), Value::Object(created));
-    reply(StatusCode::OK, json!({"data": data, "hasNext": end < matching.len(), "total": matching.len(), "nextQueryFilters": next}))
+    reply(
+        StatusCode::OK,
+        json!({"data": data, "hasNext": end < matching.len(), "total": matching.len(), "nextQueryFilters": next}),
+    )
 }
 
 fn alert(id: &str, n: u64, ts: i64) -> Value {
     let users = ["ada", "grace", "alan", "edsger", "barbara"];
     let user = users[(n % users.len() as u64) as usize];
-    let titles = ["Mass download by a single user", "Impossible travel activity", "Activity from infrequent country", "Suspicious inbox forwarding"];
+    let titles = [
+        "Mass download by a single user",
+        "Impossible travel activity",
+        "Activity from infrequent country",
+        "Suspicious inbox forwarding",
+    ];
     let title = titles[(n % 4) as usize];
     json!({
         "_id": id,
@@ -341,7 +488,13 @@ fn alert(id: &str, n: u64, ts: i64) -> Value {
 fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
     let users = ["ada", "grace", "alan", "edsger", "barbara"];
     let user = users[(n % users.len() as u64) as usize];
-    let ops = ["FileDownloaded", "FileUploaded", "UserLoggedIn", "FileAccessed", "MailItemsAccessed"];
+    let ops = [
+        "FileDownloaded",
+        "FileUploaded",
+        "UserLoggedIn",
+        "FileAccessed",
+        "MailItemsAccessed",
+    ];
     let op = ops[(n % ops.len() as u64) as usize];
     json!({
         "_id": id,

@@ -90,28 +90,55 @@ impl CheckpointStore {
     pub async fn load(&self, data_type: DataType) -> Result<Checkpoint, CheckpointError> {
         let name = Self::blob_name(data_type);
         let Some((bytes, etag)) = self.blobs.get(&name).await? else {
-            return Ok(Checkpoint { cursor: None, etag: None });
+            return Ok(Checkpoint {
+                cursor: None,
+                etag: None,
+            });
         };
-        let stored: Stored = serde_json::from_slice(&bytes)
-            .map_err(|e| CheckpointError::Corrupt { name: name.clone(), detail: e.to_string() })?;
+        let stored: Stored =
+            serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+                name: name.clone(),
+                detail: e.to_string(),
+            })?;
         if stored.v != 1 || stored.data_type != data_type {
             return Err(CheckpointError::Corrupt {
                 name,
-                detail: format!("version {} for {}, expected version 1 for {data_type}", stored.v, stored.data_type),
+                detail: format!(
+                    "version {} for {}, expected version 1 for {data_type}",
+                    stored.v, stored.data_type
+                ),
             });
         }
-        Ok(Checkpoint { cursor: Some(stored.cursor), etag: Some(etag) })
+        Ok(Checkpoint {
+            cursor: Some(stored.cursor),
+            etag: Some(etag),
+        })
     }
 
     /// Replaces `previous` with `cursor`; fails with a conflict if someone else wrote since.
-    pub async fn advance(&self, data_type: DataType, previous: &Checkpoint, cursor: Cursor) -> Result<Checkpoint, CheckpointError> {
-        let stored = Stored { v: 1, data_type, cursor };
+    pub async fn advance(
+        &self,
+        data_type: DataType,
+        previous: &Checkpoint,
+        cursor: Cursor,
+    ) -> Result<Checkpoint, CheckpointError> {
+        let stored = Stored {
+            v: 1,
+            data_type,
+            cursor,
+        };
         let bytes = serde_json::to_vec_pretty(&stored).expect("a cursor always serializes");
         let condition = match &previous.etag {
             Some(e) => WriteCondition::IfMatch(e.clone()),
             None => WriteCondition::IfAbsent,
         };
-        let etag = self.blobs.put(&Self::blob_name(data_type), bytes, condition).await?;
-        Ok(Checkpoint { cursor: Some(stored.cursor), etag: Some(etag) })
+        let etag = self
+            .blobs
+            .put(&Self::blob_name(data_type), bytes, condition)
+            .await?;
+        Ok(Checkpoint {
+            cursor: Some(stored.cursor),
+            etag: Some(etag),
+        })
     }
 }

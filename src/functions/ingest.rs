@@ -32,7 +32,9 @@ pub enum IngestOutcome {
 impl fmt::Display for IngestOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IngestOutcome::Sent { batch, rows, calls } => write!(f, "batch {batch}: {rows} rows sent in {calls} calls"),
+            IngestOutcome::Sent { batch, rows, calls } => {
+                write!(f, "batch {batch}: {rows} rows sent in {calls} calls")
+            }
             IngestOutcome::AlreadySent(b) => write!(f, "batch {b}: already sent, skipped"),
         }
     }
@@ -51,6 +53,9 @@ pub enum IngestError {
     /// The spilled payload blob is missing.
     #[error("batch {0}: its payload blob is missing")]
     MissingPayload(BatchId),
+    /// The container could not be created.
+    #[error("storage set-up: {0}")]
+    Setup(String),
     /// Another invocation held the batch for the whole of this one's budget.
     #[error("batch {0}: another invocation is sending it; try again later")]
     Busy(BatchId),
@@ -60,21 +65,50 @@ pub enum IngestError {
 }
 
 /// Sends one batch given its message text.
-pub async fn process(app: &App, text: &str, deadline: Deadline) -> Result<IngestOutcome, IngestError> {
+pub async fn process(
+    app: &App,
+    text: &str,
+    deadline: Deadline,
+) -> Result<IngestOutcome, IngestError> {
     let env = Envelope::parse(text)?;
+    app.ensure_resources()
+        .await
+        .map_err(|e| IngestError::Setup(e.to_string()))?;
     let marker = marker_name(&env, None);
     if app.blobs.exists(&marker).await? {
         return Ok(IngestOutcome::AlreadySent(env.batch));
     }
     // Two deliveries of one message can run at once (a visibility timeout that lapsed,
     // a replay racing a retry): only the holder of the claim sends.
-    if !claim(app, &env, deadline).await? {
+    let claim_name = format!("claims/{}/{}", env.data_type, env.batch);
+    if !claim(app, &env, &claim_name, deadline).await? {
+        return Ok(IngestOutcome::AlreadySent(env.batch));
+    }
+    let result = send(app, env, deadline).await;
+    if result.is_err() {
+        // Let the next delivery start at once instead of waiting out the claim.
+        if let Err(e) = app.blobs.delete(&claim_name).await {
+            tracing::warn!("could not release claim {claim_name}: {e}");
+        }
+    }
+    result
+}
+
+/// Sends a claimed batch and marks it as sent.
+async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutcome, IngestError> {
+    let marker = marker_name(&env, None);
+    // The holder before us may have finished between our first look and our claim.
+    if app.blobs.exists(&marker).await? {
         return Ok(IngestOutcome::AlreadySent(env.batch));
     }
     let records = match &env.payload {
         Payload::Inline { .. } => env.inline_records()?,
         Payload::Blob { blob } => {
-            let (gz, _) = app.blobs.get(blob).await?.ok_or_else(|| IngestError::MissingPayload(env.batch.clone()))?;
+            let (gz, _) = app
+                .blobs
+                .get(blob)
+                .await?
+                .ok_or_else(|| IngestError::MissingPayload(env.batch.clone()))?;
             decode_records(&env, &gz)?
         }
     };
@@ -92,16 +126,30 @@ pub async fn process(app: &App, text: &str, deadline: Deadline) -> Result<Ingest
                 continue;
             }
         }
-        app.sentinel.send_body(stream, &pack::body(&rows[range.clone()]), deadline).await?;
+        app.sentinel
+            .send_body(stream, &pack::body(&rows[range.clone()]), deadline)
+            .await?;
         sent_rows += range.len();
         calls += 1;
         if let Some(m) = part_marker {
-            app.blobs.put(&m, Vec::new(), WriteCondition::Always).await?;
+            app.blobs
+                .put(&m, Vec::new(), WriteCondition::Always)
+                .await?;
         }
     }
     let note = serde_json::json!({"rows": rows.len(), "window": env.window, "type": env.data_type});
-    app.blobs.put(&marker, note.to_string().into_bytes(), WriteCondition::Always).await?;
-    Ok(IngestOutcome::Sent { batch: env.batch, rows: sent_rows, calls })
+    app.blobs
+        .put(
+            &marker,
+            note.to_string().into_bytes(),
+            WriteCondition::Always,
+        )
+        .await?;
+    Ok(IngestOutcome::Sent {
+        batch: env.batch,
+        rows: sent_rows,
+        calls,
+    })
 }
 
 /// Takes the batch's claim, waiting while another live invocation holds it. Returns
@@ -110,19 +158,25 @@ pub async fn process(app: &App, text: &str, deadline: Deadline) -> Result<Ingest
 /// A claim is a blob holding its expiry; it is created with If-None-Match and taken over,
 /// once expired, with If-Match, so exactly one invocation holds it at a time, and one
 /// that died (SIGKILL, instance recycled) blocks the batch only until its claim expires.
-async fn claim(app: &App, env: &Envelope, deadline: Deadline) -> Result<bool, IngestError> {
-    let name = format!("claims/{}/{}", env.data_type, env.batch);
+async fn claim(
+    app: &App,
+    env: &Envelope,
+    name: &str,
+    deadline: Deadline,
+) -> Result<bool, IngestError> {
     loop {
         let expires = crate::model::now_ms() + deadline.remaining().as_millis() as i64 + 5_000;
         let body = expires.to_string().into_bytes();
-        let attempt = match app.blobs.get(&name).await? {
-            None => app.blobs.put(&name, body, WriteCondition::IfAbsent).await,
+        let attempt = match app.blobs.get(name).await? {
+            None => app.blobs.put(name, body, WriteCondition::IfAbsent).await,
             Some((held, etag)) => {
                 let held_until: i64 = String::from_utf8_lossy(&held).trim().parse().unwrap_or(0);
                 if held_until > crate::model::now_ms() {
-                    Err(BlobError::Conflict(name.clone()))
+                    Err(BlobError::Conflict(name.to_string()))
                 } else {
-                    app.blobs.put(&name, body, WriteCondition::IfMatch(etag)).await
+                    app.blobs
+                        .put(name, body, WriteCondition::IfMatch(etag))
+                        .await
                 }
             }
         };
@@ -132,7 +186,10 @@ async fn claim(app: &App, env: &Envelope, deadline: Deadline) -> Result<bool, In
                 if app.blobs.exists(&marker_name(env, None)).await? {
                     return Ok(false);
                 }
-                if !deadline.sleep_within(std::time::Duration::from_millis(250)).await {
+                if !deadline
+                    .sleep_within(std::time::Duration::from_millis(250))
+                    .await
+                {
                     return Err(IngestError::Busy(env.batch.clone()));
                 }
             }

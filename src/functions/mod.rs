@@ -52,16 +52,27 @@ impl Outcome {
 
     fn into_reply(self) -> warp::reply::Response {
         use warp::Reply;
-        let status = if self.ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
-        let body = InvocationResponse { logs: self.logs, ..Default::default() };
+        let status = if self.ok {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        let body = InvocationResponse {
+            logs: self.logs,
+            ..Default::default()
+        };
         warp::reply::with_status(warp::reply::json(&body), status).into_response()
     }
 }
 
 /// The routes the host calls.
-pub fn routes(handler: Arc<Handler>) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    handler: Arc<Handler>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     use warp::Reply;
-    let ready = warp::get().and(warp::path::end()).map(|| warp::reply::with_status("ready", StatusCode::OK).into_response());
+    let ready = warp::get()
+        .and(warp::path::end())
+        .map(|| warp::reply::with_status("ready", StatusCode::OK).into_response());
     let invoke = warp::post()
         .and(warp::path::param::<String>())
         .and(warp::path::end())
@@ -76,18 +87,27 @@ pub fn routes(handler: Arc<Handler>) -> impl Filter<Extract = (warp::reply::Resp
 }
 
 async fn invoke(handler: &Handler, function: &str, body: &[u8]) -> Outcome {
-    let mut out = Outcome { ok: false, logs: Vec::new() };
+    let mut out = Outcome {
+        ok: false,
+        logs: Vec::new(),
+    };
     let app = match handler {
         Handler::Ready(app) => app,
         Handler::Misconfigured(why) => {
-            out.log(false, format!("{function}: cas-sentinel is misconfigured: {why}"));
+            out.log(
+                false,
+                format!("{function}: cas-sentinel is misconfigured: {why}"),
+            );
             return out;
         }
     };
     let req: InvocationRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
-            out.log(false, format!("{function}: the invocation body is not the host's JSON ({e})"));
+            out.log(
+                false,
+                format!("{function}: the invocation body is not the host's JSON ({e})"),
+            );
             return out;
         }
     };
@@ -102,10 +122,17 @@ async fn invoke(handler: &Handler, function: &str, body: &[u8]) -> Outcome {
 
 async fn invoke_poll(app: &App, req: &InvocationRequest, deadline: Deadline, out: &mut Outcome) {
     match TimerInfo::from_request(req) {
-        Ok(t) if t.is_past_due => out.log(true, "PollCas: timer is past due; the checkpoint decides the window, so nothing is skipped".into()),
+        Ok(t) if t.is_past_due => out.log(
+            true,
+            "PollCas: timer is past due; the checkpoint decides the window, so nothing is skipped"
+                .into(),
+        ),
         Ok(_) => {}
         // The timer value is informational only; a malformed one does not stop the poll.
-        Err(e) => out.log(true, format!("PollCas: ignoring unreadable timer info: {e}")),
+        Err(e) => out.log(
+            true,
+            format!("PollCas: ignoring unreadable timer info: {e}"),
+        ),
     }
     let mut all_ok = true;
     for r in poll::run(app, deadline).await {

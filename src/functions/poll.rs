@@ -26,7 +26,19 @@ pub struct PollReport {
 
 impl fmt::Display for PollReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: window {}, {} records, {} messages{}", self.data_type, self.window, self.records, self.messages, if self.complete { "" } else { ", incomplete (continues next run)" })
+        write!(
+            f,
+            "{}: window {}, {} records, {} messages{}",
+            self.data_type,
+            self.window,
+            self.records,
+            self.messages,
+            if self.complete {
+                ""
+            } else {
+                ", incomplete (continues next run)"
+            }
+        )
     }
 }
 
@@ -60,28 +72,59 @@ pub async fn run(app: &App, deadline: Deadline) -> Vec<Result<PollReport, PollEr
 }
 
 /// Polls one data type.
-pub async fn poll_one(app: &App, dt: DataType, deadline: Deadline) -> Result<PollReport, PollError> {
-    let checkpoint = app.checkpoints.load(dt).await.map_err(|e| PollError::Checkpoint(dt, e))?;
-    let pulled = pull(&app.cas, &app.settings.cas, dt, checkpoint.cursor.as_ref(), now_ms(), deadline)
+pub async fn poll_one(
+    app: &App,
+    dt: DataType,
+    deadline: Deadline,
+) -> Result<PollReport, PollError> {
+    let checkpoint = app
+        .checkpoints
+        .load(dt)
         .await
-        .map_err(|e| PollError::Cas(dt, e))?;
+        .map_err(|e| PollError::Checkpoint(dt, e))?;
+    let pulled = pull(
+        &app.cas,
+        &app.settings.cas,
+        dt,
+        checkpoint.cursor.as_ref(),
+        now_ms(),
+        deadline,
+    )
+    .await
+    .map_err(|e| PollError::Cas(dt, e))?;
     let messages = pack(dt, pulled.window, &pulled.records);
     for m in &messages {
         if let Some(gz) = &m.spill {
             app.blobs
-                .put(&spill_blob_name(&m.envelope.batch), gz.clone(), crate::blobs::WriteCondition::Always)
+                .put(
+                    &spill_blob_name(&m.envelope.batch),
+                    gz.clone(),
+                    crate::blobs::WriteCondition::Always,
+                )
                 .await
                 .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
         }
-        app.queue.send_text(&m.envelope.to_text()).await.map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
+        app.queue
+            .send_text(&m.envelope.to_text())
+            .await
+            .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
     }
     if checkpoint.cursor.as_ref() != Some(&pulled.cursor) {
-        app.checkpoints.advance(dt, &checkpoint, pulled.cursor).await.map_err(|e| PollError::Checkpoint(dt, e))?;
+        app.checkpoints
+            .advance(dt, &checkpoint, pulled.cursor)
+            .await
+            .map_err(|e| PollError::Checkpoint(dt, e))?;
     }
     if let Some(e) = pulled.error {
         // Progress up to the failure is saved; report the failure all the same.
         tracing::warn!(data_type = %dt, records = pulled.records.len(), "pull stopped early; what was read is enqueued");
         return Err(PollError::Cas(dt, e));
     }
-    Ok(PollReport { data_type: dt, window: pulled.window, records: pulled.records.len(), messages: messages.len(), complete: pulled.complete })
+    Ok(PollReport {
+        data_type: dt,
+        window: pulled.window,
+        records: pulled.records.len(),
+        messages: messages.len(),
+        complete: pulled.complete,
+    })
 }

@@ -71,15 +71,24 @@ impl TimerInfo {
             // Some hosts pass binding values as JSON text.
             Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
                 Ok(Value::Object(m)) => Self::from_object(&m),
-                _ => Err(ProtocolError::BadBinding { binding: TIMER_BINDING, detail: "a string that is not a JSON object".into() }),
+                _ => Err(ProtocolError::BadBinding {
+                    binding: TIMER_BINDING,
+                    detail: "a string that is not a JSON object".into(),
+                }),
             },
             Some(Value::Object(m)) => Self::from_object(m),
-            Some(other) => Err(ProtocolError::BadBinding { binding: TIMER_BINDING, detail: format!("expected an object, got {other}") }),
+            Some(other) => Err(ProtocolError::BadBinding {
+                binding: TIMER_BINDING,
+                detail: format!("expected an object, got {other}"),
+            }),
         }
     }
 
     fn from_object(timer: &Map<String, Value>) -> Result<TimerInfo, ProtocolError> {
-        let bad = |detail: String| ProtocolError::BadBinding { binding: TIMER_BINDING, detail };
+        let bad = |detail: String| ProtocolError::BadBinding {
+            binding: TIMER_BINDING,
+            detail,
+        };
         let is_past_due = match timer.get("IsPastDue") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -93,7 +102,11 @@ impl TimerInfo {
             }
             Some(other) => return Err(bad(format!("ScheduleStatus is {other}, not an object"))),
         };
-        Ok(TimerInfo { is_past_due, last, next })
+        Ok(TimerInfo {
+            is_past_due,
+            last,
+            next,
+        })
     }
 }
 
@@ -123,7 +136,10 @@ impl QueueTrigger {
             // A host that parsed the JSON message for us: put the text back together.
             Some(v @ Value::Object(_)) => v.to_string(),
             Some(other) => {
-                return Err(ProtocolError::BadBinding { binding: QUEUE_BINDING, detail: format!("expected the message text, got {other}") })
+                return Err(ProtocolError::BadBinding {
+                    binding: QUEUE_BINDING,
+                    detail: format!("expected the message text, got {other}"),
+                })
             }
         };
         let dequeue_count = match req.metadata.get("DequeueCount") {
@@ -132,14 +148,24 @@ impl QueueTrigger {
             _ => None,
         }
         .unwrap_or(1);
-        let id = req.metadata.get("Id").and_then(Value::as_str).map(|s| unquote(s).to_string());
-        Ok(QueueTrigger { text, dequeue_count, id })
+        let id = req
+            .metadata
+            .get("Id")
+            .and_then(Value::as_str)
+            .map(|s| unquote(s).to_string());
+        Ok(QueueTrigger {
+            text,
+            dequeue_count,
+            id,
+        })
     }
 }
 
 /// Removes the extra quotes the host puts around some metadata strings.
 fn unquote(s: &str) -> &str {
-    s.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(s)
+    s.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(s)
 }
 
 #[cfg(test)]
@@ -166,27 +192,46 @@ mod tests {
 
     #[test]
     fn timer_past_due_is_read() {
-        assert!(TimerInfo::from_request(&fixture("host-timer-past-due.json")).unwrap().is_past_due);
+        assert!(
+            TimerInfo::from_request(&fixture("host-timer-past-due.json"))
+                .unwrap()
+                .is_past_due
+        );
     }
 
     #[test]
     fn timer_with_wrong_types_is_an_error_that_names_the_field() {
-        let req: InvocationRequest = serde_json::from_str(r#"{"Data":{"timer":{"IsPastDue":"yes"}}}"#).unwrap();
-        assert!(TimerInfo::from_request(&req).unwrap_err().to_string().contains("IsPastDue"));
-        assert_eq!(TimerInfo::from_request(&InvocationRequest::default()), Err(ProtocolError::MissingBinding("timer")));
+        let req: InvocationRequest =
+            serde_json::from_str(r#"{"Data":{"timer":{"IsPastDue":"yes"}}}"#).unwrap();
+        assert!(TimerInfo::from_request(&req)
+            .unwrap_err()
+            .to_string()
+            .contains("IsPastDue"));
+        assert_eq!(
+            TimerInfo::from_request(&InvocationRequest::default()),
+            Err(ProtocolError::MissingBinding("timer"))
+        );
     }
 
     #[test]
     fn queue_text_is_decoded_twice_and_metadata_unquoted() {
         let q = QueueTrigger::from_request(&fixture("host-queue.json")).unwrap();
-        assert_eq!(q.text, r#"{"v": 1, "example": "any message text; this one happens to be JSON"}"#);
+        assert_eq!(
+            q.text,
+            r#"{"v": 1, "example": "any message text; this one happens to be JSON"}"#
+        );
         assert_eq!(q.dequeue_count, 2);
-        assert_eq!(q.id.as_deref(), Some("3c9f1e2a-7b64-4d0e-9a51-6e2f8b7c1d09"));
+        assert_eq!(
+            q.id.as_deref(),
+            Some("3c9f1e2a-7b64-4d0e-9a51-6e2f8b7c1d09")
+        );
     }
 
     #[test]
     fn queue_text_in_the_documented_single_encoding_is_accepted() {
-        let req: InvocationRequest = serde_json::from_str(r#"{"Data":{"batch":"{\"v\":1}"},"Metadata":{"DequeueCount":1}}"#).unwrap();
+        let req: InvocationRequest =
+            serde_json::from_str(r#"{"Data":{"batch":"{\"v\":1}"},"Metadata":{"DequeueCount":1}}"#)
+                .unwrap();
         let q = QueueTrigger::from_request(&req).unwrap();
         assert_eq!((q.text.as_str(), q.dequeue_count), (r#"{"v":1}"#, 1));
     }
@@ -194,16 +239,24 @@ mod tests {
     #[test]
     fn queue_binding_of_the_wrong_type_is_refused() {
         let req: InvocationRequest = serde_json::from_str(r#"{"Data":{"batch":42}}"#).unwrap();
-        assert!(matches!(QueueTrigger::from_request(&req), Err(ProtocolError::BadBinding { .. })));
+        assert!(matches!(
+            QueueTrigger::from_request(&req),
+            Err(ProtocolError::BadBinding { .. })
+        ));
     }
 
     #[test]
     fn response_has_the_field_names_the_host_reads() {
-        let r = InvocationResponse { logs: vec!["x".into()], ..Default::default() };
+        let r = InvocationResponse {
+            logs: vec!["x".into()],
+            ..Default::default()
+        };
         let v = serde_json::to_value(&r).unwrap();
-        let expected: Value = serde_json::from_str(r#"{"Outputs":{},"Logs":["x"],"ReturnValue":null}"#).unwrap();
+        let expected: Value =
+            serde_json::from_str(r#"{"Outputs":{},"Logs":["x"],"ReturnValue":null}"#).unwrap();
         assert_eq!(v, expected);
-        let fixture: InvocationResponse = serde_json::from_str(include_str!("../../tests/fixtures/host-response.json")).unwrap();
+        let fixture: InvocationResponse =
+            serde_json::from_str(include_str!("../../tests/fixtures/host-response.json")).unwrap();
         assert_eq!(fixture.logs.len(), 1);
     }
 }

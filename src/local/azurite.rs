@@ -26,16 +26,21 @@ pub fn find_binary() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let rel = Path::new("node_modules/.bin/azurite");
-    [std::env::current_dir().ok(), Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")))]
-        .into_iter()
-        .flatten()
-        .map(|d| d.join(rel))
-        .find(|p| p.exists())
+    [
+        std::env::current_dir().ok(),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join(rel))
+    .find(|p| p.exists())
 }
 
 /// A port that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Azurite {
@@ -43,7 +48,13 @@ impl Azurite {
     pub async fn start(dir: &Path) -> Result<Azurite, LocalError> {
         let (blob_port, queue_port, table_port) = (free_port()?, free_port()?, free_port()?);
         let child = spawn(dir, blob_port, queue_port, table_port)?;
-        let mut az = Azurite { child, blob_port, queue_port, table_port, dir: dir.to_path_buf() };
+        let mut az = Azurite {
+            child,
+            blob_port,
+            queue_port,
+            table_port,
+            dir: dir.to_path_buf(),
+        };
         az.wait_ready().await?;
         Ok(az)
     }
@@ -59,7 +70,9 @@ impl Azurite {
     async fn wait_ready(&mut self) -> Result<(), LocalError> {
         for _ in 0..300 {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(LocalError::Azurite(format!("exited during start-up with {status}")));
+                return Err(LocalError::Azurite(format!(
+                    "exited during start-up with {status}"
+                )));
             }
             let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
             if up(self.blob_port) && up(self.queue_port) {
@@ -81,14 +94,37 @@ impl Azurite {
 }
 
 fn spawn(dir: &Path, blob: u16, queue: u16, table: u16) -> Result<Child, LocalError> {
-    let bin = find_binary().ok_or_else(|| LocalError::Azurite("not installed: run `npm ci` in the repository (it installs the pinned Azurite)".into()))?;
+    let bin = find_binary().ok_or_else(|| {
+        LocalError::Azurite(
+            "not installed: run `npm ci` in the repository (it installs the pinned Azurite)".into(),
+        )
+    })?;
     std::fs::create_dir_all(dir)?;
     Command::new(bin)
-        .args(["--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl"])
+        .args([
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableProductStyleUrl",
+        ])
         .arg("--location")
         .arg(dir)
-        .args(["--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1"])
-        .args(["--blobPort", &blob.to_string(), "--queuePort", &queue.to_string(), "--tablePort", &table.to_string()])
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--queueHost",
+            "127.0.0.1",
+            "--tableHost",
+            "127.0.0.1",
+        ])
+        .args([
+            "--blobPort",
+            &blob.to_string(),
+            "--queuePort",
+            &queue.to_string(),
+            "--tablePort",
+            &table.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -44,21 +44,36 @@ pub struct HostEmulator {
 impl HostEmulator {
     /// A host for the handler at `handler`, consuming `queue`.
     pub fn new(handler: Url, queue: Queue, poison: Queue) -> Self {
-        HostEmulator { http: reqwest::Client::new(), handler, queue, poison, retry_visibility_secs: 1, duplicate_deliveries: false }
+        HostEmulator {
+            http: reqwest::Client::new(),
+            handler,
+            queue,
+            poison,
+            retry_visibility_secs: 1,
+            duplicate_deliveries: false,
+        }
     }
 
     /// Polls `GET /` until the handler answers, as the host does after starting it.
     pub async fn wait_ready(&self, within: Duration) -> Result<Duration, LocalError> {
         let start = std::time::Instant::now();
         while start.elapsed() < within {
-            if let Ok(r) = self.http.get(self.handler.clone()).timeout(Duration::from_millis(500)).send().await {
+            if let Ok(r) = self
+                .http
+                .get(self.handler.clone())
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return Ok(start.elapsed());
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(LocalError::Handler(format!("did not answer GET / within {within:?}")))
+        Err(LocalError::Handler(format!(
+            "did not answer GET / within {within:?}"
+        )))
     }
 
     /// Posts one timer invocation; returns whether it succeeded and its log lines.
@@ -71,9 +86,22 @@ impl HostEmulator {
         self.post(POLL_FUNCTION, &payload).await
     }
 
-    async fn post(&self, function: &str, payload: &Value) -> Result<(bool, Vec<String>), LocalError> {
-        let url = self.handler.join(function).map_err(|e| LocalError::Handler(e.to_string()))?;
-        let rsp = self.http.post(url).json(payload).send().await.map_err(|e| LocalError::Handler(format!("POST /{function}: {e}")))?;
+    async fn post(
+        &self,
+        function: &str,
+        payload: &Value,
+    ) -> Result<(bool, Vec<String>), LocalError> {
+        let url = self
+            .handler
+            .join(function)
+            .map_err(|e| LocalError::Handler(e.to_string()))?;
+        let rsp = self
+            .http
+            .post(url)
+            .json(payload)
+            .send()
+            .await
+            .map_err(|e| LocalError::Handler(format!("POST /{function}: {e}")))?;
         let ok = rsp.status().is_success();
         let body: InvocationResponse = rsp.json().await.unwrap_or_default();
         Ok((ok, body.logs))
@@ -108,12 +136,16 @@ impl HostEmulator {
                         self.queue.delete(m).await?;
                         stats.poisoned += 1;
                     } else {
-                        self.queue.update_visibility(m, self.retry_visibility_secs).await?;
+                        self.queue
+                            .update_visibility(m, self.retry_visibility_secs)
+                            .await?;
                     }
                 }
             }
         }
-        Err(LocalError::Handler(format!("queue not drained within {within:?}")))
+        Err(LocalError::Handler(format!(
+            "queue not drained within {within:?}"
+        )))
     }
 
     /// One delivery (two when duplicating); returns (invocations, succeeded).
@@ -124,7 +156,10 @@ impl HostEmulator {
         };
         let payload = queue_payload(&text, m);
         if self.duplicate_deliveries {
-            let (a, b) = tokio::join!(self.post(INGEST_FUNCTION, &payload), self.post(INGEST_FUNCTION, &payload));
+            let (a, b) = tokio::join!(
+                self.post(INGEST_FUNCTION, &payload),
+                self.post(INGEST_FUNCTION, &payload)
+            );
             return Ok((2, a?.0 && b?.0));
         }
         Ok((1, self.post(INGEST_FUNCTION, &payload).await?.0))
@@ -151,5 +186,6 @@ pub fn queue_payload(text: &str, m: &Received) -> Value {
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -71,6 +71,10 @@ pub struct Harness {
     pub host: HostEmulator,
     /// The settings the handler runs with.
     pub settings: Settings,
+    /// The fan-out queue.
+    pub queue: Queue,
+    /// The poison queue.
+    pub poison: Queue,
     handler: Option<Child>,
     handler_bin: PathBuf,
     env: Vec<(String, String)>,
@@ -89,7 +93,10 @@ impl Harness {
             ("CAS_API_URL".into(), cas_url.to_string()),
             ("SENTINEL_INGESTION_ENDPOINT".into(), sink_url.to_string()),
             ("SENTINEL_DCR_IMMUTABLE_ID".into(), SIM_DCR.into()),
-            ("AzureWebJobsStorage".into(), storage.connection_string().expect("Azurite is key-based")),
+            (
+                "AzureWebJobsStorage".into(),
+                storage.connection_string().expect("Azurite is key-based"),
+            ),
             ("IDENTITY_ENDPOINT".into(), identity_url),
             ("IDENTITY_HEADER".into(), HEADER_SECRET.into()),
             ("CAS_SETTLE_DELAY".into(), "PT1S".into()),
@@ -99,10 +106,22 @@ impl Harness {
             env.retain(|(e, _)| *e != k);
             env.push((k, v));
         }
-        let settings = Settings::from_lookup(&|k| env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone())).map_err(|e| LocalError::Settings(e.to_string()))?;
-        let queue = Queue::new(settings.queue_name.clone(), storage.queue_client(&settings.queue_name, None).map_err(|e| LocalError::Settings(e.to_string()))?);
+        let settings =
+            Settings::from_lookup(&|k| env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone()))
+                .map_err(|e| LocalError::Settings(e.to_string()))?;
+        let queue = Queue::new(
+            settings.queue_name.clone(),
+            storage
+                .queue_client(&settings.queue_name, None)
+                .map_err(|e| LocalError::Settings(e.to_string()))?,
+        );
         let poison_name = settings.poison_queue_name();
-        let poison = Queue::new(poison_name.clone(), storage.queue_client(&poison_name, None).map_err(|e| LocalError::Settings(e.to_string()))?);
+        let poison = Queue::new(
+            poison_name.clone(),
+            storage
+                .queue_client(&poison_name, None)
+                .map_err(|e| LocalError::Settings(e.to_string()))?,
+        );
         queue.ensure().await?;
         let port = free_port()?;
         let handler_url = Url::parse(&format!("http://127.0.0.1:{port}/")).expect("a loopback URL");
@@ -111,7 +130,9 @@ impl Harness {
             cas,
             sink,
             identity,
-            host: HostEmulator::new(handler_url, queue, poison),
+            host: HostEmulator::new(handler_url, queue.clone(), poison.clone()),
+            queue,
+            poison,
             settings,
             handler: None,
             handler_bin: opts.handler_bin,
@@ -130,13 +151,21 @@ impl Harness {
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", self.port.to_string())
-            .env("RUST_LOG", std::env::var("CAS_SENTINEL_HANDLER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CAS_SENTINEL_HANDLER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
-        self.handler = Some(cmd.spawn().map_err(|e| LocalError::Handler(format!("could not start {}: {e}", self.handler_bin.display())))?);
+        self.handler = Some(cmd.spawn().map_err(|e| {
+            LocalError::Handler(format!(
+                "could not start {}: {e}",
+                self.handler_bin.display()
+            ))
+        })?);
         self.host.wait_ready(Duration::from_secs(30)).await
     }
 
@@ -187,9 +216,23 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     .await?;
     // A day of history for the first run's lookback, and two continuous reports.
     let now = crate::model::now_ms();
-    h.cas.add_alerts((0..40).map(|i| now - 20 * 3_600_000 + i * 1_700_000));
-    h.cas.add_activities((0..300).map(|i| now - 20 * 3_600_000 + i * 230_000), |n| (n as i64 % 7) * 60_000);
-    let apps = |base: i64| (0..4).map(|i| crate::cas::sim::discovered_app(base + i, &format!("App {}", base + i), "Cloud storage")).collect();
+    h.cas
+        .add_alerts((0..40).map(|i| now - 20 * 3_600_000 + i * 1_700_000));
+    h.cas
+        .add_activities((0..300).map(|i| now - 20 * 3_600_000 + i * 230_000), |n| {
+            (n as i64 % 7) * 60_000
+        });
+    let apps = |base: i64| {
+        (0..4)
+            .map(|i| {
+                crate::cas::sim::discovered_app(
+                    base + i,
+                    &format!("App {}", base + i),
+                    "Cloud storage",
+                )
+            })
+            .collect()
+    };
     h.cas.add_stream("Global View", apps(15600));
     h.cas.add_stream("Marketing Department", apps(20100));
 
@@ -197,17 +240,27 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     for tick in 1..=opts.ticks {
         if tick > 1 {
             let now = crate::model::now_ms();
-            h.cas.add_alerts((0..opts.alerts_per_tick as i64).map(|i| now - 500 + i % 3));
-            h.cas.add_activities((0..opts.activities_per_tick as i64).map(|i| now - 500 + i % 5), |n| (n as i64 % 5) * 45_000);
+            h.cas
+                .add_alerts((0..opts.alerts_per_tick as i64).map(|i| now - 500 + i % 3));
+            h.cas.add_activities(
+                (0..opts.activities_per_tick as i64).map(|i| now - 500 + i % 5),
+                |n| (n as i64 % 5) * 45_000,
+            );
             tokio::time::sleep(Duration::from_millis(1600)).await; // let the settle delay pass
         }
         let (ok, logs) = h.host.tick(false).await?;
-        println!("\ntick {tick}: PollCas {}", if ok { "succeeded" } else { "FAILED" });
+        println!(
+            "\ntick {tick}: PollCas {}",
+            if ok { "succeeded" } else { "FAILED" }
+        );
         for l in logs {
             println!("  {l}");
         }
         let d = h.host.drain(Duration::from_secs(120)).await?;
-        println!("  IngestBatch: {} invocations, {} succeeded, {} failed, {} to poison", d.invocations, d.succeeded, d.failed, d.poisoned);
+        println!(
+            "  IngestBatch: {} invocations, {} succeeded, {} failed, {} to poison",
+            d.invocations, d.succeeded, d.failed, d.poisoned
+        );
         totals.invocations += d.invocations;
         totals.succeeded += d.succeeded;
         totals.failed += d.failed;
@@ -216,14 +269,23 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     let cas = h.cas.stats();
     let sink = h.sink.stats();
     println!("\nsummary");
-    println!("  CAS tenant holds:     {} alerts, {} activities, 2 continuous reports", h.cas.alert_ids().len(), h.cas.activity_ids().len());
-    println!("  queue messages:       {} ingested, {} failed deliveries, {} in poison", totals.succeeded, totals.failed, totals.poisoned);
+    println!(
+        "  CAS tenant holds:     {} alerts, {} activities, 2 continuous reports",
+        h.cas.alert_ids().len(),
+        h.cas.activity_ids().len()
+    );
+    println!(
+        "  queue messages:       {} ingested, {} failed deliveries, {} in poison",
+        totals.succeeded, totals.failed, totals.poisoned
+    );
     for (table, rows) in &sink.rows {
         println!("  rows ingested:        {table:<26} {rows}");
     }
     println!("  API calls:            CAS {} (at most {} in any minute, limit 30), Logs Ingestion {} ({} accepted, {} KiB)", cas.requests, cas.max_in_any_minute, sink.calls, sink.accepted_calls, sink.bytes / 1024);
     println!("  output files:");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&out_dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     files.sort();
     for f in files {
         println!("    {}", display(&f));
@@ -233,5 +295,8 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
 }
 
 fn display(p: &Path) -> String {
-    std::env::current_dir().ok().and_then(|d| p.strip_prefix(d).ok().map(|r| r.display().to_string())).unwrap_or_else(|| p.display().to_string())
+    std::env::current_dir()
+        .ok()
+        .and_then(|d| p.strip_prefix(d).ok().map(|r| r.display().to_string()))
+        .unwrap_or_else(|| p.display().to_string())
 }

@@ -108,16 +108,21 @@ impl Envelope {
     /// Parses message text, checking the version before the shape so a message from a
     /// newer release says so instead of failing on a field.
     pub fn parse(text: &str) -> Result<Envelope, EnvelopeError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| EnvelopeError::NotEnvelope(format!("not JSON ({e})")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| EnvelopeError::NotEnvelope(format!("not JSON ({e})")))?;
         match v.get("v").and_then(Value::as_u64) {
             Some(n) if n == VERSION as u64 => {}
             Some(n) => return Err(EnvelopeError::Version(n)),
             None => return Err(EnvelopeError::NotEnvelope("no numeric \"v\" field".into())),
         }
-        let env: Envelope = serde_json::from_value(v).map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))?;
+        let env: Envelope =
+            serde_json::from_value(v).map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))?;
         if let Payload::Blob { blob } = &env.payload {
             if *blob != spill_blob_name(&env.batch) {
-                return Err(EnvelopeError::BadBlobName { batch: env.batch.to_string(), name: blob.clone() });
+                return Err(EnvelopeError::BadBlobName {
+                    batch: env.batch.to_string(),
+                    name: blob.clone(),
+                });
             }
         }
         Ok(env)
@@ -140,7 +145,10 @@ impl Envelope {
     }
 
     fn corrupt(&self, detail: String) -> EnvelopeError {
-        EnvelopeError::Corrupt { batch: self.batch.to_string(), detail }
+        EnvelopeError::Corrupt {
+            batch: self.batch.to_string(),
+            detail,
+        }
     }
 }
 
@@ -148,13 +156,21 @@ impl Envelope {
 pub fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeError> {
     let mut raw = Vec::new();
     let mut dec = GzDecoder::new(gz).take(MAX_RECORDS_BYTES as u64 + 1);
-    dec.read_to_end(&mut raw).map_err(|e| env.corrupt(format!("gzip: {e}")))?;
+    dec.read_to_end(&mut raw)
+        .map_err(|e| env.corrupt(format!("gzip: {e}")))?;
     if raw.len() > MAX_RECORDS_BYTES {
-        return Err(EnvelopeError::TooLarge { batch: env.batch.to_string() });
+        return Err(EnvelopeError::TooLarge {
+            batch: env.batch.to_string(),
+        });
     }
-    let records: Vec<Value> = serde_json::from_slice(&raw).map_err(|e| env.corrupt(format!("JSON: {e}")))?;
+    let records: Vec<Value> =
+        serde_json::from_slice(&raw).map_err(|e| env.corrupt(format!("JSON: {e}")))?;
     if records.len() != env.count as usize {
-        return Err(EnvelopeError::CountMismatch { batch: env.batch.to_string(), expected: env.count, found: records.len() });
+        return Err(EnvelopeError::CountMismatch {
+            batch: env.batch.to_string(),
+            expected: env.count,
+            found: records.len(),
+        });
     }
     Ok(records)
 }
@@ -195,7 +211,13 @@ pub fn pack(data_type: DataType, window: Window, records: &[Value]) -> Vec<Outgo
 }
 
 /// Builds the fullest message starting at `start`; returns where the next one starts.
-fn fill_one(data_type: DataType, window: Window, encoded: &[Vec<u8>], start: usize, ratio: &mut f64) -> (usize, Outgoing) {
+fn fill_one(
+    data_type: DataType,
+    window: Window,
+    encoded: &[Vec<u8>],
+    start: usize,
+    ratio: &mut f64,
+) -> (usize, Outgoing) {
     let gz_budget = (MAX_MESSAGE_TEXT - 512) * 3 / 4;
     let target_raw = (gz_budget as f64 * *ratio * 0.9) as usize;
     let mut end = start;
@@ -217,7 +239,9 @@ fn fill_one(data_type: DataType, window: Window, encoded: &[Vec<u8>], start: usi
                 break;
             }
             let grow = ((end - start) as f64 * (0.95 / fill)).ceil() as usize;
-            end = (start + grow.max(end - start + 1)).min(encoded.len()).min(too_big_at - 1);
+            end = (start + grow.max(end - start + 1))
+                .min(encoded.len())
+                .min(too_big_at - 1);
         } else {
             too_big_at = end;
             if end - start == 1 {
@@ -232,7 +256,13 @@ fn fill_one(data_type: DataType, window: Window, encoded: &[Vec<u8>], start: usi
         }
     }
     match best {
-        Some((end, envelope)) => (end, Outgoing { envelope, spill: None }),
+        Some((end, envelope)) => (
+            end,
+            Outgoing {
+                envelope,
+                spill: None,
+            },
+        ),
         None => {
             // One record that no message can hold: its payload goes to a blob.
             let body = json_array(&encoded[start..start + 1]);
@@ -240,12 +270,20 @@ fn fill_one(data_type: DataType, window: Window, encoded: &[Vec<u8>], start: usi
             let envelope = Envelope {
                 v: VERSION,
                 data_type,
-                payload: Payload::Blob { blob: spill_blob_name(&batch) },
+                payload: Payload::Blob {
+                    blob: spill_blob_name(&batch),
+                },
                 batch,
                 window,
                 count: 1,
             };
-            (start + 1, Outgoing { envelope, spill: Some(gzip(&body)) })
+            (
+                start + 1,
+                Outgoing {
+                    envelope,
+                    spill: Some(gzip(&body)),
+                },
+            )
         }
     }
 }
@@ -259,7 +297,9 @@ fn build(data_type: DataType, window: Window, records: &[Vec<u8>]) -> (Envelope,
         batch: BatchId::for_content(data_type, window, &body),
         window,
         count: records.len() as u32,
-        payload: Payload::Inline { gz: base64::engine::general_purpose::STANDARD.encode(&gz) },
+        payload: Payload::Inline {
+            gz: base64::engine::general_purpose::STANDARD.encode(&gz),
+        },
     };
     (env, gz.len(), body.len())
 }
@@ -335,8 +375,14 @@ mod tests {
     #[test]
     fn packing_is_deterministic() {
         let records = noisy_records(100, 700);
-        let a: Vec<_> = pack(DataType::Activities, window(), &records).into_iter().map(|m| m.envelope.batch).collect();
-        let b: Vec<_> = pack(DataType::Activities, window(), &records).into_iter().map(|m| m.envelope.batch).collect();
+        let a: Vec<_> = pack(DataType::Activities, window(), &records)
+            .into_iter()
+            .map(|m| m.envelope.batch)
+            .collect();
+        let b: Vec<_> = pack(DataType::Activities, window(), &records)
+            .into_iter()
+            .map(|m| m.envelope.batch)
+            .collect();
         assert_eq!(a, b);
     }
 
@@ -355,20 +401,41 @@ mod tests {
 
     #[test]
     fn bad_messages_get_named_errors() {
-        assert!(matches!(Envelope::parse("hello"), Err(EnvelopeError::NotEnvelope(_))));
-        assert_eq!(Envelope::parse(r#"{"v":2}"#), Err(EnvelopeError::Version(2)));
-        let mut env = pack(DataType::Alerts, window(), &noisy_records(2, 10)).remove(0).envelope;
+        assert!(matches!(
+            Envelope::parse("hello"),
+            Err(EnvelopeError::NotEnvelope(_))
+        ));
+        assert_eq!(
+            Envelope::parse(r#"{"v":2}"#),
+            Err(EnvelopeError::Version(2))
+        );
+        let mut env = pack(DataType::Alerts, window(), &noisy_records(2, 10))
+            .remove(0)
+            .envelope;
         env.count = 3;
-        assert!(matches!(env.inline_records(), Err(EnvelopeError::CountMismatch { .. })));
+        assert!(matches!(
+            env.inline_records(),
+            Err(EnvelopeError::CountMismatch { .. })
+        ));
         let text = env.to_text().replace("\"from\":1000", "\"from\":3000");
-        assert!(matches!(Envelope::parse(&text), Err(EnvelopeError::NotEnvelope(_))), "reversed window");
+        assert!(
+            matches!(Envelope::parse(&text), Err(EnvelopeError::NotEnvelope(_))),
+            "reversed window"
+        );
     }
 
     #[test]
     fn a_gzip_bomb_is_refused() {
         let zeros = vec![b' '; MAX_RECORDS_BYTES + 10];
-        let mut env = pack(DataType::Alerts, window(), &[json!(1)]).remove(0).envelope;
-        env.payload = Payload::Inline { gz: base64::engine::general_purpose::STANDARD.encode(gzip(&zeros)) };
-        assert!(matches!(env.inline_records(), Err(EnvelopeError::TooLarge { .. })));
+        let mut env = pack(DataType::Alerts, window(), &[json!(1)])
+            .remove(0)
+            .envelope;
+        env.payload = Payload::Inline {
+            gz: base64::engine::general_purpose::STANDARD.encode(gzip(&zeros)),
+        };
+        assert!(matches!(
+            env.inline_records(),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
     }
 }

@@ -6,9 +6,12 @@
 
 pub mod envelope;
 
-use crate::blobs::scrub;
+use crate::blobs::describe;
 use azure_core::http::StatusCode;
-use azure_storage_queue::models::{QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions, QueueMessage};
+use azure_storage_queue::models::{
+    QueueClientGetPropertiesResultHeaders, QueueClientPeekMessagesOptions,
+    QueueClientReceiveMessagesOptions, QueueMessage,
+};
 use azure_storage_queue::QueueClient;
 use base64::Engine;
 
@@ -51,7 +54,10 @@ pub struct Queue {
 impl Queue {
     /// Wraps a client for the queue `name`.
     pub fn new(name: impl Into<String>, client: QueueClient) -> Self {
-        Queue { name: name.into(), client: std::sync::Arc::new(client) }
+        Queue {
+            name: name.into(),
+            client: std::sync::Arc::new(client),
+        }
     }
 
     /// The queue's name.
@@ -60,7 +66,11 @@ impl Queue {
     }
 
     fn err(&self, op: &'static str, e: azure_core::Error) -> QueueError {
-        QueueError { queue: self.name.clone(), op, message: scrub(&e.to_string()) }
+        QueueError {
+            queue: self.name.clone(),
+            op,
+            message: describe(&e),
+        }
     }
 
     /// Creates the queue if it does not exist.
@@ -74,25 +84,39 @@ impl Queue {
 
     /// Enqueues `text`, base64-encoded as the host expects.
     pub async fn send_text(&self, text: &str) -> Result<(), QueueError> {
-        self.send_raw(base64::engine::general_purpose::STANDARD.encode(text)).await
+        self.send_raw(base64::engine::general_purpose::STANDARD.encode(text))
+            .await
     }
 
     /// Enqueues already-encoded message text unchanged (used to move messages between queues).
     pub async fn send_raw(&self, raw: String) -> Result<(), QueueError> {
-        let msg = QueueMessage { message_text: Some(raw) };
+        let msg = QueueMessage {
+            message_text: Some(raw),
+        };
         let content = msg.try_into().map_err(|e| self.err("encode", e))?;
-        self.client.send_message(content, None).await.map_err(|e| self.err("send", e))?;
+        self.client
+            .send_message(content, None)
+            .await
+            .map_err(|e| self.err("send", e))?;
         Ok(())
     }
 
     /// Receives up to `max` (1–32) messages, hiding them for `visibility_secs`.
-    pub async fn receive(&self, max: u8, visibility_secs: u32) -> Result<Vec<Received>, QueueError> {
+    pub async fn receive(
+        &self,
+        max: u8,
+        visibility_secs: u32,
+    ) -> Result<Vec<Received>, QueueError> {
         let opts = QueueClientReceiveMessagesOptions {
             number_of_messages: Some(max.clamp(1, 32) as i32),
             visibility_timeout: Some(visibility_secs as i32),
             ..Default::default()
         };
-        let rsp = self.client.receive_messages(Some(opts)).await.map_err(|e| self.err("receive", e))?;
+        let rsp = self
+            .client
+            .receive_messages(Some(opts))
+            .await
+            .map_err(|e| self.err("receive", e))?;
         let model = rsp.into_model().map_err(|e| self.err("receive", e))?;
         Ok(model
             .items
@@ -111,9 +135,33 @@ impl Queue {
             .collect())
     }
 
+    /// Reads up to `max` (1–32) message texts from the front without taking them.
+    pub async fn peek(&self, max: u8) -> Result<Vec<String>, QueueError> {
+        let opts = QueueClientPeekMessagesOptions {
+            number_of_messages: Some(max.clamp(1, 32) as i32),
+            ..Default::default()
+        };
+        let rsp = self
+            .client
+            .peek_messages(Some(opts))
+            .await
+            .map_err(|e| self.err("peek", e))?;
+        let model = rsp.into_model().map_err(|e| self.err("peek", e))?;
+        Ok(model
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.message_text)
+            .collect())
+    }
+
     /// Deletes a received message.
     pub async fn delete(&self, msg: &Received) -> Result<(), QueueError> {
-        match self.client.delete_message(&msg.id, &msg.pop_receipt, None).await {
+        match self
+            .client
+            .delete_message(&msg.id, &msg.pop_receipt, None)
+            .await
+        {
             Ok(_) => Ok(()),
             // Already gone (deleted by a redelivery's handler): nothing to do.
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(()),
@@ -124,7 +172,11 @@ impl Queue {
     /// Makes a received message visible again after `secs` (0: at once), as the host does
     /// after a failed invocation.
     pub async fn update_visibility(&self, msg: &Received, secs: u32) -> Result<(), QueueError> {
-        match self.client.update_message(&msg.id, &msg.pop_receipt, secs as i32, None).await {
+        match self
+            .client
+            .update_message(&msg.id, &msg.pop_receipt, secs as i32, None)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(()),
             Err(e) => Err(self.err("update", e)),
@@ -133,14 +185,22 @@ impl Queue {
 
     /// The approximate number of messages, as the service reports it.
     pub async fn approximate_len(&self) -> Result<u64, QueueError> {
-        let rsp = self.client.get_properties(None).await.map_err(|e| self.err("properties", e))?;
-        let n = rsp.approximate_messages_count().map_err(|e| self.err("properties", e))?;
+        let rsp = self
+            .client
+            .get_properties(None)
+            .await
+            .map_err(|e| self.err("properties", e))?;
+        let n = rsp
+            .approximate_messages_count()
+            .map_err(|e| self.err("properties", e))?;
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 }
 
 /// Decodes stored base64 message text into the envelope text, as the host does.
 pub fn decode_stored(raw: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(raw.trim()).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()?;
     String::from_utf8(bytes).ok()
 }

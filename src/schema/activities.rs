@@ -1,6 +1,6 @@
 //! `McasActivity_CL`: activities in the shape of the `CloudAppEvents` table.
 
-use super::{time_generated, ColumnType as T, Column, Issues};
+use super::{time_generated, Column, ColumnType as T, Issues};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -80,7 +80,11 @@ pub fn map(rec: &Value) -> ActivityRow {
     let user = is.str(rec, "/user/userName", false);
     let action = is
         .str(rec, "/mainInfo/rawOperationName", false)
-        .or_else(|| rec.pointer("/eventTypeName").and_then(Value::as_str).map(str::to_string));
+        .or_else(|| {
+            rec.pointer("/eventTypeName")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
     ActivityRow {
         time_generated: time_generated(time, &mut is),
         action_type: action,
@@ -89,13 +93,18 @@ pub fn map(rec: &Value) -> ActivityRow {
         account_id: user.clone(),
         account_display_name: user,
         ip_address: is.str(rec, "/device/clientIP", false),
-        country_code: is.str(rec, "/location/countryCode", false).or_else(|| is.str(rec, "/device/countryCode", false)),
+        country_code: is
+            .str(rec, "/location/countryCode", false)
+            .or_else(|| is.str(rec, "/device/countryCode", false)),
         city: is.str(rec, "/location/city", false),
         user_agent: is.str(rec, "/device/userAgent", false),
         activity_type: is.str(rec, "/eventTypeName", false),
         description: is.str(rec, "/description", false),
         severity: is.str(rec, "/severity", false),
-        activity_objects: rec.pointer("/mainInfo/eventObjects").cloned().unwrap_or(Value::Null),
+        activity_objects: rec
+            .pointer("/mainInfo/eventObjects")
+            .cloned()
+            .unwrap_or(Value::Null),
         report_id: is.str(rec, "/_id", true),
         cas_created: is.time(rec, "/created", true),
         raw_event_data: rec.get("rawDataJson").cloned().unwrap_or(Value::Null),
@@ -111,7 +120,10 @@ mod tests {
 
     #[test]
     fn the_documented_activity_maps_to_a_cloudappevents_shaped_row() {
-        let page: Value = serde_json::from_str(include_str!("../../tests/fixtures/cas-activities-scan-page.json")).unwrap();
+        let page: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/cas-activities-scan-page.json"
+        ))
+        .unwrap();
         let row = crate::schema::to_row(DataType::Activities, &page["data"][0]);
         crate::schema::tests::assert_row_matches_columns(DataType::Activities, &row);
         assert_eq!(row["ActionType"], "FileDownloaded");

@@ -1,6 +1,6 @@
 //! `McasAlerts_CL`: alerts in the shape of Sentinel's `SecurityAlert` table.
 
-use super::{time_generated, ColumnType as T, Column, Issues};
+use super::{time_generated, Column, ColumnType as T, Issues};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -106,8 +106,17 @@ pub fn map(rec: &Value) -> AlertRow {
         _ => None,
     };
     let entities = rec.get("entities").cloned().unwrap_or(Value::Null);
-    let of_type = |t: &str| entities.as_array().into_iter().flatten().find(|e| e.get("type").and_then(Value::as_str) == Some(t));
-    let alert_type = of_type("policyRule").and_then(|e| e.get("policyType")).and_then(Value::as_str).map(str::to_string);
+    let of_type = |t: &str| {
+        entities
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e.get("type").and_then(Value::as_str) == Some(t))
+    };
+    let alert_type = of_type("policyRule")
+        .and_then(|e| e.get("policyType"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let compromised = of_type("account")
         .and_then(|e| e.get("pa").or_else(|| e.get("label")))
         .and_then(Value::as_str)
@@ -150,7 +159,9 @@ mod tests {
 
     #[test]
     fn the_documented_alert_maps_to_a_securityalert_shaped_row() {
-        let page: Value = serde_json::from_str(include_str!("../../tests/fixtures/cas-alerts-page.json")).unwrap();
+        let page: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/cas-alerts-page.json"))
+                .unwrap();
         let row = crate::schema::to_row(DataType::Alerts, &page["data"][0]);
         crate::schema::tests::assert_row_matches_columns(DataType::Alerts, &row);
         assert_eq!(row["VendorOriginalId"], "6a1f0c2b9e8d7c6b5a4f3e2d");

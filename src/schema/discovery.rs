@@ -7,7 +7,7 @@
 //! The record this maps is the one the discovery pull builds: `{"streamId", "streamName",
 //! "day" (Unix ms of 00:00 UTC), "app": <the CAS discovered-app aggregate>}`.
 
-use super::{time_generated, ColumnType as T, Column, Issues};
+use super::{time_generated, Column, ColumnType as T, Issues};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -131,14 +131,20 @@ mod tests {
 
     #[test]
     fn the_documented_aggregate_maps_to_a_shadow_it_row() {
-        let page: Value = serde_json::from_str(include_str!("../../tests/fixtures/cas-discovered-apps.json")).unwrap();
+        let page: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/cas-discovered-apps.json"
+        ))
+        .unwrap();
         let rec = json!({"streamId": "5f0000000000000000000001", "streamName": "Global View", "day": 1795910400000i64, "app": page["data"][0]});
         let row = crate::schema::to_row(DataType::Discovery, &rec);
         crate::schema::tests::assert_row_matches_columns(DataType::Discovery, &row);
         assert_eq!(row["StreamName"], "Global View");
         assert_eq!(row["UploadedBytes"], 1514874);
         assert_eq!(row["AppTags"], json!(["sanctioned"]));
-        assert_eq!(row["ReportId"], "5f0000000000000000000001/15600/1795910400000");
+        assert_eq!(
+            row["ReportId"],
+            "5f0000000000000000000001/15600/1795910400000"
+        );
         assert_eq!(row["TimeGenerated"], "2026-11-29T00:00:00Z");
         assert!(row.get("MappingIssues").is_none(), "{row}");
     }

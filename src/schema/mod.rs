@@ -164,7 +164,10 @@ mod tests {
         let obj = row.as_object().expect("a row is an object");
         let cols = columns(data_type);
         for (k, v) in obj {
-            let (_, ty) = cols.iter().find(|(c, _)| c == k).unwrap_or_else(|| panic!("{k} is not a declared column"));
+            let (_, ty) = cols
+                .iter()
+                .find(|(c, _)| c == k)
+                .unwrap_or_else(|| panic!("{k} is not a declared column"));
             let ok = match ty {
                 ColumnType::String | ColumnType::DateTime => v.is_string(),
                 ColumnType::Int | ColumnType::Long => v.is_i64(),
@@ -183,7 +186,11 @@ mod tests {
     fn column_names_fit_log_analytics_rules() {
         for dt in DataType::ALL {
             for (name, _) in columns(dt) {
-                assert!(name.len() <= 45 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{name}");
+                assert!(
+                    name.len() <= 45
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                    "{name}"
+                );
             }
         }
     }
@@ -193,7 +200,10 @@ mod tests {
         for dt in DataType::ALL {
             let row = to_row(dt, &serde_json::json!({"timestamp": "yesterday", "_id": 5}));
             assert_row_matches_columns(dt, &row);
-            assert!(row["MappingIssues"].as_str().is_some_and(|s| !s.is_empty()), "{dt}: {row}");
+            assert!(
+                row["MappingIssues"].as_str().is_some_and(|s| !s.is_empty()),
+                "{dt}: {row}"
+            );
             assert_eq!(row["SourceRecord"]["timestamp"], "yesterday");
         }
     }

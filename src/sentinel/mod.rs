@@ -50,7 +50,10 @@ pub enum SentinelError {
 impl SentinelError {
     /// Whether a later attempt (a redelivery of the message) may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SentinelError::OutOfTime { .. } | SentinelError::Auth(_))
+        matches!(
+            self,
+            SentinelError::OutOfTime { .. } | SentinelError::Auth(_)
+        )
     }
 }
 
@@ -68,9 +71,22 @@ pub struct LogsIngestion {
 
 impl LogsIngestion {
     /// A client for the DCR `dcr_immutable_id` at `endpoint`.
-    pub fn new(http: reqwest::Client, endpoint: Url, dcr_immutable_id: String, credential: Arc<dyn TokenCredential>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: Url,
+        dcr_immutable_id: String,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Self {
         let scope = scope_for(&endpoint).to_string();
-        LogsIngestion { http, endpoint, dcr_immutable_id, credential, scope, max_call_bytes: pack::MAX_CALL_BYTES, calls: Arc::new(AtomicU64::new(0)) }
+        LogsIngestion {
+            http,
+            endpoint,
+            dcr_immutable_id,
+            credential,
+            scope,
+            max_call_bytes: pack::MAX_CALL_BYTES,
+            calls: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Lowers the per-call limit (never above the service's 1 MiB).
@@ -90,10 +106,18 @@ impl LogsIngestion {
     }
 
     /// Sends one body (already a JSON array within the limit), retrying transient failures.
-    pub async fn send_body(&self, stream: &str, body: &[u8], deadline: Deadline) -> Result<(), SentinelError> {
+    pub async fn send_body(
+        &self,
+        stream: &str,
+        body: &[u8],
+        deadline: Deadline,
+    ) -> Result<(), SentinelError> {
         let mut url = self.endpoint.clone();
         let base = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base}/dataCollectionRules/{}/streams/{stream}", self.dcr_immutable_id));
+        url.set_path(&format!(
+            "{base}/dataCollectionRules/{}/streams/{stream}",
+            self.dcr_immutable_id
+        ));
         url.set_query(Some(&format!("api-version={API_VERSION}")));
         let compressed = gzip(body);
         let mut attempt = 0u32;
@@ -111,7 +135,10 @@ impl LogsIngestion {
                 .send()
                 .await;
             let (wait, last) = match sent {
-                Err(e) => (backoff(attempt, Duration::from_millis(500), Duration::from_secs(30)), format!("transport: {e}")),
+                Err(e) => (
+                    backoff(attempt, Duration::from_millis(500), Duration::from_secs(30)),
+                    format!("transport: {e}"),
+                ),
                 Ok(rsp) if rsp.status().is_success() => return Ok(()),
                 Ok(rsp) => {
                     let status = rsp.status().as_u16();
@@ -119,10 +146,28 @@ impl LogsIngestion {
                     let text = rsp.text().await.unwrap_or_default();
                     let (code, message) = error_parts(&text);
                     match status {
-                        429 => (hinted.unwrap_or(Duration::from_secs(5)), format!("429 {code}")),
-                        500..=599 | 408 => (hinted.unwrap_or_else(|| backoff(attempt, Duration::from_millis(500), Duration::from_secs(30))), format!("{status} {code}")),
+                        429 => (
+                            hinted.unwrap_or(Duration::from_secs(5)),
+                            format!("429 {code}"),
+                        ),
+                        500..=599 | 408 => (
+                            hinted.unwrap_or_else(|| {
+                                backoff(
+                                    attempt,
+                                    Duration::from_millis(500),
+                                    Duration::from_secs(30),
+                                )
+                            }),
+                            format!("{status} {code}"),
+                        ),
                         _ => {
-                            return Err(SentinelError::Rejected { stream: stream.into(), status, hint: hint_for(status, &code), code, message });
+                            return Err(SentinelError::Rejected {
+                                stream: stream.into(),
+                                status,
+                                hint: hint_for(status, &code),
+                                code,
+                                message,
+                            });
                         }
                     }
                 }
@@ -150,7 +195,11 @@ pub fn scope_for(endpoint: &Url) -> &'static str {
 
 fn error_parts(text: &str) -> (String, String) {
     let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-    let code = v.pointer("/error/code").and_then(|c| c.as_str()).unwrap_or("unknown").to_string();
+    let code = v
+        .pointer("/error/code")
+        .and_then(|c| c.as_str())
+        .unwrap_or("unknown")
+        .to_string();
     let message = v
         .pointer("/error/message")
         .and_then(|c| c.as_str())
@@ -178,15 +227,28 @@ mod tests {
     #[test]
     fn scope_follows_the_cloud() {
         let u = |s: &str| Url::parse(s).unwrap();
-        assert_eq!(scope_for(&u("https://x.westeurope-1.ingest.monitor.azure.com")), "https://monitor.azure.com/.default");
-        assert_eq!(scope_for(&u("https://x.usgovvirginia-1.ingest.monitor.azure.us")), "https://monitor.azure.us/.default");
-        assert_eq!(scope_for(&u("https://x.chinaeast2-1.ingest.monitor.azure.cn")), "https://monitor.azure.cn/.default");
+        assert_eq!(
+            scope_for(&u("https://x.westeurope-1.ingest.monitor.azure.com")),
+            "https://monitor.azure.com/.default"
+        );
+        assert_eq!(
+            scope_for(&u("https://x.usgovvirginia-1.ingest.monitor.azure.us")),
+            "https://monitor.azure.us/.default"
+        );
+        assert_eq!(
+            scope_for(&u("https://x.chinaeast2-1.ingest.monitor.azure.cn")),
+            "https://monitor.azure.cn/.default"
+        );
     }
 
     #[test]
     fn service_errors_are_read_and_explained() {
-        let (code, msg) = error_parts(r#"{"error":{"code":"InvalidStream","message":"no such stream"}}"#);
-        assert_eq!((code.as_str(), msg.as_str()), ("InvalidStream", "no such stream"));
+        let (code, msg) =
+            error_parts(r#"{"error":{"code":"InvalidStream","message":"no such stream"}}"#);
+        assert_eq!(
+            (code.as_str(), msg.as_str()),
+            ("InvalidStream", "no such stream")
+        );
         assert!(hint_for(403, "").contains("Monitoring Metrics Publisher"));
     }
 }

@@ -27,7 +27,11 @@ pub fn split(rows: &[Vec<u8>], limit: usize) -> Result<Vec<std::ops::Range<usize
     let mut size = 2; // the brackets
     for (i, r) in rows.iter().enumerate() {
         if r.len() + 2 > limit {
-            return Err(RowTooLarge { index: i, size: r.len(), limit });
+            return Err(RowTooLarge {
+                index: i,
+                size: r.len(),
+                limit,
+            });
         }
         let add = r.len() + usize::from(i > start);
         if size + add > limit {
@@ -77,6 +81,13 @@ mod tests {
         let rows = vec![vec![b'1'; 4], vec![b'2'; 3]];
         assert_eq!(split(&rows, 10).unwrap(), vec![0..2]); // [1111,222] is 10 bytes
         assert_eq!(split(&rows, 9).unwrap(), vec![0..1, 1..2]);
-        assert_eq!(split(&[vec![b'x'; 20]], 10), Err(RowTooLarge { index: 0, size: 20, limit: 10 }));
+        assert_eq!(
+            split(&[vec![b'x'; 20]], 10),
+            Err(RowTooLarge {
+                index: 0,
+                size: 20,
+                limit: 10
+            })
+        );
     }
 }

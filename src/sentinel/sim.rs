@@ -69,20 +69,43 @@ impl IngestionSim {
     /// Starts an endpoint with the default stream names; rows are written under
     /// `out_dir` when given, and kept in memory when `keep_rows`.
     pub async fn start(out_dir: Option<PathBuf>, keep_rows: bool) -> (Arc<IngestionSim>, Url) {
-        let streams = DataType::ALL.iter().map(|d| (d.default_stream().to_string(), *d)).collect();
-        let sim = Arc::new(IngestionSim { dcr: SIM_DCR.into(), streams, out_dir, keep_rows, state: Mutex::new(State::default()) });
+        let streams = DataType::ALL
+            .iter()
+            .map(|d| (d.default_stream().to_string(), *d))
+            .collect();
+        let sim = Arc::new(IngestionSim {
+            dcr: SIM_DCR.into(),
+            streams,
+            out_dir,
+            keep_rows,
+            state: Mutex::new(State::default()),
+        });
         let s = sim.clone();
         let route = warp::post()
-            .and(warp::path!("dataCollectionRules" / String / "streams" / String))
+            .and(warp::path!(
+                "dataCollectionRules" / String / "streams" / String
+            ))
             .and(warp::query::<HashMap<String, String>>())
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::header::optional::<String>("content-encoding"))
             .and(warp::body::bytes())
-            .map(move |dcr: String, stream: String, q: HashMap<String, String>, auth: Option<String>, enc: Option<String>, body: bytes::Bytes| {
-                s.handle(&dcr, &stream, &q, auth.as_deref(), enc.as_deref(), &body)
-            });
-        let addr = crate::loopback::serve(route, 0).await.expect("bind a loopback port");
-        (sim, Url::parse(&format!("http://{addr}/")).expect("a loopback URL"))
+            .map(
+                move |dcr: String,
+                      stream: String,
+                      q: HashMap<String, String>,
+                      auth: Option<String>,
+                      enc: Option<String>,
+                      body: bytes::Bytes| {
+                    s.handle(&dcr, &stream, &q, auth.as_deref(), enc.as_deref(), &body)
+                },
+            );
+        let addr = crate::loopback::serve(route, 0)
+            .await
+            .expect("bind a loopback port");
+        (
+            sim,
+            Url::parse(&format!("http://{addr}/")).expect("a loopback URL"),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -105,40 +128,80 @@ impl IngestionSim {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn handle(&self, dcr: &str, stream: &str, q: &HashMap<String, String>, auth: Option<&str>, enc: Option<&str>, body: &[u8]) -> warp::reply::Response {
+    fn handle(
+        &self,
+        dcr: &str,
+        stream: &str,
+        q: &HashMap<String, String>,
+        auth: Option<&str>,
+        enc: Option<&str>,
+        body: &[u8],
+    ) -> warp::reply::Response {
         let mut st = self.lock();
         st.stats.calls += 1;
         if let Err(why) = crate::auth::sim::check_bearer(auth, "https://monitor.azure.com") {
             return error(StatusCode::UNAUTHORIZED, "InvalidToken", why);
         }
         if q.get("api-version").map(String::as_str) != Some("2023-01-01") {
-            return error(StatusCode::BAD_REQUEST, "InvalidApiVersion", "api-version must be 2023-01-01");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidApiVersion",
+                "api-version must be 2023-01-01",
+            );
         }
         if dcr != self.dcr {
-            return error(StatusCode::NOT_FOUND, "DcrNotFound", "no data collection rule with this immutable id");
+            return error(
+                StatusCode::NOT_FOUND,
+                "DcrNotFound",
+                "no data collection rule with this immutable id",
+            );
         }
         let Some(&data_type) = self.streams.get(stream) else {
-            return error(StatusCode::BAD_REQUEST, "InvalidStream", "the stream is not declared in the data collection rule");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidStream",
+                "the stream is not declared in the data collection rule",
+            );
         };
         if let Some(f) = st.faults.pop_front() {
             st.stats.faulted += 1;
             return match f {
                 IngestFault::Throttle(secs) => {
-                    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "request rate exceeded");
+                    let mut r = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        "request rate exceeded",
+                    );
                     r.headers_mut().insert("retry-after", secs.into());
                     r
                 }
-                IngestFault::Status(s) => error(StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "Injected", "injected failure"),
+                IngestFault::Status(s) => error(
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    "Injected",
+                    "injected failure",
+                ),
             };
         }
         if body.len() > LIMIT {
             st.stats.too_large += 1;
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "ContentLengthLimitExceeded", "the request body exceeds 1 MiB");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ContentLengthLimitExceeded",
+                "the request body exceeds 1 MiB",
+            );
         }
         let raw = if enc.is_some_and(|e| e.eq_ignore_ascii_case("gzip")) {
             let mut out = Vec::new();
-            if GzDecoder::new(body).take(LIMIT as u64 + 1).read_to_end(&mut out).is_err() {
-                return error(StatusCode::BAD_REQUEST, "InvalidContent", "the body is not valid gzip");
+            if GzDecoder::new(body)
+                .take(LIMIT as u64 + 1)
+                .read_to_end(&mut out)
+                .is_err()
+            {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidContent",
+                    "the body is not valid gzip",
+                );
             }
             out
         } else {
@@ -147,21 +210,39 @@ impl IngestionSim {
         st.stats.max_body = st.stats.max_body.max(raw.len());
         if raw.len() > LIMIT {
             st.stats.too_large += 1;
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "ContentLengthLimitExceeded", "the uncompressed body exceeds 1 MiB");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ContentLengthLimitExceeded",
+                "the uncompressed body exceeds 1 MiB",
+            );
         }
         let rows: Vec<Value> = match serde_json::from_slice(&raw) {
             Ok(Value::Array(a)) => a,
-            _ => return error(StatusCode::BAD_REQUEST, "InvalidContent", "the body must be a JSON array"),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidContent",
+                    "the body must be a JSON array",
+                )
+            }
         };
         for (i, row) in rows.iter().enumerate() {
             if let Err(why) = check_row(data_type, row) {
-                return error(StatusCode::BAD_REQUEST, "InvalidContent", &format!("row {i}: {why}"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidContent",
+                    &format!("row {i}: {why}"),
+                );
             }
         }
         let table = data_type.table().to_string();
         if let Some(dir) = &self.out_dir {
             if let Err(e) = append(dir, &table, &rows) {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, "SinkWrite", &e.to_string());
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "SinkWrite",
+                    &e.to_string(),
+                );
             }
         }
         st.stats.accepted_calls += 1;
@@ -177,7 +258,11 @@ impl IngestionSim {
 use warp::Reply;
 
 fn error(status: StatusCode, code: &str, message: &str) -> warp::reply::Response {
-    warp::reply::with_status(warp::reply::json(&json!({"error": {"code": code, "message": message}})), status).into_response()
+    warp::reply::with_status(
+        warp::reply::json(&json!({"error": {"code": code, "message": message}})),
+        status,
+    )
+    .into_response()
 }
 
 /// Checks a row against the stream declaration: known columns, matching types, a valid
@@ -186,10 +271,16 @@ fn check_row(data_type: DataType, row: &Value) -> Result<(), String> {
     let obj = row.as_object().ok_or("a row must be a JSON object")?;
     let cols = columns(data_type);
     for (k, v) in obj {
-        let (_, ty) = cols.iter().find(|(c, _)| c == k).ok_or_else(|| format!("column {k} is not in the stream declaration"))?;
+        let (_, ty) = cols
+            .iter()
+            .find(|(c, _)| c == k)
+            .ok_or_else(|| format!("column {k} is not in the stream declaration"))?;
         let ok = match ty {
             ColumnType::String => v.is_string(),
-            ColumnType::DateTime => v.as_str().is_some_and(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()),
+            ColumnType::DateTime => v.as_str().is_some_and(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .is_ok()
+            }),
             ColumnType::Int | ColumnType::Long => v.is_i64() || v.is_u64(),
             ColumnType::Real => v.is_number(),
             ColumnType::Boolean => v.is_boolean(),
@@ -207,7 +298,10 @@ fn check_row(data_type: DataType, row: &Value) -> Result<(), String> {
 
 fn append(dir: &std::path::Path, table: &str, rows: &[Value]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{table}.ndjson")))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{table}.ndjson")))?;
     let mut buf = Vec::new();
     for r in rows {
         serde_json::to_writer(&mut buf, r)?;

@@ -1,0 +1,125 @@
+//! End to end: the simulated tenant, the real handler process driven as the Functions
+//! host drives it, real Azurite queues and blobs, and the Logs Ingestion simulator.
+
+mod common;
+
+use cas_sentinel::cas::sim::SimConfig;
+use cas_sentinel::model::now_ms;
+use cas_sentinel::queue::envelope::Envelope;
+use common::{assert_exactly_once, harness};
+use std::time::Duration;
+
+const DRAIN: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_created_across_ticks_arrive_exactly_once_even_when_delivered_twice() {
+    let mut h = harness(
+        "alerts-exactly-once",
+        &[("CAS_DATA_TYPES", "alerts")],
+        SimConfig::default(),
+    )
+    .await;
+    let mut expected = Vec::new();
+    // History within the lookback: 230 alerts, 130 of them in one millisecond, so CAS's
+    // 100-record pages split that millisecond twice.
+    let base = now_ms() - 3_600_000;
+    expected.extend(h.cas.add_alerts((0..100).map(|i| base + i)));
+    expected.extend(h.cas.add_alerts((0..130).map(|_| base + 500)));
+    for tick in 0..4 {
+        if tick > 0 {
+            // New alerts, in groups sharing a millisecond, raised within the settle delay.
+            let now = now_ms();
+            expected.extend(h.cas.add_alerts((0..37).map(|i| now - 300 + i % 4)));
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        h.host.duplicate_deliveries = tick % 2 == 1;
+        let (ok, logs) = h.host.tick(tick == 3).await.unwrap();
+        assert!(ok, "PollCas failed: {logs:?}");
+        let d = h.host.drain(DRAIN).await.unwrap();
+        assert_eq!(d.failed, 0, "tick {tick}: {d:?}");
+    }
+    let rows = h.sink.rows("McasAlerts_CL");
+    assert_exactly_once(&rows, "VendorOriginalId", &expected);
+    assert!(h.cas.stats().max_in_any_minute <= 30);
+    h.kill_handler().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_message_adds_no_rows() {
+    let h = harness(
+        "replay-no-dup",
+        &[("CAS_DATA_TYPES", "alerts")],
+        SimConfig::default(),
+    )
+    .await;
+    let ids = h.cas.add_alerts((0..50).map(|i| now_ms() - 600_000 + i));
+    assert!(h.host.tick(false).await.unwrap().0);
+    // Keep a copy of each message as enqueued, deliver, then put the copies back.
+    let msgs = h.queue.peek(32).await.unwrap();
+    assert!(!msgs.is_empty());
+    h.host.drain(DRAIN).await.unwrap();
+    for raw in &msgs {
+        h.queue.send_raw(raw.clone()).await.unwrap();
+    }
+    let d = h.host.drain(DRAIN).await.unwrap();
+    assert_eq!((d.succeeded, d.failed), (msgs.len() as u64, 0));
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activities_with_shared_milliseconds_and_late_events_arrive_exactly_once() {
+    let h = harness(
+        "activities-exactly-once",
+        &[("CAS_DATA_TYPES", "activities"), ("CAS_SCAN_LIMIT", "500")],
+        SimConfig::default(),
+    )
+    .await;
+    let base = now_ms() - 7_200_000;
+    let mut expected = Vec::new();
+    // 3,000 activities, every 700 of them sharing one `created` millisecond (wider than a
+    // scan page), each having happened up to 9 minutes before CAS stored it.
+    expected.extend(
+        h.cas
+            .add_activities((0..3000).map(|i| base + (i / 700) * 1000), |n| {
+                (n as i64 % 10) * 60_000
+            }),
+    );
+    assert!(h.host.tick(false).await.unwrap().0);
+    h.host.drain(DRAIN).await.unwrap();
+    let now = now_ms();
+    expected.extend(
+        h.cas
+            .add_activities((0..600).map(|i| now - 900 + i % 3), |_| 300_000),
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(h.host.tick(false).await.unwrap().0);
+    h.host.drain(DRAIN).await.unwrap();
+    assert_exactly_once(&h.sink.rows("McasActivity_CL"), "ReportId", &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_keeps_failing_ends_in_the_poison_queue_intact() {
+    use cas_sentinel::sentinel::sim::IngestFault;
+    let h = harness(
+        "poison",
+        &[("CAS_DATA_TYPES", "alerts")],
+        SimConfig::default(),
+    )
+    .await;
+    h.cas.add_alerts((0..10).map(|i| now_ms() - 60_000 + i));
+    // A missing role: 403 on every call, which is not retried within an invocation.
+    h.sink
+        .inject(std::iter::repeat_n(IngestFault::Status(403), 5));
+    assert!(h.host.tick(false).await.unwrap().0);
+    let d = h.host.drain(DRAIN).await.unwrap();
+    assert_eq!((d.failed, d.poisoned, d.succeeded), (5, 1, 0), "{d:?}");
+    let poison = h.poison.peek(32).await.unwrap();
+    assert_eq!(poison.len(), 1);
+    let text = cas_sentinel::queue::decode_stored(&poison[0]).unwrap();
+    assert_eq!(
+        Envelope::parse(&text).unwrap().count,
+        10,
+        "the poisoned message is the batch, unchanged"
+    );
+    assert!(h.sink.rows("McasAlerts_CL").is_empty());
+}
