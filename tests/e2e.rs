@@ -123,3 +123,53 @@ async fn a_batch_that_keeps_failing_ends_in_the_poison_queue_intact() {
     );
     assert!(h.sink.rows("McasAlerts_CL").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_token_auth_and_run_once_do_a_whole_cycle_without_the_host() {
+    let cas = SimConfig {
+        legacy_token: Some("legacy-secret".into()),
+        accept_entra: false,
+        ..SimConfig::default()
+    };
+    let mut h = harness(
+        "run-once",
+        &[
+            ("CAS_DATA_TYPES", "alerts,discovery"),
+            ("CAS_API_TOKEN", "legacy-secret"),
+        ],
+        cas,
+    )
+    .await;
+    h.kill_handler().await;
+    let ids = h.cas.add_alerts((0..120).map(|i| now_ms() - 300_000 + i));
+    h.cas.add_stream(
+        "Global View",
+        (0..3)
+            .map(|i| cas_sentinel::cas::sim::discovered_app(100 + i, "App", "Cloud storage"))
+            .collect(),
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cas-sentinel"))
+        .args(["run", "--once"])
+        .env_clear()
+        .envs(h.handler_env())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("alerts: window") && stdout.contains("120 records"),
+        "{stdout}"
+    );
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &ids);
+    assert_eq!(h.sink.rows("McasShadowItReporting_CL").len(), 3);
+    assert!(
+        !stdout.contains("legacy-secret"),
+        "the token never appears in output"
+    );
+}

@@ -176,6 +176,11 @@ impl Harness {
         }
     }
 
+    /// The settings the handler runs with, as environment variables.
+    pub fn handler_env(&self) -> Vec<(String, String)> {
+        self.env.clone()
+    }
+
     /// The handler's base URL.
     pub fn handler_url(&self) -> Url {
         Url::parse(&format!("http://127.0.0.1:{}/", self.port)).expect("a loopback URL")
