@@ -77,7 +77,11 @@ impl App {
             }
             _ => Some(credential.clone()),
         };
-        let cas = CasClient::new(http.clone(), settings.cas.api_url.clone(), cas_auth);
+        let cas = CasClient::new(http.clone(), settings.cas.api_url.clone(), cas_auth)
+            .with_rate_limit(
+                settings.cas.requests_per_minute as usize,
+                Duration::from_secs(60),
+            );
         let sentinel = LogsIngestion::new(
             http,
             settings.sentinel.endpoint.clone(),

@@ -49,6 +49,24 @@ pub struct CasSettings {
     pub settle: Duration,
     /// Activities per scan page (500–5000).
     pub scan_limit: u32,
+    /// How far before the last position each pull re-reads, to catch records CAS made
+    /// visible late; the ids already sent from that span are kept and skipped.
+    pub overlap: Duration,
+    /// Client-side request budget per minute (CAS allows 30 per tenant; lower it when
+    /// other integrations share the tenant).
+    pub requests_per_minute: u32,
+    /// Re-forwarding of alerts whose status, resolution or severity changed (`None`: off).
+    pub alert_updates: Option<AlertUpdates>,
+}
+
+/// How changed alerts are found: every `interval`, the alerts raised in the last
+/// `window` are listed again and compared with what was forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertUpdates {
+    /// How far back alerts are watched for changes.
+    pub window: Duration,
+    /// How often they are re-listed.
+    pub interval: Duration,
 }
 
 /// Where rows are written.
@@ -175,6 +193,42 @@ impl Settings {
             Duration::ZERO,
         );
         let scan_limit = errs.take(parse_scan_limit(get("CAS_SCAN_LIMIT")), 0);
+        let requests_per_minute = errs.take(parse_rpm(get("CAS_REQUESTS_PER_MINUTE")), 0);
+        let overlap = errs.take(
+            parse_duration("CAS_OVERLAP", get("CAS_OVERLAP"), "PT2M"),
+            Duration::ZERO,
+        );
+        let alert_updates = match get("CAS_ALERT_UPDATES")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("on" | "true" | "1" | "yes") => Some(AlertUpdates {
+                window: errs.take(
+                    parse_duration(
+                        "CAS_ALERT_UPDATE_WINDOW",
+                        get("CAS_ALERT_UPDATE_WINDOW"),
+                        "P7D",
+                    ),
+                    Duration::ZERO,
+                ),
+                interval: errs.take(
+                    parse_duration(
+                        "CAS_ALERT_UPDATE_INTERVAL",
+                        get("CAS_ALERT_UPDATE_INTERVAL"),
+                        "PT1H",
+                    ),
+                    Duration::ZERO,
+                ),
+            }),
+            Some("off" | "false" | "0" | "no") => None,
+            Some(other) => {
+                errs.0.push(SettingError::Invalid {
+                    name: "CAS_ALERT_UPDATES",
+                    reason: format!("{other:?}: expected on or off"),
+                });
+                None
+            }
+        };
         let endpoint = errs.take(
             required(
                 &get,
@@ -232,6 +286,9 @@ impl Settings {
                 lookback,
                 settle,
                 scan_limit,
+                overlap,
+                requests_per_minute,
+                alert_updates,
             },
             sentinel,
             identity: IdentitySettings {
@@ -306,6 +363,17 @@ fn parse_duration(
         name,
         reason: e.to_string(),
     })
+}
+
+fn parse_rpm(value: Option<String>) -> Result<u32, SettingError> {
+    let Some(v) = value else { return Ok(30) };
+    match v.parse::<u32>() {
+        Ok(n) if (1..=30).contains(&n) => Ok(n),
+        _ => Err(SettingError::Invalid {
+            name: "CAS_REQUESTS_PER_MINUTE",
+            reason: format!("{v:?}: CAS allows 30 requests per minute per tenant; give a whole number from 1 to 30"),
+        }),
+    }
 }
 
 fn parse_scan_limit(value: Option<String>) -> Result<u32, SettingError> {

@@ -173,3 +173,62 @@ async fn legacy_token_auth_and_run_once_do_a_whole_cycle_without_the_host() {
         "the token never appears in output"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_storms_lose_nothing_and_resolved_alerts_arrive_again_as_new_rows() {
+    use cas_sentinel::cas::sim::Fault;
+    let h = harness(
+        "storms-and-updates",
+        &[
+            ("CAS_DATA_TYPES", "alerts,activities"),
+            ("CAS_ALERT_UPDATE_INTERVAL", "PT0S"),
+            ("CAS_SCAN_LIMIT", "500"),
+        ],
+        SimConfig::default(),
+    )
+    .await;
+    let base = now_ms() - 1_800_000;
+    let alerts = h.cas.add_alerts((0..300).map(|i| base + i / 10));
+    let activities = h
+        .cas
+        .add_activities((0..2_000).map(|i| base + i / 40), |n| {
+            (n as i64 % 9) * 60_000
+        });
+    h.cas.inject([
+        Fault::RetryAfter(1),
+        Fault::Status(502),
+        Fault::Pass,
+        Fault::RetryAfter(1),
+        Fault::Status(503),
+        Fault::Pass,
+        Fault::Status(504),
+        Fault::Pass,
+        Fault::RetryAfter(1),
+    ]);
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    h.host.drain(DRAIN).await.unwrap();
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &alerts);
+    assert_exactly_once(&h.sink.rows("McasActivity_CL"), "ReportId", &activities);
+
+    for id in &alerts[..5] {
+        h.cas.set_alert_state(id, 2, 2);
+    }
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(
+        ok && logs.iter().any(|l| l.contains("5 changed alerts")),
+        "{logs:?}"
+    );
+    h.host.drain(DRAIN).await.unwrap();
+    let rows = h.sink.rows("McasAlerts_CL");
+    assert_eq!(rows.len(), 305, "one new row per change");
+    let resolved: Vec<_> = rows.iter().filter(|r| r["Status"] == "Resolved").collect();
+    assert_eq!(resolved.len(), 5);
+    assert!(
+        resolved
+            .iter()
+            .all(|r| r["TimeGenerated"] != r["StartTime"]),
+        "TimeGenerated is when the change was seen"
+    );
+    assert!(h.cas.stats().max_in_any_minute <= 30);
+}

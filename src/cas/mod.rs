@@ -110,6 +110,12 @@ impl CasClient {
         }
     }
 
+    /// Limits the client to `max` requests per `per` (the default is CAS's 30 per minute).
+    pub fn with_rate_limit(mut self, max: usize, per: Duration) -> Self {
+        self.limiter = Arc::new(RateLimiter::new(max, per));
+        self
+    }
+
     /// How many HTTP requests this client (and its clones) has sent.
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

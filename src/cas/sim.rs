@@ -173,6 +173,17 @@ impl CasSim {
         id
     }
 
+    /// Changes an alert's status and resolution, as an analyst would in the portal.
+    pub fn set_alert_state(&self, id: &str, status: u64, resolution: u64) -> bool {
+        let mut st = self.lock();
+        let Some(a) = st.alerts.iter_mut().find(|a| a["_id"] == id) else {
+            return false;
+        };
+        a["statusValue"] = json!(status);
+        a["resolutionStatusValue"] = json!(resolution);
+        true
+    }
+
     /// Every alert id the tenant holds.
     pub fn alert_ids(&self) -> Vec<String> {
         self.lock()
@@ -342,29 +353,74 @@ fn skip_limit(body: &Value, max: usize) -> (usize, usize) {
     (skip, limit.clamp(1, max))
 }
 
-/// Whether `value` satisfies a CAS range condition such as `{"gte": a, "lte": b}`.
-fn in_range(cond: Option<&Value>, value: i64) -> bool {
-    let Some(Value::Object(c)) = cond else {
-        return true;
-    };
-    c.iter().all(|(op, bound)| {
-        let b = bound.as_i64();
-        match (op.as_str(), b) {
-            ("gte", Some(b)) => value >= b,
-            ("gt", Some(b)) => value > b,
-            ("lte", Some(b)) => value <= b,
-            ("lt", Some(b)) => value < b,
-            ("range", _) => {
-                let s = bound
-                    .get("start")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(i64::MIN);
-                let e = bound.get("end").and_then(Value::as_i64).unwrap_or(i64::MAX);
-                value >= s && value <= e
+/// The filter fields the simulated endpoints understand, and where each reads the record.
+const ALERT_FIELDS: &[(&str, &str)] = &[
+    ("date", "/timestamp"),
+    ("id", "/_id"),
+    ("severity", "/severityValue"),
+    ("resolutionStatus", "/resolutionStatusValue"),
+    ("entity.service", "/entities/1/id"),
+];
+const ACTIVITY_FIELDS: &[(&str, &str)] = &[
+    ("created", "/created"),
+    ("date", "/timestamp"),
+    ("service", "/appId"),
+    ("user.username", "/user/userName"),
+];
+
+/// Whether a record satisfies every filter (ANDed), as CAS evaluates them; an unknown
+/// field or operator is an error, as on the real API.
+fn matches(
+    rec: &Value,
+    filters: &Map<String, Value>,
+    fields: &[(&str, &str)],
+) -> Result<bool, String> {
+    for (field, cond) in filters {
+        let pointer = fields
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, p)| *p)
+            .ok_or_else(|| format!("unknown filter field {field:?}"))?;
+        let value = rec.pointer(pointer).unwrap_or(&Value::Null);
+        let Value::Object(ops) = cond else {
+            return Err(format!("filter {field:?} must be an object"));
+        };
+        for (op, arg) in ops {
+            let ok = match op.as_str() {
+                "eq" => as_list(arg).iter().any(|a| a == value),
+                "neq" => !as_list(arg).iter().any(|a| a == value),
+                "gte" | "gt" | "lte" | "lt" => {
+                    let (Some(v), Some(b)) = (value.as_i64(), arg.as_i64()) else {
+                        return Ok(false);
+                    };
+                    match op.as_str() {
+                        "gte" => v >= b,
+                        "gt" => v > b,
+                        "lte" => v <= b,
+                        _ => v < b,
+                    }
+                }
+                "range" => {
+                    let v = value.as_i64().unwrap_or(i64::MIN);
+                    let s = arg.get("start").and_then(Value::as_i64).unwrap_or(i64::MIN);
+                    let e = arg.get("end").and_then(Value::as_i64).unwrap_or(i64::MAX);
+                    v >= s && v <= e
+                }
+                other => return Err(format!("unknown operator {other:?} for {field:?}")),
+            };
+            if !ok {
+                return Ok(false);
             }
-            _ => true,
         }
-    })
+    }
+    Ok(true)
+}
+
+fn as_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
 }
 
 fn filters(body: &Value) -> Map<String, Value> {
@@ -374,16 +430,37 @@ fn filters(body: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+fn select<'a>(
+    records: impl Iterator<Item = &'a Value>,
+    f: &Map<String, Value>,
+    fields: &[(&str, &str)],
+) -> Result<Vec<&'a Value>, String> {
+    let mut out = Vec::new();
+    for r in records {
+        match matches(r, f, fields) {
+            Ok(true) => out.push(r),
+            Ok(false) => {}
+            Err(why) => return Err(why),
+        }
+    }
+    Ok(out)
+}
+
 fn list_alerts(alerts: &[Value], body: &Value) -> warp::reply::Response {
-    let f = filters(body);
-    let mut matching: Vec<&Value> = alerts
-        .iter()
-        .filter(|a| in_range(f.get("date"), a["timestamp"].as_i64().unwrap_or(0)))
-        .collect();
+    let mut matching = match select(alerts.iter(), &filters(body), ALERT_FIELDS) {
+        Ok(m) => m,
+        Err(why) => return reply(StatusCode::BAD_REQUEST, json!({ "detail": why })),
+    };
     if body.get("sortDirection").and_then(Value::as_str) == Some("desc") {
         matching.reverse();
     }
     let (skip, limit) = skip_limit(body, 100);
+    if skip > 5000 {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"detail": "skip may not exceed 5000"}),
+        );
+    }
     let data: Vec<Value> = matching
         .iter()
         .skip(skip)
@@ -396,11 +473,10 @@ fn list_alerts(alerts: &[Value], body: &Value) -> warp::reply::Response {
 fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response {
     let f = filters(body);
     // Newest first, as scans walk back from the upper bound.
-    let matching: Vec<&Value> = activities
-        .iter()
-        .rev()
-        .filter(|a| in_range(f.get("created"), a["created"].as_i64().unwrap_or(0)))
-        .collect();
+    let matching = match select(activities.iter().rev(), &f, ACTIVITY_FIELDS) {
+        Ok(m) => m,
+        Err(why) => return reply(StatusCode::BAD_REQUEST, json!({ "detail": why })),
+    };
     if body.get("isScan").and_then(Value::as_bool) != Some(true) {
         let (skip, limit) = skip_limit(body, 100);
         let data: Vec<Value> = matching
@@ -411,11 +487,14 @@ fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response 
             .collect();
         return page(data, skip + limit < matching.len(), matching.len());
     }
-    let limit = body
-        .get("limit")
-        .and_then(Value::as_u64)
-        .unwrap_or(500)
-        .clamp(500, 5000) as usize;
+    let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(500);
+    if !(500..=5000).contains(&limit) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"detail": "limit must be between 500 and 5000 in scan mode"}),
+        );
+    }
+    let limit = limit as usize;
     if matching.len() <= limit {
         let data: Vec<Value> = matching.iter().map(|v| (*v).clone()).collect();
         return reply(

@@ -6,22 +6,39 @@ use crate::blobs::{BlobError, Blobs, WriteCondition};
 use crate::model::DataType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// Where the next pull starts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// Everything before this position (Unix ms; `date` for alerts, `created` for
-    /// activities, the day for discovery) has been enqueued…
+    /// Everything CAS had stored up to this position (Unix ms; `date` for alerts,
+    /// `created` for activities, the next day for discovery) has been enqueued.
     pub position_ms: i64,
-    /// …and so have these records at exactly `position_ms`. CAS filters are inclusive, so
-    /// the next pull asks `gte position_ms` and skips these: records sharing the boundary
-    /// millisecond are neither lost (`gt`) nor sent twice (`gte` alone).
+    /// The next pull asks from here (`gte`), a little before `position_ms`, so records that
+    /// became visible late are still caught; `None` means `position_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescan_from_ms: Option<i64>,
+    /// Ids already enqueued whose position is at or after the rescan start, with that
+    /// position. CAS filters are inclusive, so re-reading the overlap lists these again;
+    /// they are skipped, which is what keeps records that share the boundary millisecond
+    /// from being lost (`gt`) or sent twice (`gte` alone).
     #[serde(default)]
-    pub boundary_ids: BTreeSet<String>,
+    pub recent: BTreeMap<String, i64>,
     /// An activities scan that ran out of time part-way through its window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanResume>,
+    /// Alerts only: what each recently forwarded alert looked like, to forward changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<AlertWatch>,
+}
+
+impl Cursor {
+    /// Where the next query starts.
+    pub fn query_from(&self) -> i64 {
+        self.rescan_from_ms
+            .unwrap_or(self.position_ms)
+            .min(self.position_ms)
+    }
 }
 
 /// The rest of an interrupted scan: everything in the window that `next_filters` does
@@ -32,9 +49,16 @@ pub struct ScanResume {
     pub window_to: i64,
     /// The `nextQueryFilters` CAS returned with the last page we enqueued.
     pub next_filters: Map<String, Value>,
-    /// Ids already enqueued whose position is exactly `window_to`.
-    #[serde(default)]
-    pub ids_at_end: BTreeSet<String>,
+}
+
+/// Recently forwarded alerts and the state they were forwarded in, so that a status or
+/// resolution change is forwarded again as a new row.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertWatch {
+    /// When the last re-check ran (Unix ms).
+    pub last_check_ms: i64,
+    /// Alert id → (alert date, fingerprint of its mutable fields).
+    pub alerts: BTreeMap<String, (i64, String)>,
 }
 
 /// The stored form, versioned so a later layout can read an older one.

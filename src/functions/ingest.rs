@@ -9,7 +9,7 @@ use crate::blobs::{BlobError, WriteCondition};
 use crate::model::BatchId;
 use crate::queue::envelope::{decode_records, Envelope, EnvelopeError, Payload};
 use crate::retry::Deadline;
-use crate::schema::to_row;
+use crate::schema::to_row_observed;
 use crate::sentinel::{pack, SentinelError};
 use std::fmt;
 
@@ -114,7 +114,10 @@ async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutc
     };
     let rows: Vec<Vec<u8>> = records
         .iter()
-        .map(|r| serde_json::to_vec(&to_row(env.data_type, r)).expect("rows always serialize"))
+        .map(|r| {
+            serde_json::to_vec(&to_row_observed(env.data_type, r, env.observed))
+                .expect("rows always serialize")
+        })
         .collect();
     let parts = pack::split(&rows, app.sentinel.max_call_bytes()).map_err(SentinelError::from)?;
     let stream = app.settings.sentinel.stream(env.data_type);

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::cas::pull::pull;
 use crate::checkpoint::CheckpointError;
 use crate::model::{now_ms, DataType, Window};
-use crate::queue::envelope::{pack, spill_blob_name};
+use crate::queue::envelope::{pack, pack_observed, spill_blob_name};
 use crate::retry::Deadline;
 use std::fmt;
 
@@ -16,8 +16,10 @@ pub struct PollReport {
     pub data_type: DataType,
     /// The window read.
     pub window: Window,
-    /// Records enqueued.
+    /// New records enqueued.
     pub records: usize,
+    /// Changed alerts enqueued again.
+    pub changed: usize,
     /// Queue messages written.
     pub messages: usize,
     /// Whether the window was read to its end (else the next run continues it).
@@ -28,17 +30,17 @@ impl fmt::Display for PollReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: window {}, {} records, {} messages{}",
-            self.data_type,
-            self.window,
-            self.records,
-            self.messages,
-            if self.complete {
-                ""
-            } else {
-                ", incomplete (continues next run)"
-            }
-        )
+            "{}: window {}, {} records",
+            self.data_type, self.window, self.records
+        )?;
+        if self.changed > 0 {
+            write!(f, ", {} changed alerts", self.changed)?;
+        }
+        write!(f, ", {} messages", self.messages)?;
+        if !self.complete {
+            write!(f, ", incomplete (continues next run)")?;
+        }
+        Ok(())
     }
 }
 
@@ -92,7 +94,15 @@ pub async fn poll_one(
     )
     .await
     .map_err(|e| PollError::Cas(dt, e))?;
-    let messages = pack(dt, pulled.window, &pulled.records);
+    let mut messages = pack(dt, pulled.window, &pulled.records);
+    if !pulled.updates.is_empty() {
+        messages.extend(pack_observed(
+            dt,
+            pulled.window,
+            Some(now_ms()),
+            &pulled.updates,
+        ));
+    }
     for m in &messages {
         if let Some(gz) = &m.spill {
             app.blobs
@@ -124,6 +134,7 @@ pub async fn poll_one(
         data_type: dt,
         window: pulled.window,
         records: pulled.records.len(),
+        changed: pulled.updates.len(),
         messages: messages.len(),
         complete: pulled.complete,
     })

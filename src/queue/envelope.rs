@@ -40,6 +40,10 @@ pub struct Envelope {
     pub window: Window,
     /// How many records the payload holds.
     pub count: u32,
+    /// For alerts forwarded again because they changed: when the change was seen, which
+    /// becomes the rows' `TimeGenerated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<i64>,
     /// Where the records are.
     #[serde(flatten)]
     pub payload: Payload,
@@ -194,6 +198,21 @@ pub struct Outgoing {
 /// Records keep their order; batch ids depend only on the data type, the window and the
 /// record bytes, so packing the same records again yields the same messages.
 pub fn pack(data_type: DataType, window: Window, records: &[Value]) -> Vec<Outgoing> {
+    pack_observed(data_type, window, None, records)
+}
+
+/// [`pack`] for records that are changes observed at `observed` (Unix ms).
+pub fn pack_observed(
+    data_type: DataType,
+    window: Window,
+    observed: Option<i64>,
+    records: &[Value],
+) -> Vec<Outgoing> {
+    let head = Head {
+        data_type,
+        window,
+        observed,
+    };
     let encoded: Vec<Vec<u8>> = records
         .iter()
         .map(|r| serde_json::to_vec(r).expect("a JSON value always serializes"))
@@ -203,21 +222,51 @@ pub fn pack(data_type: DataType, window: Window, records: &[Value]) -> Vec<Outgo
     // Start by assuming 5:1 compression; each message's result refines the guess.
     let mut ratio = 5.0f64;
     while start < encoded.len() {
-        let (end, outgoing) = fill_one(data_type, window, &encoded, start, &mut ratio);
+        let (end, outgoing) = fill_one(&head, &encoded, start, &mut ratio);
         out.push(outgoing);
         start = end;
     }
     out
 }
 
-/// Builds the fullest message starting at `start`; returns where the next one starts.
-fn fill_one(
+/// What every message of one packing shares.
+struct Head {
     data_type: DataType,
     window: Window,
-    encoded: &[Vec<u8>],
-    start: usize,
-    ratio: &mut f64,
-) -> (usize, Outgoing) {
+    observed: Option<i64>,
+}
+
+impl Head {
+    /// The envelope for `count` records serialized as `body`; the batch id covers the
+    /// observation time too, so a change seen again later is a new batch.
+    fn envelope(
+        &self,
+        body: &[u8],
+        count: usize,
+        payload: impl FnOnce(&BatchId) -> Payload,
+    ) -> Envelope {
+        let batch = match self.observed {
+            None => BatchId::for_content(self.data_type, self.window, body),
+            Some(o) => BatchId::for_content(
+                self.data_type,
+                self.window,
+                &[body, format!("@{o}").as_bytes()].concat(),
+            ),
+        };
+        Envelope {
+            v: VERSION,
+            data_type: self.data_type,
+            payload: payload(&batch),
+            batch,
+            window: self.window,
+            count: count as u32,
+            observed: self.observed,
+        }
+    }
+}
+
+/// Builds the fullest message starting at `start`; returns where the next one starts.
+fn fill_one(head: &Head, encoded: &[Vec<u8>], start: usize, ratio: &mut f64) -> (usize, Outgoing) {
     let gz_budget = (MAX_MESSAGE_TEXT - 512) * 3 / 4;
     let target_raw = (gz_budget as f64 * *ratio * 0.9) as usize;
     let mut end = start;
@@ -229,7 +278,7 @@ fn fill_one(
     let mut best: Option<(usize, Envelope)> = None;
     let mut too_big_at = usize::MAX;
     for _ in 0..8 {
-        let (env, gz_len, raw_len) = build(data_type, window, &encoded[start..end]);
+        let (env, gz_len, raw_len) = build(head, &encoded[start..end]);
         let len = env.to_text().len();
         *ratio = (raw_len as f64 / gz_len.max(1) as f64).max(1.0);
         let fill = len as f64 / MAX_MESSAGE_TEXT as f64;
@@ -266,17 +315,9 @@ fn fill_one(
         None => {
             // One record that no message can hold: its payload goes to a blob.
             let body = json_array(&encoded[start..start + 1]);
-            let batch = BatchId::for_content(data_type, window, &body);
-            let envelope = Envelope {
-                v: VERSION,
-                data_type,
-                payload: Payload::Blob {
-                    blob: spill_blob_name(&batch),
-                },
-                batch,
-                window,
-                count: 1,
-            };
+            let envelope = head.envelope(&body, 1, |b| Payload::Blob {
+                blob: spill_blob_name(b),
+            });
             (
                 start + 1,
                 Outgoing {
@@ -288,19 +329,12 @@ fn fill_one(
     }
 }
 
-fn build(data_type: DataType, window: Window, records: &[Vec<u8>]) -> (Envelope, usize, usize) {
+fn build(head: &Head, records: &[Vec<u8>]) -> (Envelope, usize, usize) {
     let body = json_array(records);
     let gz = gzip(&body);
-    let env = Envelope {
-        v: VERSION,
-        data_type,
-        batch: BatchId::for_content(data_type, window, &body),
-        window,
-        count: records.len() as u32,
-        payload: Payload::Inline {
-            gz: base64::engine::general_purpose::STANDARD.encode(&gz),
-        },
-    };
+    let env = head.envelope(&body, records.len(), |_| Payload::Inline {
+        gz: base64::engine::general_purpose::STANDARD.encode(&gz),
+    });
     (env, gz.len(), body.len())
 }
 

@@ -1,6 +1,7 @@
 //! `McasAlerts_CL`: alerts in the shape of Sentinel's `SecurityAlert` table.
 
 use super::{time_generated, Column, ColumnType as T, Issues};
+use crate::model::format_ms;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -75,8 +76,8 @@ pub struct AlertRow {
     pub mapping_issues: Option<String>,
 }
 
-/// Maps a CAS alert.
-pub fn map(rec: &Value) -> AlertRow {
+/// Maps a CAS alert; `observed` is set for an alert forwarded again because it changed.
+pub fn map(rec: &Value, observed: Option<i64>) -> AlertRow {
     let mut is = Issues::default();
     let id = is.str(rec, "/_id", true);
     let time = is.time(rec, "/timestamp", true);
@@ -122,7 +123,7 @@ pub fn map(rec: &Value) -> AlertRow {
         .and_then(Value::as_str)
         .map(str::to_string);
     AlertRow {
-        time_generated: time_generated(time.clone(), &mut is),
+        time_generated: time_generated(observed.map(format_ms).or_else(|| time.clone()), &mut is),
         alert_name: is.str(rec, "/title", true),
         alert_severity: severity.map(str::to_string),
         description: is.str(rec, "/description", false),

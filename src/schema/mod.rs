@@ -60,8 +60,13 @@ pub fn columns(data_type: DataType) -> &'static [Column] {
 
 /// Maps one CAS record to its table row (as JSON, ready to send).
 pub fn to_row(data_type: DataType, record: &Value) -> Value {
+    to_row_observed(data_type, record, None)
+}
+
+/// [`to_row`] for a changed alert seen at `observed` (Unix ms), its `TimeGenerated`.
+pub fn to_row_observed(data_type: DataType, record: &Value, observed: Option<i64>) -> Value {
     let row = match data_type {
-        DataType::Alerts => serde_json::to_value(alerts::map(record)),
+        DataType::Alerts => serde_json::to_value(alerts::map(record, observed)),
         DataType::Activities => serde_json::to_value(activities::map(record)),
         DataType::Discovery => serde_json::to_value(discovery::map(record)),
     };
