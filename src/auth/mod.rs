@@ -40,22 +40,39 @@ pub fn credential(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential
         let client = identity.client_id.clone().ok_or_else(|| {
             AuthError::Build("AZURE_CLIENT_SECRET is set but AZURE_CLIENT_ID is not".into())
         })?;
+        let options = azure_identity::ClientSecretCredentialOptions {
+            client_options: client_options(),
+        };
         let cred = ClientSecretCredential::new(
             tenant,
             client,
             azure_core::credentials::Secret::new(secret.expose().to_string()),
-            None,
+            Some(options),
         )
         .map_err(|e| AuthError::Build(e.to_string()))?;
         return Ok(cred);
     }
     let options = ManagedIdentityCredentialOptions {
         user_assigned_id: identity.client_id.clone().map(UserAssignedId::ClientId),
-        ..Default::default()
+        client_options: client_options(),
     };
     let cred = ManagedIdentityCredential::new(Some(options))
         .map_err(|e| AuthError::Build(e.to_string()))?;
     Ok(cred)
+}
+
+/// Token requests retry for at most 15 s: past that, failing the invocation (so the host
+/// redelivers it later) beats spending the invocation's budget on a token endpoint outage.
+fn client_options() -> azure_core::http::ClientOptions {
+    use azure_core::http::{ExponentialRetryOptions, RetryOptions};
+    azure_core::http::ClientOptions {
+        retry: RetryOptions::exponential(ExponentialRetryOptions {
+            max_retries: 4,
+            max_total_elapsed: time::Duration::seconds(15),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Gets a bearer token for `scope` (cached by the credential).

@@ -1,0 +1,93 @@
+//! Entra tokens through `azure_identity`'s managed-identity credential, against the
+//! simulated App Service identity endpoint. One test per binary: it sets process
+//! environment variables, which `azure_identity` reads.
+
+use cas_sentinel::auth::sim::{IdentitySim, HEADER_SECRET};
+use cas_sentinel::cas::pull::pull;
+use cas_sentinel::cas::sim::{CasSim, SimConfig};
+use cas_sentinel::cas::{CasAuth, CasClient};
+use cas_sentinel::config::{IdentitySettings, Settings};
+use cas_sentinel::model::{now_ms, DataType};
+use cas_sentinel::retry::Deadline;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[tokio::test]
+async fn managed_identity_tokens_are_cached_and_an_unreachable_endpoint_is_reported() {
+    let (identity, endpoint) = IdentitySim::start().await;
+    // SAFETY of intent: this binary has one test, so nothing else reads the environment now.
+    std::env::set_var("IDENTITY_ENDPOINT", &endpoint);
+    std::env::set_var("IDENTITY_HEADER", HEADER_SECRET);
+    let (sim, url) = CasSim::start(SimConfig::default()).await;
+    sim.add_alerts((0..5).map(|i| now_ms() - 10_000 + i));
+    let env = [
+        ("CAS_API_URL", url.to_string()),
+        ("CAS_SETTLE_DELAY", "PT0S".into()),
+        ("CAS_ALERT_UPDATES", "off".into()),
+        (
+            "SENTINEL_INGESTION_ENDPOINT",
+            "https://x.ingest.monitor.azure.com".into(),
+        ),
+        (
+            "SENTINEL_DCR_IMMUTABLE_ID",
+            "dcr-00000000000000000000000000000001".into(),
+        ),
+        ("AzureWebJobsStorage", "UseDevelopmentStorage=true".into()),
+    ];
+    let cas = Settings::from_lookup(&|k| env.iter().find(|(e, _)| *e == k).map(|(_, v)| v.clone()))
+        .unwrap()
+        .cas;
+    let credential = cas_sentinel::auth::credential(&IdentitySettings::default()).unwrap();
+    let client = CasClient::new(
+        reqwest::Client::new(),
+        url.clone(),
+        CasAuth::Entra(credential.clone()),
+    );
+    for _ in 0..10 {
+        let p = pull(
+            &client,
+            &cas,
+            DataType::Alerts,
+            None,
+            now_ms(),
+            Deadline::after(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+        assert!(p.error.is_none(), "{:?}", p.error);
+        assert_eq!(p.records.len(), 5);
+    }
+    assert_eq!(
+        identity.issued.load(Ordering::Relaxed),
+        1,
+        "one token for ten pulls: the credential caches it"
+    );
+
+    // A token for another scope is a separate token; the cached CAS token is untouched.
+    cas_sentinel::auth::bearer(credential.as_ref(), "https://monitor.azure.com/.default")
+        .await
+        .unwrap();
+    assert_eq!(identity.issued.load(Ordering::Relaxed), 2);
+
+    // With the endpoint down, a fresh credential fails with an error that says so.
+    identity.down.store(true, Ordering::Relaxed);
+    let fresh = cas_sentinel::auth::credential(&IdentitySettings::default()).unwrap();
+    let client = CasClient::new(reqwest::Client::new(), url, CasAuth::Entra(fresh));
+    let p = pull(
+        &client,
+        &cas,
+        DataType::Alerts,
+        None,
+        now_ms(),
+        Deadline::after(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let err = p.error.expect("no token, no pull").to_string();
+    assert!(
+        err.contains(
+            "could not get an Entra token for 05a65629-4c1b-48c1-a78b-804c4abdd4af/.default"
+        ),
+        "{err}"
+    );
+}
