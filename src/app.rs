@@ -87,7 +87,8 @@ impl App {
             settings.sentinel.endpoint.clone(),
             settings.sentinel.dcr_immutable_id.clone(),
             credential,
-        );
+        )
+        .with_max_call_bytes(settings.sentinel.max_call_bytes);
         let queue = Queue::new(
             settings.queue_name.clone(),
             settings

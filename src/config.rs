@@ -82,6 +82,8 @@ pub struct SentinelSettings {
     pub stream_activities: String,
     /// Stream name for discovery.
     pub stream_discovery: String,
+    /// Largest request body (uncompressed) sent in one call; at most the service's 1 MiB.
+    pub max_call_bytes: usize,
 }
 
 impl SentinelSettings {
@@ -257,6 +259,7 @@ impl Settings {
             stream_alerts: stream("SENTINEL_STREAM_ALERTS", DataType::Alerts),
             stream_activities: stream("SENTINEL_STREAM_ACTIVITIES", DataType::Activities),
             stream_discovery: stream("SENTINEL_STREAM_DISCOVERY", DataType::Discovery),
+            max_call_bytes: errs.take(parse_call_limit(get("SENTINEL_MAX_CALL_BYTES")), 0),
         };
         let queue_name = errs.take(
             check_queue_name(get("CAS_QUEUE_NAME").unwrap_or_else(|| DEFAULT_QUEUE.into())),
@@ -363,6 +366,18 @@ fn parse_duration(
         name,
         reason: e.to_string(),
     })
+}
+
+fn parse_call_limit(value: Option<String>) -> Result<usize, SettingError> {
+    const MAX: usize = crate::sentinel::pack::MAX_CALL_BYTES;
+    let Some(v) = value else { return Ok(MAX) };
+    match v.parse::<usize>() {
+        Ok(n) if (65_536..=MAX).contains(&n) => Ok(n),
+        _ => Err(SettingError::Invalid {
+            name: "SENTINEL_MAX_CALL_BYTES",
+            reason: format!("{v:?}: give a byte count from 65536 to {MAX} (the service's limit)"),
+        }),
+    }
 }
 
 fn parse_rpm(value: Option<String>) -> Result<u32, SettingError> {

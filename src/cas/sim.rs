@@ -78,6 +78,7 @@ struct State {
     faults: VecDeque<Fault>,
     stats: SimStats,
     next_id: u64,
+    activity_padding: usize,
 }
 
 /// The simulated tenant.
@@ -130,13 +131,24 @@ impl CasSim {
 
     /// Adds alerts raised at these times (Unix ms); returns their ids.
     pub fn add_alerts(&self, times: impl IntoIterator<Item = i64>) -> Vec<String> {
+        self.add_alerts_with(times, |_| {})
+    }
+
+    /// [`CasSim::add_alerts`], letting `edit` change each generated alert first.
+    pub fn add_alerts_with(
+        &self,
+        times: impl IntoIterator<Item = i64>,
+        edit: impl Fn(&mut Value),
+    ) -> Vec<String> {
         let mut st = self.lock();
         let mut ids = Vec::new();
         for ts in times {
             st.next_id += 1;
             let n = st.next_id;
             let id = format!("{:024x}", 0x6a1f_0000_0000_u64 + n);
-            st.alerts.push(alert(&id, n, ts));
+            let mut a = alert(&id, n, ts);
+            edit(&mut a);
+            st.alerts.push(a);
             ids.push(id);
         }
         st.alerts.sort_by_key(|a| key(a, "timestamp"));
@@ -156,11 +168,21 @@ impl CasSim {
             st.next_id += 1;
             let n = st.next_id;
             let id = format!("97134000_15600_{n:08x}-0000-4000-8000-{n:012x}");
-            st.activities.push(activity(&id, n, c - lag_ms(n), c));
+            let mut a = activity(&id, n, c - lag_ms(n), c);
+            if st.activity_padding > 0 {
+                a["rawDataJson"]["ExtendedProperties"] = padding(n, st.activity_padding);
+            }
+            st.activities.push(a);
             ids.push(id);
         }
         st.activities.sort_by_key(|a| key(a, "created"));
         ids
+    }
+
+    /// Makes activities added from now on carry about `bytes` more of nested raw event
+    /// data, for realistic 1–4 KiB records.
+    pub fn pad_activities(&self, bytes: usize) {
+        self.lock().activity_padding = bytes;
     }
 
     /// Adds a continuous report with these discovered apps; returns its id.
@@ -597,6 +619,20 @@ fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
         "description": op,
         "severity": "INFO",
     })
+}
+
+/// Nested name/value pairs of about `bytes`, varied enough not to compress to nothing.
+fn padding(n: u64, bytes: usize) -> Value {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let items: Vec<Value> = (0..bytes / 48)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            json!({"Name": format!("Property{i}"), "Value": format!("{:016x}", x)})
+        })
+        .collect();
+    Value::Array(items)
 }
 
 /// A discovered-app aggregate in the shape public tooling reports.

@@ -112,13 +112,18 @@ async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutc
             decode_records(&env, &gz)?
         }
     };
+    let mut truncated = 0;
     let rows: Vec<Vec<u8>> = records
         .iter()
         .map(|r| {
-            serde_json::to_vec(&to_row_observed(env.data_type, r, env.observed))
-                .expect("rows always serialize")
+            let mut row = to_row_observed(env.data_type, r, env.observed);
+            truncated += usize::from(pack::fit_fields(&mut row));
+            serde_json::to_vec(&row).expect("rows always serialize")
         })
         .collect();
+    if truncated > 0 {
+        tracing::warn!(batch = %env.batch, truncated, "rows had fields over 32,766 bytes; cut and named in TruncatedFields");
+    }
     let parts = pack::split(&rows, app.sentinel.max_call_bytes()).map_err(SentinelError::from)?;
     let stream = app.settings.sentinel.stream(env.data_type);
     let (mut sent_rows, mut calls) = (0, 0);
@@ -129,11 +134,11 @@ async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutc
                 continue;
             }
         }
-        app.sentinel
-            .send_body(stream, &pack::body(&rows[range.clone()]), deadline)
+        calls += app
+            .sentinel
+            .send_rows(stream, &rows[range.clone()], deadline)
             .await?;
         sent_rows += range.len();
-        calls += 1;
         if let Some(m) = part_marker {
             app.blobs
                 .put(&m, Vec::new(), WriteCondition::Always)

@@ -6,25 +6,54 @@ use serde_json::Value;
 
 /// The table's columns.
 pub const COLUMNS: &[Column] = &[
-    ("TimeGenerated", T::DateTime),
-    ("ActionType", T::String),
-    ("Application", T::String),
-    ("ApplicationId", T::Long),
-    ("AccountId", T::String),
-    ("AccountDisplayName", T::String),
-    ("IPAddress", T::String),
-    ("CountryCode", T::String),
-    ("City", T::String),
-    ("UserAgent", T::String),
-    ("ActivityType", T::String),
-    ("Description", T::String),
-    ("Severity", T::String),
-    ("ActivityObjects", T::Dynamic),
-    ("ReportId", T::String),
-    ("CasCreated", T::DateTime),
-    ("RawEventData", T::Dynamic),
-    ("SourceRecord", T::Dynamic),
-    ("MappingIssues", T::String),
+    Column::new(
+        "TimeGenerated",
+        T::DateTime,
+        "`timestamp` (when the activity happened)",
+    ),
+    Column::new(
+        "ActionType",
+        T::String,
+        "`mainInfo.rawOperationName`, else `eventTypeName`",
+    ),
+    Column::new("Application", T::String, "`appName`"),
+    Column::new("ApplicationId", T::Long, "`appId`"),
+    Column::new("AccountId", T::String, "`user.userName`"),
+    Column::new("AccountDisplayName", T::String, "`user.userName`"),
+    Column::new("IPAddress", T::String, "`device.clientIP`"),
+    Column::new(
+        "CountryCode",
+        T::String,
+        "`location.countryCode`, else `device.countryCode`",
+    ),
+    Column::new("City", T::String, "`location.city`"),
+    Column::new("UserAgent", T::String, "`device.userAgent`"),
+    Column::new("ActivityType", T::String, "`eventTypeName`"),
+    Column::new("Description", T::String, "`description`"),
+    Column::new("Severity", T::String, "`severity`"),
+    Column::new("ActivityObjects", T::Dynamic, "`mainInfo.eventObjects`"),
+    Column::new("ReportId", T::String, "`_id`: the dedupe key"),
+    Column::new(
+        "CasCreated",
+        T::DateTime,
+        "`created` (when CAS stored it; the poll windows on it)",
+    ),
+    Column::new(
+        "RawEventData",
+        T::Dynamic,
+        "`rawDataJson`, the source service's own event",
+    ),
+    Column::new("SourceRecord", T::Dynamic, "the whole CAS record"),
+    Column::new(
+        "MappingIssues",
+        T::String,
+        "what could not be mapped, if anything",
+    ),
+    Column::new(
+        "TruncatedFields",
+        T::String,
+        "columns cut to 32,766 bytes (the service's field limit), if any",
+    ),
 ];
 
 /// One `McasActivity_CL` row.

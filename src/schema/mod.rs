@@ -8,6 +8,7 @@
 pub mod activities;
 pub mod alerts;
 pub mod discovery;
+pub mod generate;
 
 use crate::model::{format_ms, DataType};
 use serde_json::Value;
@@ -46,8 +47,23 @@ impl ColumnType {
     }
 }
 
-/// A column: name and type.
-pub type Column = (&'static str, ColumnType);
+/// A column of a custom table: what the DCR declares, and where its value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// The column name (at most 45 letters, digits or underscores).
+    pub name: &'static str,
+    /// Its type.
+    pub ty: ColumnType,
+    /// Where the value comes from in the CAS record (for `docs/tables.md`).
+    pub source: &'static str,
+}
+
+impl Column {
+    /// A column.
+    pub const fn new(name: &'static str, ty: ColumnType, source: &'static str) -> Self {
+        Column { name, ty, source }
+    }
+}
 
 /// The columns of a data type's table.
 pub fn columns(data_type: DataType) -> &'static [Column] {
@@ -159,38 +175,56 @@ pub(crate) fn time_generated(from_record: Option<String>, issues: &mut Issues) -
     })
 }
 
+/// Checks a row against its table's stream declaration, as the Logs Ingestion service
+/// does: known columns, matching types, a valid
+/// `TimeGenerated`.
+pub fn validate_row(data_type: DataType, row: &Value) -> Result<(), String> {
+    let obj = row.as_object().ok_or("a row must be a JSON object")?;
+    let cols = columns(data_type);
+    for (k, v) in obj {
+        let ty = cols
+            .iter()
+            .find(|c| c.name == k)
+            .map(|c| c.ty)
+            .ok_or_else(|| format!("column {k} is not in the stream declaration"))?;
+        let ok = match ty {
+            ColumnType::String => v.is_string(),
+            ColumnType::DateTime => v.as_str().is_some_and(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .is_ok()
+            }),
+            ColumnType::Int | ColumnType::Long => v.is_i64() || v.is_u64(),
+            ColumnType::Real => v.is_number(),
+            ColumnType::Boolean => v.is_boolean(),
+            ColumnType::Dynamic => true,
+        };
+        if !ok {
+            return Err(format!("column {k} expects {}, got {v}", ty.as_str()));
+        }
+    }
+    if !obj.contains_key("TimeGenerated") {
+        return Err("TimeGenerated is missing".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every row a mapping produces has exactly the declared columns (absent optional
-    /// ones are omitted, never extra ones added) and the declared JSON types.
+    /// Every row a mapping produces passes the stream declaration and carries the CAS
+    /// record.
     pub(crate) fn assert_row_matches_columns(data_type: DataType, row: &Value) {
-        let obj = row.as_object().expect("a row is an object");
-        let cols = columns(data_type);
-        for (k, v) in obj {
-            let (_, ty) = cols
-                .iter()
-                .find(|(c, _)| c == k)
-                .unwrap_or_else(|| panic!("{k} is not a declared column"));
-            let ok = match ty {
-                ColumnType::String | ColumnType::DateTime => v.is_string(),
-                ColumnType::Int | ColumnType::Long => v.is_i64(),
-                ColumnType::Real => v.is_number(),
-                ColumnType::Boolean => v.is_boolean(),
-                ColumnType::Dynamic => true,
-            };
-            assert!(ok, "{k} = {v} is not a {}", ty.as_str());
+        if let Err(why) = validate_row(data_type, row) {
+            panic!("{why}: {row}");
         }
-        for required in ["TimeGenerated", "SourceRecord"] {
-            assert!(obj.contains_key(required), "{required} missing");
-        }
+        assert!(row.get("SourceRecord").is_some(), "SourceRecord missing");
     }
 
     #[test]
     fn column_names_fit_log_analytics_rules() {
         for dt in DataType::ALL {
-            for (name, _) in columns(dt) {
+            for Column { name, .. } in columns(dt) {
                 assert!(
                     name.len() <= 45
                         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),

@@ -91,7 +91,7 @@ impl LogsIngestion {
 
     /// Lowers the per-call limit (never above the service's 1 MiB).
     pub fn with_max_call_bytes(mut self, limit: usize) -> Self {
-        self.max_call_bytes = limit.clamp(1024, pack::MAX_CALL_BYTES);
+        self.max_call_bytes = limit.min(pack::MAX_CALL_BYTES);
         self
     }
 
@@ -103,6 +103,39 @@ impl LogsIngestion {
     /// HTTP calls made so far.
     pub fn calls_made(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Sends rows (serialized JSON objects) as one call, splitting in two and sending
+    /// each half when the service answers 413; returns the calls that succeeded.
+    pub async fn send_rows(
+        &self,
+        stream: &str,
+        rows: &[Vec<u8>],
+        deadline: Deadline,
+    ) -> Result<usize, SentinelError> {
+        let mut pending = vec![0..rows.len()];
+        let mut calls = 0;
+        // Depth-first, front half first, so rows keep their order.
+        while let Some(range) = pending.pop() {
+            match self
+                .send_body(stream, &pack::body(&rows[range.clone()]), deadline)
+                .await
+            {
+                Ok(()) => calls += 1,
+                Err(SentinelError::Rejected { status: 413, .. }) if range.len() > 1 => {
+                    let mid = range.start + range.len() / 2;
+                    tracing::warn!(
+                        stream,
+                        rows = range.len(),
+                        "413 from Logs Ingestion; splitting the call"
+                    );
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(calls)
     }
 
     /// Sends one body (already a JSON array within the limit), retrying transient failures.

@@ -5,7 +5,6 @@
 //! NDJSON file per table.
 
 use crate::model::DataType;
-use crate::schema::{columns, ColumnType};
 use flate2::read::GzDecoder;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -227,7 +226,7 @@ impl IngestionSim {
             }
         };
         for (i, row) in rows.iter().enumerate() {
-            if let Err(why) = check_row(data_type, row) {
+            if let Err(why) = crate::schema::validate_row(data_type, row) {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "InvalidContent",
@@ -263,37 +262,6 @@ fn error(status: StatusCode, code: &str, message: &str) -> warp::reply::Response
         status,
     )
     .into_response()
-}
-
-/// Checks a row against the stream declaration: known columns, matching types, a valid
-/// `TimeGenerated`.
-fn check_row(data_type: DataType, row: &Value) -> Result<(), String> {
-    let obj = row.as_object().ok_or("a row must be a JSON object")?;
-    let cols = columns(data_type);
-    for (k, v) in obj {
-        let (_, ty) = cols
-            .iter()
-            .find(|(c, _)| c == k)
-            .ok_or_else(|| format!("column {k} is not in the stream declaration"))?;
-        let ok = match ty {
-            ColumnType::String => v.is_string(),
-            ColumnType::DateTime => v.as_str().is_some_and(|s| {
-                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                    .is_ok()
-            }),
-            ColumnType::Int | ColumnType::Long => v.is_i64() || v.is_u64(),
-            ColumnType::Real => v.is_number(),
-            ColumnType::Boolean => v.is_boolean(),
-            ColumnType::Dynamic => true,
-        };
-        if !ok {
-            return Err(format!("column {k} expects {}, got {v}", ty.as_str()));
-        }
-    }
-    if !obj.contains_key("TimeGenerated") {
-        return Err("TimeGenerated is missing".into());
-    }
-    Ok(())
 }
 
 fn append(dir: &std::path::Path, table: &str, rows: &[Value]) -> std::io::Result<()> {

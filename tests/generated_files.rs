@@ -1,0 +1,38 @@
+//! The committed infrastructure and table docs are exactly what the row types generate.
+
+#[test]
+fn committed_generated_files_match_the_code() {
+    for f in cas_sentinel::schema::generate::files() {
+        let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), f.path);
+        let on_disk = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}; run `cargo run -- schema`"));
+        assert!(
+            on_disk == f.content,
+            "{} drifted from src/schema/: run `cargo run -- schema` and commit the result",
+            f.path
+        );
+    }
+}
+
+#[test]
+fn every_stream_flows_to_its_custom_table_with_every_column_declared() {
+    use cas_sentinel::model::DataType;
+    let streams = cas_sentinel::schema::generate::dcr_streams();
+    let tables = cas_sentinel::schema::generate::tables();
+    for dt in DataType::ALL {
+        let decl = &streams["streamDeclarations"][dt.default_stream()]["columns"];
+        let table = &tables[dt.table()]["columns"];
+        assert_eq!(
+            decl.as_array().unwrap().len(),
+            table.as_array().unwrap().len(),
+            "{dt}"
+        );
+        assert!(streams["dataFlows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["outputStream"] == format!("Custom-{}", dt.table())));
+        assert_eq!(decl[0]["name"], "TimeGenerated");
+        assert_eq!(decl[0]["type"], "datetime");
+    }
+}
