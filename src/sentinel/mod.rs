@@ -113,7 +113,8 @@ impl LogsIngestion {
         rows: &[Vec<u8>],
         deadline: Deadline,
     ) -> Result<usize, SentinelError> {
-        let mut pending: Vec<std::ops::Range<usize>> = Vec::from([0..rows.len()]);
+        let mut pending = Vec::new();
+        pending.push(0..rows.len());
         let mut calls = 0;
         // Depth-first, front half first, so rows keep their order.
         while let Some(range) = pending.pop() {
