@@ -97,6 +97,32 @@ impl Blobs {
             .map_err(|e| storage_err("check", name, e))
     }
 
+    /// The names of the blobs under `prefix`.
+    pub async fn names(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+        use futures::TryStreamExt;
+        let opts = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
+            prefix: Some(prefix.to_string()),
+            ..Default::default()
+        };
+        let mut pages = self
+            .container
+            .list_blobs(Some(opts))
+            .map_err(|e| storage_err("list", prefix, e))?
+            .into_pages();
+        let mut out = Vec::new();
+        while let Some(page) = pages
+            .try_next()
+            .await
+            .map_err(|e| storage_err("list", prefix, e))?
+        {
+            let model = page
+                .into_model()
+                .map_err(|e| storage_err("list", prefix, e))?;
+            out.extend(model.blob_items.into_iter().filter_map(|b| b.name));
+        }
+        Ok(out)
+    }
+
     /// Deletes a blob; a blob that is already gone is not an error.
     pub async fn delete(&self, name: &str) -> Result<(), BlobError> {
         match self.container.blob_client(name).delete(None).await {

@@ -4,6 +4,7 @@ use crate::app::App;
 use crate::config::Settings;
 use crate::functions::{self, ingest, poll, Handler};
 use crate::local::{self, host::MAX_DEQUEUE_COUNT, DemoOptions};
+use crate::model::DataType;
 use crate::retry::Deadline;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -48,8 +49,53 @@ enum Command {
         #[arg(long, required = true)]
         once: bool,
     },
-    /// Check the settings in the environment and report every problem.
+    /// Check every setting, then reach CAS, get the tokens and set up storage; report each problem.
     Validate,
+    /// Move poison messages back to the fan-out queue (or export/import them through a file).
+    Replay {
+        /// Only batches of this data type.
+        #[arg(long)]
+        data_type: Option<DataType>,
+        /// Only messages enqueued since this time (RFC 3339, or an ISO 8601 duration ago, e.g. PT6H).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<time::OffsetDateTime>,
+        /// At most this many messages.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Show what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the batches' sent markers first, so rows are sent again even if they were sent before.
+        #[arg(long)]
+        force: bool,
+        /// Write the matching poison messages to this file (NDJSON) and leave them in the queue.
+        #[arg(long, conflicts_with_all = ["import", "force"])]
+        export: Option<PathBuf>,
+        /// Enqueue the messages of an export file onto the fan-out queue.
+        #[arg(long)]
+        import: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull a historic window and enqueue it, without touching the checkpoint.
+    Backfill {
+        /// The data type (alerts or activities).
+        #[arg(long)]
+        data_type: DataType,
+        /// Start (RFC 3339, or an ISO 8601 duration ago, e.g. P7D).
+        #[arg(long, value_parser = parse_time)]
+        from: time::OffsetDateTime,
+        /// End (RFC 3339, or a duration ago); default now.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<time::OffsetDateTime>,
+    },
+    /// Show checkpoints and their lag, queue depth, poison count and sent batches.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the DCR stream declarations, table definitions and docs/tables.md generated
     /// from the row types (or, with --check, fail if the files on disk differ).
     Schema {
@@ -115,9 +161,105 @@ async fn run(command: Command) -> Result<()> {
         Command::Run { .. } => run_once().await,
         Command::Schema { root, check } => schema(&root, check),
         Command::Validate => {
-            let settings = Settings::from_env().map_err(|e| anyhow::anyhow!(e))?;
-            App::new(settings).context("building clients")?;
-            println!("settings are valid");
+            let checks = crate::ops::validate::validate(&|k| std::env::var(k).ok()).await;
+            let mut failed = 0;
+            for c in &checks {
+                match &c.outcome {
+                    Ok(detail) => println!("ok      {}: {detail}", c.name),
+                    Err(problem) => {
+                        failed += 1;
+                        println!("PROBLEM {}: {problem}", c.name);
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} problem(s) found");
+            }
+            Ok(())
+        }
+        Command::Replay {
+            data_type,
+            since,
+            max,
+            dry_run,
+            force,
+            export,
+            import,
+            json,
+        } => {
+            let app = app_from_env()?;
+            let sel = crate::ops::replay::Selection {
+                data_type,
+                since,
+                max,
+            };
+            if let Some(path) = export {
+                let n = crate::ops::replay::export(&app, &sel, &path).await?;
+                println!(
+                    "exported {n} poison message(s) to {}; they stay in {}",
+                    path.display(),
+                    app.poison.name()
+                );
+                return Ok(());
+            }
+            let report = match import {
+                Some(path) => crate::ops::replay::import(&app, &sel, &path, dry_run).await?,
+                None => crate::ops::replay::replay(&app, &sel, dry_run, force).await?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for l in &report.lines {
+                    println!("{} {l}", if dry_run { "would move" } else { "moved" });
+                }
+                println!(
+                    "{} {} message(s) to {}, left {}{}{}",
+                    if dry_run { "would move" } else { "moved" },
+                    report.moved,
+                    app.queue.name(),
+                    report.left,
+                    if report.not_envelope > 0 {
+                        format!(", {} not cas-sentinel envelopes", report.not_envelope)
+                    } else {
+                        String::new()
+                    },
+                    if report.markers_removed > 0 {
+                        format!(", {} sent markers removed", report.markers_removed)
+                    } else {
+                        String::new()
+                    },
+                );
+            }
+            Ok(())
+        }
+        Command::Backfill {
+            data_type,
+            from,
+            to,
+        } => {
+            let app = app_from_env()?;
+            let to = to.unwrap_or_else(time::OffsetDateTime::now_utc);
+            let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+            let window = crate::model::Window::new(ms(from), ms(to))
+                .map_err(|e| anyhow::anyhow!("--from/--to: {e}"))?;
+            let report = crate::ops::backfill::backfill(&app, data_type, window).await?;
+            if let Some(w) = &report.overlap_warning {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "backfill {data_type} {window}: {} records in {} messages, {} CAS requests",
+                report.records, report.messages, report.cas_requests
+            );
+            Ok(())
+        }
+        Command::Status { json } => {
+            let app = app_from_env()?;
+            let status = crate::ops::status::status(&app).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
             Ok(())
         }
     }
@@ -148,6 +290,21 @@ fn schema(root: &std::path::Path, check: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn app_from_env() -> Result<App> {
+    let settings = Settings::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(App::new(settings)?)
+}
+
+/// RFC 3339, or an ISO 8601 duration meaning that long before now.
+fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    crate::duration::parse_iso8601(s)
+        .map(|d| time::OffsetDateTime::now_utc() - d)
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time (2026-11-01T00:00:00Z) nor an ISO 8601 duration ago (P7D)"))
 }
 
 async fn serve(port: u16) -> Result<()> {

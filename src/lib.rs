@@ -23,6 +23,7 @@ pub mod functions;
 pub mod local;
 pub mod loopback;
 pub mod model;
+pub mod ops;
 pub mod queue;
 pub mod retry;
 pub mod schema;

@@ -80,18 +80,22 @@ pub async fn process(
     }
     // Two deliveries of one message can run at once (a visibility timeout that lapsed,
     // a replay racing a retry): only the holder of the claim sends.
-    let claim_name = format!("claims/{}/{}", env.data_type, env.batch);
+    let claim_name = claim_name(&env);
     if !claim(app, &env, &claim_name, deadline).await? {
         return Ok(IngestOutcome::AlreadySent(env.batch));
     }
     let result = send(app, env, deadline).await;
-    if result.is_err() {
-        // Let the next delivery start at once instead of waiting out the claim.
-        if let Err(e) = app.blobs.delete(&claim_name).await {
-            tracing::warn!("could not release claim {claim_name}: {e}");
-        }
+    // Sent (the marker now speaks for the batch) or failed (the next delivery should start
+    // at once rather than wait out the claim): either way the claim has done its job.
+    if let Err(e) = app.blobs.delete(&claim_name).await {
+        tracing::warn!("could not release claim {claim_name}: {e}");
     }
     result
+}
+
+/// `claims/<type>/<batch>`: held while one invocation sends the batch.
+pub fn claim_name(env: &Envelope) -> String {
+    format!("claims/{}/{}", env.data_type, env.batch)
 }
 
 /// Sends a claimed batch and marks it as sent.

@@ -75,3 +75,29 @@ pub fn assert_exactly_once(rows: &[Value], column: &str, expected: &[String]) {
         "rows for ids that were never created"
     );
 }
+
+/// Runs a `cas-sentinel` command with the harness's settings; returns (success, stdout, stderr).
+pub async fn run_cli(
+    h: &Harness,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cas-sentinel"))
+        .args(args)
+        .env_clear()
+        .envs(h.handler_env())
+        .envs(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,164 @@
+//! `cas-sentinel backfill`: pulls a historic window and enqueues it, leaving the
+//! checkpoint alone, paced by the same CAS request limit as the poll.
+
+use super::OpsError;
+use crate::app::App;
+use crate::cas::pull::pull;
+use crate::checkpoint::Cursor;
+use crate::model::{format_ms, DataType, Window};
+use crate::queue::envelope::{pack, spill_blob_name};
+use crate::retry::Deadline;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// What a backfill did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct BackfillReport {
+    /// Records enqueued.
+    pub records: usize,
+    /// Queue messages written.
+    pub messages: usize,
+    /// Pulls made (each up to the invocation budget).
+    pub pulls: usize,
+    /// CAS requests made.
+    pub cas_requests: u64,
+    /// A warning when the range overlaps what the poll already forwarded.
+    pub overlap_warning: Option<String>,
+}
+
+/// Backfills `data_type` over `window`. Progress goes to stderr: a bar with an ETA on a
+/// terminal, a plain line per pull otherwise.
+pub async fn backfill(
+    app: &App,
+    data_type: DataType,
+    window: Window,
+) -> Result<BackfillReport, OpsError> {
+    if data_type == DataType::Discovery {
+        return Err(OpsError::Input(
+            "discovery has no history to backfill: the API reports only the last day".into(),
+        ));
+    }
+    app.ensure_resources().await?;
+    let mut report = BackfillReport::default();
+    if let Some(c) = app.checkpoints.load(data_type).await?.cursor {
+        if window.to_ms() >= c.query_from() {
+            report.overlap_warning = Some(format!(
+                "the range reaches {} and the poll has already forwarded {data_type} from {}: records in both are sent twice (dedupe in KQL by the CAS id)",
+                format_ms(window.to_ms()),
+                format_ms(c.query_from())
+            ));
+        }
+    }
+    // The same pull the poll uses, told that "now" is the end of the range plus the
+    // settle delay, starting from a cursor at the range's start; no overlap, no watch.
+    let mut cas = app.settings.cas.clone();
+    cas.overlap = Duration::ZERO;
+    cas.alert_updates = None;
+    let now = window.to_ms() + cas.settle.as_millis() as i64;
+    let mut cursor = Cursor {
+        position_ms: window.from_ms(),
+        ..Default::default()
+    };
+    let progress = Progress::new(window);
+    let before = app.cas.requests_sent();
+    loop {
+        let p = pull(
+            &app.cas,
+            &cas,
+            data_type,
+            Some(&cursor),
+            now,
+            Deadline::after(app.settings.invocation_budget),
+        )
+        .await?;
+        for m in pack(data_type, p.window, &p.records) {
+            if let Some(gz) = &m.spill {
+                app.blobs
+                    .put(
+                        &spill_blob_name(&m.envelope.batch),
+                        gz.clone(),
+                        crate::blobs::WriteCondition::Always,
+                    )
+                    .await?;
+            }
+            app.queue.send_text(&m.envelope.to_text()).await?;
+            report.messages += 1;
+        }
+        report.records += p.records.len();
+        report.pulls += 1;
+        let done = p.complete && p.error.is_none();
+        if let Some(e) = p.error {
+            // What was read is enqueued; a retryable failure is retried by the next pull.
+            tracing::warn!("backfill pull stopped early: {e}");
+            if !matches!(e, crate::cas::CasError::OutOfTime { .. }) {
+                progress.finish();
+                return Err(e.into());
+            }
+        }
+        let stalled = p.cursor == cursor && !done;
+        cursor = p.cursor;
+        progress.update(cursor.position_ms, report.records, done);
+        if done || stalled {
+            break;
+        }
+    }
+    progress.finish();
+    report.cas_requests = app.cas.requests_sent() - before;
+    Ok(report)
+}
+
+/// Progress on stderr.
+struct Progress {
+    window: Window,
+    started: Instant,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(window: Window) -> Self {
+        Progress {
+            window,
+            started: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&self, position: i64, records: usize, done: bool) {
+        let span = (self.window.to_ms() - self.window.from_ms()).max(1) as f64;
+        let frac = if done {
+            1.0
+        } else {
+            ((position - self.window.from_ms()) as f64 / span).clamp(0.0, 1.0)
+        };
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let eta = if frac > 0.0 && frac < 1.0 {
+            format!("ETA {:.0}s", elapsed * (1.0 - frac) / frac)
+        } else {
+            String::new()
+        };
+        let mut err = std::io::stderr();
+        if self.terminal {
+            let filled = (frac * 30.0) as usize;
+            let _ = write!(
+                err,
+                "\r[{}{}] {:>3.0}% {records} records {eta}   ",
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                frac * 100.0
+            );
+        } else {
+            let _ = writeln!(
+                err,
+                "backfill: {:.0}% ({records} records, up to {}) {eta}",
+                frac * 100.0,
+                format_ms(position)
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}

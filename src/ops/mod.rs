@@ -1,0 +1,38 @@
+//! The operator commands: `replay`, `backfill`, `status` and `validate`. Each returns a
+//! report the CLI prints; none of them changes a checkpoint except as documented.
+
+pub mod backfill;
+pub mod replay;
+pub mod status;
+pub mod validate;
+
+/// An operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// A queue call failed.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+    /// A blob call failed.
+    #[error(transparent)]
+    Blob(#[from] crate::blobs::BlobError),
+    /// A checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// CAS failed.
+    #[error(transparent)]
+    Cas(#[from] crate::cas::CasError),
+    /// The queues or container could not be set up.
+    #[error(transparent)]
+    App(#[from] crate::app::AppError),
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// An input line or argument is not usable.
+    #[error("{0}")]
+    Input(String),
+}

@@ -1,0 +1,129 @@
+//! `cas-sentinel status`: where each data type stands and what waits in the queues.
+
+use super::OpsError;
+use crate::app::App;
+use crate::model::{format_ms, now_ms, DataType};
+use serde::Serialize;
+use std::fmt::Write;
+
+/// One data type's state.
+#[derive(Debug, Serialize)]
+pub struct TypeStatus {
+    /// The data type.
+    pub data_type: DataType,
+    /// Whether `CAS_DATA_TYPES` includes it.
+    pub enabled: bool,
+    /// How far the checkpoint has got (RFC 3339), if it exists.
+    pub checkpoint: Option<String>,
+    /// Seconds between the checkpoint and now.
+    pub lag_seconds: Option<i64>,
+    /// An activities scan is part-way through its window.
+    pub scan_in_progress: bool,
+    /// Alerts watched for status changes.
+    pub watched_alerts: Option<usize>,
+    /// Batches marked as sent.
+    pub sent_batches: usize,
+}
+
+/// The whole picture.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Per data type.
+    pub data_types: Vec<TypeStatus>,
+    /// The fan-out queue's name.
+    pub queue: String,
+    /// Messages waiting (approximate, as the service reports).
+    pub queue_depth: u64,
+    /// The poison queue's name.
+    pub poison_queue: String,
+    /// Messages in the poison queue.
+    pub poison_depth: u64,
+}
+
+/// Reads the state.
+pub async fn status(app: &App) -> Result<Status, OpsError> {
+    app.ensure_resources().await?;
+    let now = now_ms();
+    let mut data_types = Vec::new();
+    for dt in DataType::ALL {
+        let cursor = app.checkpoints.load(dt).await?.cursor;
+        let sent_batches = app
+            .blobs
+            .names(&format!("sent/{dt}/"))
+            .await?
+            .iter()
+            .filter(|n| !n.contains(".part"))
+            .count();
+        data_types.push(TypeStatus {
+            data_type: dt,
+            enabled: app.settings.data_types.contains(&dt),
+            checkpoint: cursor.as_ref().map(|c| format_ms(c.position_ms)),
+            lag_seconds: cursor.as_ref().map(|c| (now - c.position_ms) / 1000),
+            scan_in_progress: cursor.as_ref().is_some_and(|c| c.scan.is_some()),
+            watched_alerts: cursor
+                .as_ref()
+                .and_then(|c| c.watch.as_ref())
+                .map(|w| w.alerts.len()),
+            sent_batches,
+        });
+    }
+    Ok(Status {
+        data_types,
+        queue: app.queue.name().to_string(),
+        queue_depth: app.queue.approximate_len().await?,
+        poison_queue: app.poison.name().to_string(),
+        poison_depth: app.poison.approximate_len().await?,
+    })
+}
+
+impl Status {
+    /// A table for people.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<11} {:<8} {:<26} {:>10} {:>13}  notes",
+            "data type", "enabled", "checkpoint", "lag", "sent batches"
+        );
+        for t in &self.data_types {
+            let lag = t.lag_seconds.map(human).unwrap_or_else(|| "-".into());
+            let mut notes = Vec::new();
+            if t.scan_in_progress {
+                notes.push("scan in progress".to_string());
+            }
+            if let Some(n) = t.watched_alerts {
+                notes.push(format!("{n} alerts watched for changes"));
+            }
+            let _ = writeln!(
+                out,
+                "{:<11} {:<8} {:<26} {:>10} {:>13}  {}",
+                t.data_type,
+                if t.enabled { "yes" } else { "no" },
+                t.checkpoint.as_deref().unwrap_or("never run"),
+                lag,
+                t.sent_batches,
+                notes.join(", ")
+            );
+        }
+        let _ = writeln!(out, "\nqueue {}: {} waiting", self.queue, self.queue_depth);
+        let _ = write!(
+            out,
+            "poison queue {}: {} message(s)",
+            self.poison_queue, self.poison_depth
+        );
+        if self.poison_depth > 0 {
+            let _ = write!(out, "; inspect with `cas-sentinel replay --export poison.ndjson`, retry with `cas-sentinel replay`");
+        }
+        out.push('\n');
+        out
+    }
+}
+
+fn human(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}

@@ -1,0 +1,223 @@
+//! The operator commands, run as a person would run them, against Azurite and the
+//! simulators: replay (and export/import), backfill, status, validate.
+
+mod common;
+
+use cas_sentinel::cas::sim::SimConfig;
+use cas_sentinel::model::now_ms;
+use cas_sentinel::sentinel::sim::IngestFault;
+use common::{assert_exactly_once, harness, run_cli};
+use serde_json::Value;
+use std::time::Duration;
+
+const DRAIN: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_replayed_with_one_command_and_never_duplicate_rows() {
+    let h = harness(
+        "ops-replay",
+        &[("CAS_DATA_TYPES", "alerts")],
+        SimConfig::default(),
+    )
+    .await;
+    let ids = h.cas.add_alerts((0..40).map(|i| now_ms() - 60_000 + i));
+    h.sink
+        .inject(std::iter::repeat_n(IngestFault::Status(403), 5));
+    assert!(h.host.tick(false).await.unwrap().0);
+    assert_eq!(h.host.drain(DRAIN).await.unwrap().poisoned, 1);
+
+    let (ok, out, err) = run_cli(&h, &["replay", "--dry-run"], &[]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("would move 1 message(s)") && out.contains("alerts batch"),
+        "{out}"
+    );
+    let (_, out, _) = run_cli(&h, &["replay", "--data-type", "activities"], &[]).await;
+    assert!(
+        out.contains("moved 0 message(s)") && out.contains("left 1"),
+        "{out}"
+    );
+    assert_eq!(
+        h.poison.approximate_len().await.unwrap(),
+        1,
+        "a dry run and a non-matching filter move nothing"
+    );
+
+    let export = common::scratch("ops-replay-export").with_extension("ndjson");
+    let (ok, out, err) = run_cli(&h, &["replay", "--export", export.to_str().unwrap()], &[]).await;
+    assert!(ok, "{out}{err}");
+    let exported: Value = serde_json::from_str(
+        std::fs::read_to_string(&export)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(exported["batch"]["count"], 40);
+    assert_eq!(
+        h.poison.approximate_len().await.unwrap(),
+        1,
+        "export leaves the message in place"
+    );
+
+    // The role is fixed; one command moves the batch back and the host sends it.
+    let (ok, out, _) = run_cli(&h, &["replay"], &[]).await;
+    assert!(ok && out.contains("moved 1 message(s)"), "{out}");
+    h.host.drain(DRAIN).await.unwrap();
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &ids);
+    assert_eq!(h.poison.approximate_len().await.unwrap(), 0);
+
+    // Replaying a batch that was already sent (from the export file) adds no rows…
+    let (ok, out, _) = run_cli(&h, &["replay", "--import", export.to_str().unwrap()], &[]).await;
+    assert!(ok && out.contains("moved 1 message(s)"), "{out}");
+    h.host.drain(DRAIN).await.unwrap();
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &ids);
+
+    // …unless forced, which removes the sent markers first.
+    h.poison
+        .send_raw(exported["message"].as_str().unwrap().to_string())
+        .await
+        .unwrap();
+    let (ok, out, _) = run_cli(&h, &["replay", "--force"], &[]).await;
+    assert!(ok && out.contains("sent markers removed"), "{out}");
+    h.host.drain(DRAIN).await.unwrap();
+    assert_eq!(h.sink.rows("McasAlerts_CL").len(), 80, "forced: sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reaches_past_the_lookback_without_moving_the_checkpoint() {
+    let h = harness(
+        "ops-backfill",
+        &[("CAS_DATA_TYPES", "alerts,activities")],
+        SimConfig::default(),
+    )
+    .await;
+    let day = 86_400_000;
+    let old_alerts = h
+        .cas
+        .add_alerts((0..250).map(|i| now_ms() - 3 * day + i * 1000));
+    let old_acts = h
+        .cas
+        .add_activities((0..700).map(|i| now_ms() - 3 * day + i * 100), |_| 60_000);
+    let recent = h.cas.add_alerts((0..5).map(|i| now_ms() - 60_000 + i));
+    assert!(h.host.tick(false).await.unwrap().0);
+    h.host.drain(DRAIN).await.unwrap();
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &recent);
+    let (_, before, _) = run_cli(&h, &["status", "--json"], &[]).await;
+
+    for dt in ["alerts", "activities"] {
+        let (ok, out, err) = run_cli(
+            &h,
+            &[
+                "backfill",
+                "--data-type",
+                dt,
+                "--from",
+                "P4D",
+                "--to",
+                "P2D",
+            ],
+            &[],
+        )
+        .await;
+        assert!(ok, "{out}{err}");
+        assert!(
+            err.contains("backfill: 100%"),
+            "plain progress lines when not a terminal: {err}"
+        );
+        assert!(
+            !err.contains("warning"),
+            "no overlap with forwarded data: {err}"
+        );
+        assert!(out.contains("records in"), "{out}");
+    }
+    h.host.drain(DRAIN).await.unwrap();
+    let mut all = recent.clone();
+    all.extend(old_alerts);
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &all);
+    assert_exactly_once(&h.sink.rows("McasActivity_CL"), "ReportId", &old_acts);
+
+    let (_, after, _) = run_cli(&h, &["status", "--json"], &[]).await;
+    let cp =
+        |s: &str| serde_json::from_str::<Value>(s).unwrap()["data_types"][0]["checkpoint"].clone();
+    assert_eq!(cp(&before), cp(&after), "the checkpoint did not move");
+
+    let (ok, _, err) = run_cli(
+        &h,
+        &["backfill", "--data-type", "alerts", "--from", "PT1H"],
+        &[],
+    )
+    .await;
+    assert!(
+        ok && err.contains("sent twice"),
+        "overlapping ranges are warned about: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_checkpoints_lag_queues_and_sent_batches() {
+    let h = harness(
+        "ops-status",
+        &[("CAS_DATA_TYPES", "alerts")],
+        SimConfig::default(),
+    )
+    .await;
+    h.cas.add_alerts((0..10).map(|i| now_ms() - 60_000 + i));
+    let (ok, out, err) = run_cli(&h, &["status"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("never run"), "{out}");
+    assert!(h.host.tick(false).await.unwrap().0);
+    let (_, out, _) = run_cli(&h, &["status", "--json"], &[]).await;
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["queue_depth"], 1);
+    assert!(s["data_types"][0]["lag_seconds"].as_i64().unwrap() < 60);
+    assert_eq!(s["data_types"][1]["enabled"], false);
+    h.host.drain(DRAIN).await.unwrap();
+    let (_, out, _) = run_cli(&h, &["status"], &[]).await;
+    assert!(
+        out.contains("alerts      yes") && out.contains("cas-batches: 0 waiting"),
+        "{out}"
+    );
+    let (_, out, _) = run_cli(&h, &["status", "--json"], &[]).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["data_types"][0]["sent_batches"],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_reaches_every_service_and_names_what_to_change() {
+    let h = harness("ops-validate", &[], SimConfig::default()).await;
+    let (ok, out, err) = run_cli(&h, &["validate"], &[]).await;
+    assert!(ok, "{out}{err}");
+    for check in [
+        "settings",
+        "CAS token (Entra)",
+        "CAS API",
+        "Logs Ingestion token",
+        "storage",
+    ] {
+        assert!(out.contains(&format!("ok      {check}")), "{check}: {out}");
+    }
+    let (ok, out, _) = run_cli(&h, &["validate"], &[("CAS_API_TOKEN", "not-the-token")]).await;
+    assert!(!ok);
+    assert!(
+        out.contains("PROBLEM CAS API") && out.contains("CAS_API_TOKEN"),
+        "{out}"
+    );
+    assert!(!out.contains("not-the-token"), "secrets are never printed");
+    let (ok, out, _) = run_cli(
+        &h,
+        &["validate"],
+        &[
+            ("SENTINEL_DCR_IMMUTABLE_ID", "my-dcr"),
+            ("CAS_LOOKBACK", "1d"),
+        ],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("SENTINEL_DCR_IMMUTABLE_ID") && out.contains("CAS_LOOKBACK"),
+        "{out}"
+    );
+}
