@@ -32,6 +32,8 @@ pub struct Pull {
     pub records: Vec<Value>,
     /// Alerts forwarded before whose status, resolution or severity has since changed.
     pub updates: Vec<Value>,
+    /// The cursor the pull started from.
+    pub start: Cursor,
     /// The cursor to store once the records are enqueued.
     pub cursor: Cursor,
     /// Whether the window was read to its end.
@@ -80,6 +82,13 @@ fn upper_bound(cas: &CasSettings, now_ms: i64) -> i64 {
     now_ms - ms(cas.settle)
 }
 
+/// A window's end: the unconfirmed one a previous run began, else settle before now.
+fn window_end(start: &Cursor, cas: &CasSettings, now_ms: i64) -> i64 {
+    start
+        .pending_upper_ms
+        .unwrap_or_else(|| upper_bound(cas, now_ms))
+}
+
 fn day_start(t: i64) -> i64 {
     t.div_euclid(DAY_MS) * DAY_MS
 }
@@ -91,6 +100,7 @@ fn nothing(cursor: Cursor) -> Pull {
         window: Window::new(at, at).expect("a point is a window"),
         records: Vec::new(),
         updates: Vec::new(),
+        start: cursor.clone(),
         cursor,
         complete: true,
         error: None,
@@ -155,6 +165,7 @@ impl Seen {
             rescan_from_ms: Some(from),
             recent: self.recent,
             scan: None,
+            pending_upper_ms: None,
             watch: None,
         }
     }
@@ -169,7 +180,7 @@ async fn alerts(
     now_ms: i64,
     deadline: Deadline,
 ) -> Pull {
-    let upper = upper_bound(cas, now_ms);
+    let upper = window_end(&start, cas, now_ms);
     let from = start.query_from();
     let Ok(window) = Window::new(from, upper) else {
         return nothing(start);
@@ -211,11 +222,12 @@ async fn alerts(
     // date read is (the records at that date already read are in `recent`).
     let position = if complete { upper } else { max_ts };
     let mut cursor = seen.cursor(position, position - ms(cas.overlap));
-    cursor.watch = start.watch;
+    cursor.watch = start.watch.clone();
     Pull {
         window,
         records,
         updates: Vec::new(),
+        start,
         cursor,
         complete,
         error,
@@ -321,7 +333,7 @@ async fn activities(
     let (window_to, mut filters) = match &start.scan {
         Some(r) => (r.window_to, r.next_filters.clone()),
         None => {
-            let upper = upper_bound(cas, now_ms);
+            let upper = window_end(&start, cas, now_ms);
             if upper < start.position_ms {
                 return nothing(start);
             }
@@ -379,6 +391,7 @@ async fn activities(
         window,
         records,
         updates: Vec::new(),
+        start,
         cursor,
         complete,
         error,
@@ -465,6 +478,7 @@ async fn discovery(
         window: Window::new(day, today - 1).expect("a day is a window"),
         records,
         updates: Vec::new(),
+        start,
         cursor: Cursor {
             position_ms: today,
             ..Default::default()

@@ -27,6 +27,11 @@ pub struct Cursor {
     /// An activities scan that ran out of time part-way through its window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanResume>,
+    /// The end of a window whose records were being enqueued when the run stopped (the
+    /// enqueue was not confirmed). The next run reads exactly that window again, so it
+    /// packs the same batches, which the ingest side then recognises as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_upper_ms: Option<i64>,
     /// Alerts only: what each recently forwarded alert looked like, to forward changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<AlertWatch>,

@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::cas::pull::pull;
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{CheckpointError, Cursor};
 use crate::model::{now_ms, DataType, Window};
 use crate::queue::envelope::{pack, pack_observed, spill_blob_name};
 use crate::retry::Deadline;
@@ -79,7 +79,7 @@ pub async fn poll_one(
     dt: DataType,
     deadline: Deadline,
 ) -> Result<PollReport, PollError> {
-    let checkpoint = app
+    let mut checkpoint = app
         .checkpoints
         .load(dt)
         .await
@@ -96,12 +96,26 @@ pub async fn poll_one(
     .map_err(|e| PollError::Cas(dt, e))?;
     let mut messages = pack(dt, pulled.window, &pulled.records);
     if !pulled.updates.is_empty() {
-        messages.extend(pack_observed(
-            dt,
-            pulled.window,
-            Some(now_ms()),
-            &pulled.updates,
-        ));
+        // Observed "at the window's end", not "now", so a re-run packs the same batches.
+        let observed = Some(pulled.window.to_ms());
+        messages.extend(pack_observed(dt, pulled.window, observed, &pulled.updates));
+    }
+    // Before enqueueing, note the window being enqueued: if this run dies part-way, the
+    // next one reads the same window and produces the same batch ids (skipped as sent).
+    let window_end = Some(pulled.window.to_ms());
+    if !messages.is_empty()
+        && pulled.start.pending_upper_ms != window_end
+        && dt != DataType::Discovery
+    {
+        let intent = Cursor {
+            pending_upper_ms: window_end,
+            ..pulled.start.clone()
+        };
+        checkpoint = app
+            .checkpoints
+            .advance(dt, &checkpoint, intent)
+            .await
+            .map_err(|e| PollError::Checkpoint(dt, e))?;
     }
     for m in &messages {
         if let Some(gz) = &m.spill {

@@ -246,12 +246,10 @@ impl Head {
         payload: impl FnOnce(&BatchId) -> Payload,
     ) -> Envelope {
         let batch = match self.observed {
-            None => BatchId::for_content(self.data_type, self.window, body),
-            Some(o) => BatchId::for_content(
-                self.data_type,
-                self.window,
-                &[body, format!("@{o}").as_bytes()].concat(),
-            ),
+            None => BatchId::for_content(self.data_type, body),
+            Some(o) => {
+                BatchId::for_content(self.data_type, &[body, format!("@{o}").as_bytes()].concat())
+            }
         };
         Envelope {
             v: VERSION,
