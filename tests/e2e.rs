@@ -131,7 +131,7 @@ async fn legacy_token_auth_and_run_once_do_a_whole_cycle_without_the_host() {
         accept_entra: false,
         ..SimConfig::default()
     };
-    let mut h = harness(
+    let h = harness(
         "run-once",
         &[
             ("CAS_DATA_TYPES", "alerts,discovery"),

@@ -60,8 +60,23 @@ impl Azurite {
     }
 
     /// Stops and starts it again on the same ports and data (a storage outage).
+    ///
+    /// The stop is graceful (SIGINT, as Ctrl-C): Azurite keeps its metadata in memory and
+    /// writes it out periodically and on shutdown, so a SIGKILL would model a storage
+    /// account losing data, which is not the outage under test.
     pub async fn restart(&mut self, down_for: Duration) -> Result<(), LocalError> {
-        let _ = self.child.kill().await;
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
         tokio::time::sleep(down_for).await;
         self.child = spawn(&self.dir, self.blob_port, self.queue_port, self.table_port)?;
         self.wait_ready().await

@@ -75,7 +75,7 @@ pub struct Harness {
     pub queue: Queue,
     /// The poison queue.
     pub poison: Queue,
-    handler: Option<Child>,
+    handler: std::sync::Mutex<Option<Child>>,
     handler_bin: PathBuf,
     env: Vec<(String, String)>,
     port: u16,
@@ -125,7 +125,7 @@ impl Harness {
         queue.ensure().await?;
         let port = free_port()?;
         let handler_url = Url::parse(&format!("http://127.0.0.1:{port}/")).expect("a loopback URL");
-        let mut h = Harness {
+        let h = Harness {
             azurite,
             cas,
             sink,
@@ -134,7 +134,7 @@ impl Harness {
             queue,
             poison,
             settings,
-            handler: None,
+            handler: Default::default(),
             handler_bin: opts.handler_bin,
             env,
             port,
@@ -145,7 +145,12 @@ impl Harness {
 
     /// Starts the handler process the way the host does (port in
     /// `FUNCTIONS_CUSTOMHANDLER_PORT`, settings in the environment) and waits for `GET /`.
-    pub async fn start_handler(&mut self) -> Result<Duration, LocalError> {
+    pub async fn start_handler(&self) -> Result<Duration, LocalError> {
+        *self.child() = Some(self.spawn_handler()?);
+        self.host.wait_ready(Duration::from_secs(30)).await
+    }
+
+    fn spawn_handler(&self) -> Result<Child, LocalError> {
         let mut cmd = Command::new(&self.handler_bin);
         cmd.arg("serve")
             .env_clear()
@@ -160,19 +165,40 @@ impl Harness {
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
-        self.handler = Some(cmd.spawn().map_err(|e| {
+        cmd.spawn().map_err(|e| {
             LocalError::Handler(format!(
                 "could not start {}: {e}",
                 self.handler_bin.display()
             ))
-        })?);
-        self.host.wait_ready(Duration::from_secs(30)).await
+        })
     }
 
     /// Kills the handler with SIGKILL (no chance to clean up), as a crashed instance.
-    pub async fn kill_handler(&mut self) {
-        if let Some(mut c) = self.handler.take() {
+    pub async fn kill_handler(&self) {
+        let child = self.child().take();
+        if let Some(mut c) = child {
             let _ = c.kill().await;
+        }
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.handler.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Kills the handler with SIGKILL without waiting for it to exit (usable while another
+    /// future borrows the harness).
+    pub fn kill_handler_now(&self) {
+        if let Some(mut c) = self.child().take() {
+            let _ = c.start_kill();
+        }
+    }
+
+    /// Starts a new handler process in the background, as the host restarts a crashed
+    /// worker; deliveries fail until it answers.
+    pub fn restart_handler_later(&self) {
+        match self.spawn_handler() {
+            Ok(child) => *self.child() = Some(child),
+            Err(e) => tracing::error!("could not restart the handler: {e}"),
         }
     }
 
@@ -210,7 +236,7 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     }
     println!("cas-sentinel local run: simulated CAS tenant → handler (driven as the Functions host drives it) → local Logs Ingestion endpoint");
     println!("starting Azurite, the simulators and the handler…");
-    let mut h = Harness::start(HarnessOptions {
+    let h = Harness::start(HarnessOptions {
         handler_bin,
         work_dir,
         out_dir: Some(out_dir.clone()),

@@ -58,6 +58,9 @@ pub struct IngestionSim {
     out_dir: Option<PathBuf>,
     keep_rows: bool,
     state: Mutex<State>,
+    /// Milliseconds to wait after accepting rows before answering: a reply that a crashed
+    /// client never reads, while the rows are already in.
+    pub reply_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The DCR immutable id the simulator serves.
@@ -78,6 +81,7 @@ impl IngestionSim {
             out_dir,
             keep_rows,
             state: Mutex::new(State::default()),
+            reply_delay_ms: Default::default(),
         });
         let s = sim.clone();
         let route = warp::post()
@@ -88,14 +92,23 @@ impl IngestionSim {
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::header::optional::<String>("content-encoding"))
             .and(warp::body::bytes())
-            .map(
+            .then(
                 move |dcr: String,
                       stream: String,
                       q: HashMap<String, String>,
                       auth: Option<String>,
                       enc: Option<String>,
                       body: bytes::Bytes| {
-                    s.handle(&dcr, &stream, &q, auth.as_deref(), enc.as_deref(), &body)
+                    let s = s.clone();
+                    async move {
+                        let reply =
+                            s.handle(&dcr, &stream, &q, auth.as_deref(), enc.as_deref(), &body);
+                        let delay = s.reply_delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+                        if delay > 0 {
+                            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                        }
+                        reply
+                    }
                 },
             );
         let addr = crate::loopback::serve(route, 0)
