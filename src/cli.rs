@@ -90,6 +90,15 @@ enum Command {
         #[arg(long, value_parser = parse_time)]
         to: Option<time::OffsetDateTime>,
     },
+    /// Assemble the folder `func azure functionapp publish` expects around a built binary.
+    Package {
+        /// The binary to ship (scripts/package builds a static musl one).
+        #[arg(long)]
+        binary: PathBuf,
+        /// The folder to create (replaced if it exists).
+        #[arg(long, default_value = "dist/functionapp")]
+        out: PathBuf,
+    },
     /// Show checkpoints and their lag, queue depth, poison count and sent batches.
     Status {
         /// Print JSON instead of a table.
@@ -249,6 +258,18 @@ async fn run(command: Command) -> Result<()> {
             println!(
                 "backfill {data_type} {window}: {} records in {} messages, {} CAS requests",
                 report.records, report.messages, report.cas_requests
+            );
+            Ok(())
+        }
+        Command::Package { binary, out } => {
+            let files = crate::package::assemble(&binary, &out)
+                .with_context(|| format!("assembling {}", out.display()))?;
+            for f in files {
+                println!("{}/{f}", out.display());
+            }
+            println!(
+                "publish with: cd {} && func azure functionapp publish <function-app-name>",
+                out.display()
             );
             Ok(())
         }

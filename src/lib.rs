@@ -24,6 +24,7 @@ pub mod local;
 pub mod loopback;
 pub mod model;
 pub mod ops;
+pub mod package;
 pub mod queue;
 pub mod retry;
 pub mod schema;

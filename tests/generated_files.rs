@@ -36,3 +36,26 @@ fn every_stream_flows_to_its_custom_table_with_every_column_declared() {
         assert_eq!(decl[0]["type"], "datetime");
     }
 }
+
+#[test]
+fn the_bicep_builds_tables_and_the_dcr_from_the_generated_files_and_runs_a_custom_handler() {
+    let bicep = std::fs::read_to_string(format!("{}/infra/main.bicep", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    assert!(bicep.contains("loadJsonContent('generated/tables.json')"));
+    assert!(bicep.contains("loadJsonContent('generated/dcr-streams.json')"));
+    assert!(bicep.contains("name: 'custom'") && bicep.contains("version: '1.0'"));
+    assert!(bicep.contains("allowSharedKeyAccess: false"));
+    for setting in [
+        "AzureWebJobsStorage__accountName",
+        "AzureWebJobsStorage__credential",
+        "SENTINEL_DCR_IMMUTABLE_ID",
+        "SENTINEL_INGESTION_ENDPOINT",
+        "CAS_API_URL",
+        "CAS_QUEUE_NAME",
+    ] {
+        assert!(
+            bicep.contains(&format!("name: '{setting}'")),
+            "{setting} not set by the template"
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! The folder `func azure functionapp publish` expects: `host.json`, one folder per
+//! function with its `function.json`, and the binary named as in `host.json`. The host
+//! files are compiled in, so a package always matches the binary it carries.
+
+use std::path::Path;
+
+/// `host.json`, as committed.
+pub const HOST_JSON: &str = include_str!("../host.json");
+/// The function definitions, as committed: (function name, function.json).
+pub const FUNCTIONS: [(&str, &str); 2] = [
+    (
+        "PollCas",
+        include_str!("../function-definitions/PollCas/function.json"),
+    ),
+    (
+        "IngestBatch",
+        include_str!("../function-definitions/IngestBatch/function.json"),
+    ),
+];
+/// What `func` must not upload.
+pub const FUNCIGNORE: &str = "# Only host.json, the function folders and the binary are published.\n.git*\n.vscode\nlocal.settings.json\nlocal.settings.json.example\n*.md\n*.ndjson\n";
+
+/// Assembles the package in `out` around `binary`; returns the files written.
+pub fn assemble(binary: &Path, out: &Path) -> std::io::Result<Vec<String>> {
+    let exe = serde_json::from_str::<serde_json::Value>(HOST_JSON)
+        .ok()
+        .and_then(|h| {
+            h["customHandler"]["description"]["defaultExecutablePath"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .ok_or_else(|| {
+            std::io::Error::other(
+                "host.json names no customHandler.description.defaultExecutablePath",
+            )
+        })?;
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    std::fs::create_dir_all(out)?;
+    let mut written = Vec::new();
+    let mut write = |rel: &str, content: &[u8]| -> std::io::Result<()> {
+        let path = out.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, content)?;
+        written.push(rel.to_string());
+        Ok(())
+    };
+    write("host.json", HOST_JSON.as_bytes())?;
+    for (name, json) in FUNCTIONS {
+        write(&format!("{name}/function.json"), json.as_bytes())?;
+    }
+    write(".funcignore", FUNCIGNORE.as_bytes())?;
+    let target = out.join(&exe);
+    std::fs::copy(binary, &target)?;
+    // `func publish` sets the exec bit on this file; set it here too for local runs.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+    }
+    written.push(exe);
+    Ok(written)
+}

@@ -1,0 +1,86 @@
+//! The publish folder: layout, parseable definitions, and a binary that serves from it.
+
+use std::time::Duration;
+
+#[tokio::test]
+async fn the_package_has_the_layout_func_expects_and_its_binary_serves() {
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("package-{}", std::process::id()));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cas-sentinel"))
+        .args([
+            "package",
+            "--binary",
+            env!("CARGO_BIN_EXE_cas-sentinel"),
+            "--out",
+        ])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for f in [
+        "host.json",
+        "PollCas/function.json",
+        "IngestBatch/function.json",
+        ".funcignore",
+        "cas-sentinel",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let host: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("host.json")).unwrap()).unwrap();
+    assert_eq!(
+        host["customHandler"]["description"]["defaultExecutablePath"],
+        "cas-sentinel"
+    );
+    for f in ["PollCas", "IngestBatch"] {
+        let def: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(f).join("function.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(def["bindings"][0]["type"].is_string(), "{f}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(out.join("cas-sentinel"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o111,
+        0o111,
+        "executable"
+    );
+    let funcignore = std::fs::read_to_string(out.join(".funcignore")).unwrap();
+    assert!(funcignore.contains("local.settings.json"));
+
+    // Start it as the host does: from the package folder, with the port in the environment.
+    let port = cas_sentinel::local::azurite::free_port().unwrap();
+    let mut child = tokio::process::Command::new(out.join("cas-sentinel"))
+        .args(
+            host["customHandler"]["description"]["arguments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap()),
+        )
+        .current_dir(&out)
+        .env_clear()
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("RUST_LOG", "off")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut up = false;
+    for _ in 0..200 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill().await.unwrap();
+    assert!(
+        up,
+        "the packaged binary answers GET / when started as the host starts it"
+    );
+}
