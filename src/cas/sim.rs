@@ -621,6 +621,18 @@ fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
     })
 }
 
+/// One realistic activity record (as the tenant would list it) with about `padding` bytes
+/// of extra nested raw event data; for benchmarks and tests that need records without a
+/// running tenant.
+pub fn activity_record(n: u64, timestamp: i64, created: i64, padding_bytes: usize) -> Value {
+    let id = format!("97134000_15600_{n:08x}-0000-4000-8000-{n:012x}");
+    let mut a = activity(&id, n, timestamp, created);
+    if padding_bytes > 0 {
+        a["rawDataJson"]["ExtendedProperties"] = padding(n, padding_bytes);
+    }
+    a
+}
+
 /// Nested name/value pairs of about `bytes`, varied enough not to compress to nothing.
 fn padding(n: u64, bytes: usize) -> Value {
     let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
