@@ -9,7 +9,7 @@ use crate::blobs::{BlobError, WriteCondition};
 use crate::model::BatchId;
 use crate::queue::envelope::{decode_records, Envelope, EnvelopeError, Payload};
 use crate::retry::Deadline;
-use crate::schema::to_row_observed;
+use crate::schema::row_bytes;
 use crate::sentinel::{pack, SentinelError};
 use std::fmt;
 
@@ -120,8 +120,16 @@ async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutc
     let rows: Vec<Vec<u8>> = records
         .iter()
         .map(|r| {
-            let mut row = to_row_observed(env.data_type, r, env.observed);
-            truncated += usize::from(pack::fit_fields(&mut row));
+            let bytes = row_bytes(env.data_type, r, env.observed);
+            // A row shorter than the field limit cannot hold an oversized field.
+            if bytes.len() <= pack::MAX_FIELD_BYTES {
+                return bytes;
+            }
+            let mut row: serde_json::Value = serde_json::from_slice(&bytes).expect("rows are valid JSON");
+            if !pack::fit_fields(&mut row) {
+                return bytes;
+            }
+            truncated += 1;
             serde_json::to_vec(&row).expect("rows always serialize")
         })
         .collect();

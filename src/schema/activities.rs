@@ -59,51 +59,67 @@ pub const COLUMNS: &[Column] = &[
 /// One `McasActivity_CL` row.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ActivityRow {
+pub struct ActivityRow<'a> {
     /// When the activity happened (`timestamp`).
     pub time_generated: String,
     /// The raw operation name (e.g. FileDownloaded), else the CAS event type name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub action_type: Option<String>,
     /// `appName`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
     /// `appId`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub application_id: Option<i64>,
     /// `user.userName`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
     /// `user.userName` (CAS activities carry no separate display name).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub account_display_name: Option<String>,
     /// `device.clientIP`.
     #[serde(rename = "IPAddress")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
     /// `location.countryCode`, else `device.countryCode`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub country_code: Option<String>,
     /// `location.city`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
     /// `device.userAgent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     /// `eventTypeName` (the CAS category, e.g. EVENT_CATEGORY_DOWNLOAD_FILE).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub activity_type: Option<String>,
     /// `description`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// `severity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
     /// `mainInfo.eventObjects`.
-    pub activity_objects: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity_objects: Option<&'a Value>,
     /// CAS `_id`: the dedupe key.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
     /// When CAS stored the record (`created`): the poll windows on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cas_created: Option<String>,
     /// `rawDataJson`, the source service's own event.
-    pub raw_event_data: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_event_data: Option<&'a Value>,
     /// The whole CAS record.
-    pub source_record: Value,
+    pub source_record: &'a Value,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
 }
 
 /// Maps a CAS activity.
-pub fn map(rec: &Value) -> ActivityRow {
+pub fn map(rec: &Value) -> ActivityRow<'_> {
     let mut is = Issues::default();
     let time = is.time(rec, "/timestamp", true);
     let user = is.str(rec, "/user/userName", false);
@@ -130,14 +146,11 @@ pub fn map(rec: &Value) -> ActivityRow {
         activity_type: is.str(rec, "/eventTypeName", false),
         description: is.str(rec, "/description", false),
         severity: is.str(rec, "/severity", false),
-        activity_objects: rec
-            .pointer("/mainInfo/eventObjects")
-            .cloned()
-            .unwrap_or(Value::Null),
+        activity_objects: rec.pointer("/mainInfo/eventObjects"),
         report_id: is.str(rec, "/_id", true),
         cas_created: is.time(rec, "/created", true),
-        raw_event_data: rec.get("rawDataJson").cloned().unwrap_or(Value::Null),
-        source_record: rec.clone(),
+        raw_event_data: rec.get("rawDataJson"),
+        source_record: rec,
         mapping_issues: is.into_column(),
     }
 }

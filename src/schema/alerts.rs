@@ -35,50 +35,64 @@ pub const COLUMNS: &[Column] = &[
 /// One `McasAlerts_CL` row.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct AlertRow {
+pub struct AlertRow<'a> {
     /// The alert's time (`timestamp`).
     pub time_generated: String,
     /// `title`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_name: Option<String>,
     /// Low, Medium, High or Informational, from `severityValue`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_severity: Option<String>,
     /// `description`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The alert's time.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     /// The alert's time (CAS alerts are instantaneous).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
     /// New, InProgress, Resolved or Dismissed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// CAS resolution: Open, Dismissed, Resolved, FalsePositive, Benign, TruePositive.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution_status: Option<String>,
     /// CAS `_id`: the dedupe key.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor_original_id: Option<String>,
     /// CAS `_id` as well, as SecurityAlert queries expect the column.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub system_alert_id: Option<String>,
     /// Always "Microsoft Cloud App Security".
     pub product_name: &'static str,
     /// The policy type of the alert's policy entity (e.g. ANOMALY_DETECTION).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_type: Option<String>,
     /// `URL`: the alert in the CAS portal.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_link: Option<String>,
     /// The first account entity's `pa` or label.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub compromised_entity: Option<String>,
     /// `threatScore`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub threat_score: Option<i64>,
     /// `entities`, unchanged.
-    pub entities: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entities: Option<&'a Value>,
     /// The CAS fields that have no SecurityAlert column.
     pub extended_properties: Value,
     /// The whole CAS record.
-    pub source_record: Value,
+    pub source_record: &'a Value,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
 }
 
 /// Maps a CAS alert; `observed` is set for an alert forwarded again because it changed.
-pub fn map(rec: &Value, observed: Option<i64>) -> AlertRow {
+pub fn map(rec: &Value, observed: Option<i64>) -> AlertRow<'_> {
     let mut is = Issues::default();
     let id = is.str(rec, "/_id", true);
     let time = is.time(rec, "/timestamp", true);
@@ -107,10 +121,10 @@ pub fn map(rec: &Value, observed: Option<i64>) -> AlertRow {
         (_, Some(0)) => Some("New"),
         _ => None,
     };
-    let entities = rec.get("entities").cloned().unwrap_or(Value::Null);
+    let entities = rec.get("entities");
     let of_type = |t: &str| {
         entities
-            .as_array()
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .find(|e| e.get("type").and_then(Value::as_str) == Some(t))
@@ -149,7 +163,7 @@ pub fn map(rec: &Value, observed: Option<i64>) -> AlertRow {
             "Stories": rec.get("stories"),
         }),
         entities,
-        source_record: rec.clone(),
+        source_record: rec,
         mapping_issues: is.into_column(),
     }
 }

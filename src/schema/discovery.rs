@@ -72,54 +72,72 @@ pub const COLUMNS: &[Column] = &[
 /// One `McasShadowItReporting_CL` row.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ShadowItRow {
+pub struct ShadowItRow<'a> {
     /// The day the aggregate covers (00:00 UTC).
     pub time_generated: String,
     /// The continuous report's display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_name: Option<String>,
     /// The continuous report's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_id: Option<String>,
     /// `trafficTotalEvents`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub total_events: Option<i64>,
     /// `trafficBlockedEvents`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_events: Option<i64>,
     /// `trafficUploadedBytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uploaded_bytes: Option<i64>,
     /// `trafficTotalBytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub total_bytes: Option<i64>,
     /// `trafficDownloadedBytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub downloaded_bytes: Option<i64>,
     /// Not available from the API (always empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
     /// Not available from the API (always empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
     /// Not available from the API (always empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enriched_user_name: Option<String>,
     /// `name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app_name: Option<String>,
     /// `appId`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app_id: Option<i64>,
     /// `category`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app_category: Option<String>,
     /// `tags`.
-    pub app_tags: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_tags: Option<&'a Value>,
     /// `score`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app_score: Option<i64>,
     /// `usersCount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub users_count: Option<i64>,
     /// `ipAddressesCount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_addresses_count: Option<i64>,
     /// `<streamId>/<appId>/<day>`: the dedupe key.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
     /// The whole record.
-    pub source_record: Value,
+    pub source_record: &'a Value,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
 }
 
 /// Maps one discovered-app record of one report and day.
-pub fn map(rec: &Value) -> ShadowItRow {
+pub fn map(rec: &Value) -> ShadowItRow<'_> {
     let mut is = Issues::default();
     let day = is.time(rec, "/day", true);
     let stream_id = is.str(rec, "/streamId", true);
@@ -146,12 +164,12 @@ pub fn map(rec: &Value) -> ShadowItRow {
         app_name: is.str(rec, "/app/name", true),
         app_id,
         app_category: is.str(rec, "/app/category", false),
-        app_tags: rec.pointer("/app/tags").cloned().unwrap_or(Value::Null),
+        app_tags: rec.pointer("/app/tags"),
         app_score: is.int(rec, "/app/score"),
         users_count: is.int(rec, "/app/usersCount"),
         ip_addresses_count: is.int(rec, "/app/ipAddressesCount"),
         report_id,
-        source_record: rec.clone(),
+        source_record: rec,
         mapping_issues: is.into_column(),
     }
 }

@@ -74,24 +74,26 @@ pub fn columns(data_type: DataType) -> &'static [Column] {
     }
 }
 
-/// Maps one CAS record to its table row (as JSON, ready to send).
+/// Maps one CAS record to its table row, as a JSON value (for tests and tools; the
+/// ingest path serializes straight to bytes with [`row_bytes`]).
 pub fn to_row(data_type: DataType, record: &Value) -> Value {
     to_row_observed(data_type, record, None)
 }
 
 /// [`to_row`] for a changed alert seen at `observed` (Unix ms), its `TimeGenerated`.
 pub fn to_row_observed(data_type: DataType, record: &Value, observed: Option<i64>) -> Value {
-    let row = match data_type {
-        DataType::Alerts => serde_json::to_value(alerts::map(record, observed)),
-        DataType::Activities => serde_json::to_value(activities::map(record)),
-        DataType::Discovery => serde_json::to_value(discovery::map(record)),
+    serde_json::from_slice(&row_bytes(data_type, record, observed)).expect("rows are valid JSON")
+}
+
+/// The row as JSON bytes, ready to send. The row borrows the record's nested values
+/// instead of copying them, and absent columns are omitted rather than sent as null.
+pub fn row_bytes(data_type: DataType, record: &Value, observed: Option<i64>) -> Vec<u8> {
+    let bytes = match data_type {
+        DataType::Alerts => serde_json::to_vec(&alerts::map(record, observed)),
+        DataType::Activities => serde_json::to_vec(&activities::map(record)),
+        DataType::Discovery => serde_json::to_vec(&discovery::map(record)),
     };
-    let mut row = row.expect("row structs always serialize");
-    // An absent value is an absent column, not a JSON null of the wrong type.
-    if let Value::Object(m) = &mut row {
-        m.retain(|_, v| !v.is_null());
-    }
-    row
+    bytes.expect("row structs always serialize")
 }
 
 /// Notes what a mapping could not fill, for the `MappingIssues` column.

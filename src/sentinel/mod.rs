@@ -5,7 +5,7 @@ pub mod pack;
 pub mod sim;
 
 use crate::auth::{self, AuthError};
-use crate::queue::envelope::gzip;
+use crate::queue::envelope::gzip_fast;
 use crate::retry::{backoff, retry_after, Deadline};
 use azure_core::credentials::TokenCredential;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,7 +153,7 @@ impl LogsIngestion {
             self.dcr_immutable_id
         ));
         url.set_query(Some(&format!("api-version={API_VERSION}")));
-        let compressed = gzip(body);
+        let compressed = gzip_fast(body);
         let mut attempt = 0u32;
         loop {
             let token = auth::bearer(self.credential.as_ref(), &self.scope).await?;
