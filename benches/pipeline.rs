@@ -10,7 +10,7 @@ use cas_sentinel::cas::{CasAuth, CasClient};
 use cas_sentinel::config::Settings;
 use cas_sentinel::local::azurite::{free_port, Azurite};
 use cas_sentinel::model::{now_ms, DataType, Window};
-use cas_sentinel::queue::envelope::{gzip, pack, Envelope};
+use cas_sentinel::queue::envelope::{pack, Envelope};
 use cas_sentinel::retry::Deadline;
 use cas_sentinel::schema::to_row;
 use cas_sentinel::secret::Secret;
@@ -40,14 +40,28 @@ fn metric(name: &str, value: String, target: &str, ok: Option<bool>) -> Metric {
         Some(false) => "MISSED".into(),
         None => "-".into(),
     };
-    Metric { name: name.into(), value, target: target.into(), verdict }
+    Metric {
+        name: name.into(),
+        value,
+        target: target.into(),
+        verdict,
+    }
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let write_to = args.iter().position(|a| a == "--write").and_then(|i| args.get(i + 1)).cloned();
-    let messages_wanted: usize = args.iter().position(|a| a == "--messages").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(300);
+    let write_to = args
+        .iter()
+        .position(|a| a == "--write")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let messages_wanted: usize = args
+        .iter()
+        .position(|a| a == "--messages")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     let mut report = Vec::new();
     let mut notes = Vec::new();
 
@@ -61,7 +75,12 @@ async fn main() {
         let chunk: Vec<Value> = (0..2_000)
             .map(|_| {
                 n += 1;
-                activity_record(n, base + n as i64, base + n as i64 + 60_000, 300 + (n as usize % 4) * 950)
+                activity_record(
+                    n,
+                    base + n as i64,
+                    base + n as i64 + 60_000,
+                    300 + (n as usize % 4) * 950,
+                )
             })
             .collect();
         let w = Window::new(base, now_ms()).unwrap();
@@ -72,9 +91,15 @@ async fn main() {
         messages.extend(packed.into_iter().map(|m| m.envelope.to_text()));
     }
     messages.truncate(messages_wanted);
-    let record_count: usize = messages.iter().map(|m| Envelope::parse(m).unwrap().count as usize).sum();
+    let record_count: usize = messages
+        .iter()
+        .map(|m| Envelope::parse(m).unwrap().count as usize)
+        .sum();
     records.truncate(record_count);
-    let input_bytes: usize = records.iter().map(|r| serde_json::to_vec(r).unwrap().len()).sum();
+    let input_bytes: usize = records
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap().len())
+        .sum();
     let avg_record = input_bytes / record_count.max(1);
     notes.push(format!(
         "Input: {} full-size queue messages ({:.1} KiB each on average as stored), {record_count} activity records averaging {:.1} KiB ({:.1} MB of record JSON).",
@@ -94,14 +119,20 @@ async fn main() {
     // The handler under load.
     let (identity, identity_url) = IdentitySim::start().await;
     let (sink, sink_url) = counting_sink().await;
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{}", std::process::id()));
-    let azurite = Azurite::start(&dir.join("azurite")).await.expect("Azurite (run scripts/setup)");
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{}", std::process::id()));
+    let azurite = Azurite::start(&dir.join("azurite"))
+        .await
+        .expect("Azurite (run scripts/setup)");
     let storage = azurite.storage();
     let env: Vec<(String, String)> = vec![
         ("CAS_API_URL".into(), "http://127.0.0.1:9/".into()),
         ("SENTINEL_INGESTION_ENDPOINT".into(), sink_url.clone()),
         ("SENTINEL_DCR_IMMUTABLE_ID".into(), DCR.into()),
-        ("AzureWebJobsStorage".into(), storage.connection_string().unwrap()),
+        (
+            "AzureWebJobsStorage".into(),
+            storage.connection_string().unwrap(),
+        ),
         ("IDENTITY_ENDPOINT".into(), identity_url),
         ("IDENTITY_HEADER".into(), HEADER_SECRET.into()),
         ("CAS_INVOCATION_BUDGET".into(), "PT120S".into()),
@@ -123,8 +154,18 @@ async fn main() {
     }
     starts.sort();
     let cold_ms = starts[10].as_secs_f64() * 1000.0;
-    report.push(metric("cold start: exec to first answer on GET / (median of 20)", format!("{cold_ms:.1} ms"), "< 50 ms", Some(cold_ms < 50.0)));
-    report.push(metric("idle RSS", format!("{:.1} MB", idle_rss as f64 / 1024.0), "< 20 MB", Some((idle_rss as f64 / 1024.0) < 20.0)));
+    report.push(metric(
+        "cold start: exec to first answer on GET / (median of 20)",
+        format!("{cold_ms:.1} ms"),
+        "< 50 ms",
+        Some(cold_ms < 50.0),
+    ));
+    report.push(metric(
+        "idle RSS",
+        format!("{:.1} MB", idle_rss as f64 / 1024.0),
+        "< 20 MB",
+        Some((idle_rss as f64 / 1024.0) < 20.0),
+    ));
 
     // Throughput: every message posted the way the host posts it, 16 in flight.
     let (handler, _) = spawn_handler(&bin, &env).await;
@@ -141,13 +182,26 @@ async fn main() {
     let mbps = input_bytes as f64 / MB / secs;
     report.push(metric(
         "ingest throughput, 16 in flight (record JSON)",
-        format!("{mbps:.1} MB/s, {:.0} records/s", record_count as f64 / secs),
+        format!(
+            "{mbps:.1} MB/s, {:.0} records/s",
+            record_count as f64 / secs
+        ),
         ">= 100 MB/s",
         Some(mbps >= 100.0),
     ));
     notes.push(format!("Throughput run: {} invocations in {secs:.2} s, {failures} failed; {calls} Logs Ingestion calls.", messages.len()));
-    report.push(metric("same bytes through gzip alone (level 1, as the sink sends, one core)", format!("{gzip_bound:.1} MB/s"), "bound", None));
-    report.push(metric("same bytes through JSON parse + serialize alone (one core)", format!("{json_bound:.1} MB/s"), "bound", None));
+    report.push(metric(
+        "same bytes through gzip alone (level 1, as the sink sends, one core)",
+        format!("{gzip_bound:.1} MB/s"),
+        "bound",
+        None,
+    ));
+    report.push(metric(
+        "same bytes through JSON parse + serialize alone (one core)",
+        format!("{json_bound:.1} MB/s"),
+        "bound",
+        None,
+    ));
     let single_core_bound = cpu(stages.total());
     report.push(metric(
         "the handler's own CPU work, all stages, one core",
@@ -164,20 +218,26 @@ async fn main() {
     let fresh: Vec<String> = remix(&messages[..messages.len().min(96)]);
     post_all(&http, &url, &fresh, 24).await;
     let (_, hwm) = rss_kib(handler.id().unwrap());
-    report.push(metric("peak RSS serving 24 concurrent ingest invocations", format!("{:.1} MB", hwm as f64 / 1024.0), "< 100 MB", Some((hwm as f64 / 1024.0) < 100.0)));
+    report.push(metric(
+        "peak RSS serving 24 concurrent ingest invocations",
+        format!("{:.1} MB", hwm as f64 / 1024.0),
+        "< 100 MB",
+        Some((hwm as f64 / 1024.0) < 100.0),
+    ));
     drop(handler);
 
     // Storage calls for markers and claims, as measured against Azurite.
-    let blobs = cas_sentinel::blobs::Blobs::new(storage.container_client("bench-probe", None).unwrap());
+    let blobs =
+        cas_sentinel::blobs::Blobs::new(storage.container_client("bench-probe", None).unwrap());
     blobs.ensure_container().await.unwrap();
     let t = Instant::now();
     for i in 0..200 {
-        blobs.exists(&format!("sent/x/{i}")).await.unwrap();
+        blobs.exists(&format!("batches/x/{i}")).await.unwrap();
     }
     let per_call_ms = t.elapsed().as_secs_f64() * 1000.0 / 200.0;
     notes.push(format!(
-        "Storage: each invocation makes 6 blob calls for sent markers and claims (marker check, claim read and write, marker re-check, marker write, claim release); against Azurite one call takes {per_call_ms:.2} ms sequentially, {:.1} ms per invocation.",
-        per_call_ms * 6.0
+        "Storage: each invocation makes 2 blob calls (create the batch's state blob as its claim, then mark it sent); against Azurite one call takes {per_call_ms:.2} ms sequentially, {:.1} ms per invocation.",
+        per_call_ms * 2.0
     ));
 
     // The peer, on the same rows and the same endpoint.
@@ -188,27 +248,66 @@ async fn main() {
             let _ = ours;
             let peer_rate = rows as f64 / secs;
             let our_rate = record_count as f64 / (input_bytes as f64 / MB / mbps);
-            report.push(metric("peer: azure-monitor-ingestion 1.1.0 (Python), same rows, same endpoint", format!("{peer_rate:.0} rows/s"), "", None));
-            report.push(metric("cas-sentinel / peer", format!("{:.1}x", our_rate / peer_rate), ">= 5x", Some(our_rate / peer_rate >= 5.0)));
+            report.push(metric(
+                "peer: azure-monitor-ingestion 1.1.0 (Python), same rows, same endpoint",
+                format!("{peer_rate:.0} rows/s"),
+                "",
+                None,
+            ));
+            report.push(metric(
+                "cas-sentinel / peer",
+                format!("{:.1}x", our_rate / peer_rate),
+                ">= 5x",
+                Some(our_rate / peer_rate >= 5.0),
+            ));
             notes.push("The peer is handed rows already mapped, as Python dicts in memory, and uploads them with its synchronous client (gzip, 1 MB chunks, one request at a time); cas-sentinel's rate includes decoding the queue message and mapping each CAS record.".into());
         }
-        None => notes.push("Peer not run: .venv-bench is missing (scripts/bench creates it).".into()),
+        None => {
+            notes.push("Peer not run: .venv-bench is missing (scripts/bench creates it).".into())
+        }
     }
 
     // Binary size.
-    let musl = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-musl/release/cas-sentinel");
-    let (size_path, what) = if musl.exists() { (musl, "static musl release binary (stripped)") } else { (bin.clone(), "release binary of this build (stripped; build the musl one with scripts/package)") };
+    let musl = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-musl/release/cas-sentinel");
+    let (size_path, what) = if musl.exists() {
+        (musl, "static musl release binary (stripped)")
+    } else {
+        (
+            bin.clone(),
+            "release binary of this build (stripped; build the musl one with scripts/package)",
+        )
+    };
     let size = std::fs::metadata(&size_path).map(|m| m.len()).unwrap_or(0);
-    report.push(metric(&format!("size: {what}"), format!("{:.1} MB", size as f64 / MB), "< 20 MB", Some((size as f64 / MB) < 20.0)));
+    report.push(metric(
+        &format!("size: {what}"),
+        format!("{:.1} MB", size as f64 / MB),
+        "< 20 MB",
+        Some((size as f64 / MB) < 20.0),
+    ));
 
     // API efficiency.
     let (alert_reqs, activity_reqs) = cas_requests().await;
-    report.push(metric("CAS requests per 10,000 alerts (distinct times)", alert_reqs.to_string(), "100 pages of 100", None));
-    report.push(metric("CAS requests per 10,000 activities (scan limit 5000)", activity_reqs.to_string(), "", None));
+    report.push(metric(
+        "CAS requests per 10,000 alerts (distinct times)",
+        alert_reqs.to_string(),
+        "100 pages of 100",
+        None,
+    ));
+    report.push(metric(
+        "CAS requests per 10,000 activities (scan limit 5000)",
+        activity_reqs.to_string(),
+        "",
+        None,
+    ));
     let mb_rows = rows_bytes as f64 / MB;
     report.push(metric(
         "Logs Ingestion calls per MB ingested (uncompressed rows)",
-        format!("{:.2} ({:.0} KiB average call)", calls as f64 / mb_rows, rows_bytes as f64 / calls.max(1) as f64 / 1024.0),
+        format!(
+            "{:.2} ({:.0} KiB average call)",
+            calls as f64 / mb_rows,
+            rows_bytes as f64 / calls.max(1) as f64 / 1024.0
+        ),
         "",
         None,
     ));
@@ -250,22 +349,39 @@ impl Stages {
 
 /// Runs the handler's CPU work stage by stage on one core.
 fn profile(messages: &[String]) -> Stages {
-    let mut s = Stages { base64: 0.0, gunzip: 0.0, parse: 0.0, map: 0.0, serialize: 0.0, gzip_rows: 0.0, rows_bytes: 0 };
+    let mut s = Stages {
+        base64: 0.0,
+        gunzip: 0.0,
+        parse: 0.0,
+        map: 0.0,
+        serialize: 0.0,
+        gzip_rows: 0.0,
+        rows_bytes: 0,
+    };
     for m in messages {
         let env = Envelope::parse(m).unwrap();
-        let cas_sentinel::queue::envelope::Payload::Inline { gz } = &env.payload else { continue };
+        let cas_sentinel::queue::envelope::Payload::Inline { gz } = &env.payload else {
+            continue;
+        };
         let t = Instant::now();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(gz).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(gz)
+            .unwrap();
         s.base64 += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         s.gunzip += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let records: Vec<Value> = serde_json::from_slice(&raw).unwrap();
         s.parse += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let rows: Vec<Value> = records.iter().map(|r| to_row(DataType::Activities, r)).collect();
+        let rows: Vec<Value> = records
+            .iter()
+            .map(|r| to_row(DataType::Activities, r))
+            .collect();
         s.map += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let body = serde_json::to_vec(&rows).unwrap();
@@ -285,18 +401,26 @@ struct Counter {
 }
 
 async fn counting_sink() -> (Arc<Counter>, String) {
-    let c = Arc::new(Counter { calls: AtomicU64::new(0), bytes: AtomicU64::new(0) });
-    let s = c.clone();
-    let route = warp::post().and(warp::body::bytes()).map(move |b: bytes::Bytes| {
-        s.calls.fetch_add(1, Ordering::Relaxed);
-        s.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-        warp::reply::with_status(warp::reply(), warp::http::StatusCode::NO_CONTENT)
+    let c = Arc::new(Counter {
+        calls: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
     });
+    let s = c.clone();
+    let route = warp::post()
+        .and(warp::body::bytes())
+        .map(move |b: bytes::Bytes| {
+            s.calls.fetch_add(1, Ordering::Relaxed);
+            s.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+            warp::reply::with_status(warp::reply(), warp::http::StatusCode::NO_CONTENT)
+        });
     let addr = cas_sentinel::loopback::serve(route, 0).await.unwrap();
     (c, format!("http://{addr}/"))
 }
 
-async fn spawn_handler(bin: &PathBuf, env: &[(String, String)]) -> (tokio::process::Child, Duration) {
+async fn spawn_handler(
+    bin: &PathBuf,
+    env: &[(String, String)],
+) -> (tokio::process::Child, Duration) {
     let port = free_port().unwrap();
     let t = Instant::now();
     let child = tokio::process::Command::new(bin)
@@ -311,7 +435,9 @@ async fn spawn_handler(bin: &PathBuf, env: &[(String, String)]) -> (tokio::proce
     loop {
         if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
             let mut buf = [0u8; 12];
             if s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200" {
                 break;
@@ -328,7 +454,13 @@ static PORTS: std::sync::Mutex<Vec<(u32, u16)>> = std::sync::Mutex::new(Vec::new
 
 fn handler_port(_env: &[(String, String)], child: &tokio::process::Child) -> u16 {
     let id = child.id().unwrap();
-    PORTS.lock().unwrap().iter().find(|(p, _)| *p == id).unwrap().1
+    PORTS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(p, _)| *p == id)
+        .unwrap()
+        .1
 }
 
 /// (VmRSS, VmHWM) of a process, in KiB.
@@ -350,10 +482,23 @@ fn host_payload(text: &str) -> String {
 }
 
 /// Posts every message, `in_flight` at a time; returns how many failed.
-async fn post_all(http: &reqwest::Client, url: &str, messages: &[String], in_flight: usize) -> usize {
+async fn post_all(
+    http: &reqwest::Client,
+    url: &str,
+    messages: &[String],
+    in_flight: usize,
+) -> usize {
     let results: Vec<bool> = futures::stream::iter(messages.iter().map(|m| {
         let body = host_payload(m);
-        async move { http.post(url).header("content-type", "application/json").body(body).send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+        async move {
+            http.post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        }
     }))
     .buffer_unordered(in_flight)
     .collect()
@@ -362,8 +507,13 @@ async fn post_all(http: &reqwest::Client, url: &str, messages: &[String], in_fli
 }
 
 fn warmup_messages() -> Vec<String> {
-    let records: Vec<Value> = (0..200).map(|i| activity_record(1_000_000 + i, 1, 2, 500)).collect();
-    pack(DataType::Activities, Window::new(0, 1).unwrap(), &records).into_iter().map(|m| m.envelope.to_text()).collect()
+    let records: Vec<Value> = (0..200)
+        .map(|i| activity_record(1_000_000 + i, 1, 2, 500))
+        .collect();
+    pack(DataType::Activities, Window::new(0, 1).unwrap(), &records)
+        .into_iter()
+        .map(|m| m.envelope.to_text())
+        .collect()
 }
 
 /// New batch ids for the same content (so sent markers do not short-cut the memory run).
@@ -376,7 +526,10 @@ fn remix(messages: &[String]) -> Vec<String> {
             for r in &mut records {
                 r["_benchRemix"] = json!(1);
             }
-            pack(DataType::Activities, env.window, &records).remove(0).envelope.to_text()
+            pack(DataType::Activities, env.window, &records)
+                .remove(0)
+                .envelope
+                .to_text()
         })
         .collect()
 }
@@ -394,14 +547,25 @@ async fn peer(records: &[Value], sink_url: &str) -> Option<(usize, f64)> {
     }
     std::fs::write(&path, out).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/peer_upload.py");
-    let o = tokio::process::Command::new(python).arg(script).args([sink_url.trim_end_matches('/'), DCR, "Custom-McasActivity"]).arg(&path).output().await.ok()?;
+    let o = tokio::process::Command::new(python)
+        .arg(script)
+        .args([sink_url.trim_end_matches('/'), DCR, "Custom-McasActivity"])
+        .arg(&path)
+        .output()
+        .await
+        .ok()?;
     let v: Value = serde_json::from_slice(o.stdout.trim_ascii()).ok()?;
     Some((v["rows"].as_u64()? as usize, v["seconds"].as_f64()?))
 }
 
 /// CAS requests for 10,000 alerts and 10,000 activities against the simulated tenant.
 async fn cas_requests() -> (u64, u64) {
-    let (sim, url) = CasSim::start(SimConfig { per_minute: 1_000_000, legacy_token: Some("t".into()), ..Default::default() }).await;
+    let (sim, url) = CasSim::start(SimConfig {
+        per_minute: 1_000_000,
+        legacy_token: Some("t".into()),
+        ..Default::default()
+    })
+    .await;
     let base = now_ms() - 3_600_000;
     sim.add_alerts((0..10_000).map(|i| base + i));
     sim.add_activities((0..10_000).map(|i| base + i), |_| 0);
@@ -409,17 +573,36 @@ async fn cas_requests() -> (u64, u64) {
         ("CAS_API_URL", url.to_string()),
         ("CAS_SETTLE_DELAY", "PT0S".into()),
         ("CAS_ALERT_UPDATES", "off".into()),
-        ("SENTINEL_INGESTION_ENDPOINT", "https://x.ingest.monitor.azure.com".into()),
+        (
+            "SENTINEL_INGESTION_ENDPOINT",
+            "https://x.ingest.monitor.azure.com".into(),
+        ),
         ("SENTINEL_DCR_IMMUTABLE_ID", DCR.into()),
         ("AzureWebJobsStorage", "UseDevelopmentStorage=true".into()),
     ];
-    let cas = Settings::from_lookup(&|k| env.iter().find(|(e, _)| *e == k).map(|(_, v)| v.clone())).unwrap().cas;
+    let cas = Settings::from_lookup(&|k| env.iter().find(|(e, _)| *e == k).map(|(_, v)| v.clone()))
+        .unwrap()
+        .cas;
     let mut counts = Vec::new();
     for dt in [DataType::Alerts, DataType::Activities] {
-        let client = CasClient::new(reqwest::Client::new(), url.clone(), CasAuth::LegacyToken(Secret::new("t"))).with_rate_limit(1_000_000, Duration::from_secs(60));
+        let client = CasClient::new(
+            reqwest::Client::new(),
+            url.clone(),
+            CasAuth::LegacyToken(Secret::new("t")),
+        )
+        .with_rate_limit(1_000_000, Duration::from_secs(60));
         let mut cursor = None;
         loop {
-            let p = pull(&client, &cas, dt, cursor.as_ref(), now_ms(), Deadline::after(Duration::from_secs(120))).await.unwrap();
+            let p = pull(
+                &client,
+                &cas,
+                dt,
+                cursor.as_ref(),
+                now_ms(),
+                Deadline::after(Duration::from_secs(120)),
+            )
+            .await
+            .unwrap();
             let done = p.complete;
             cursor = Some(p.cursor);
             if done {
@@ -432,11 +615,38 @@ async fn cas_requests() -> (u64, u64) {
 }
 
 fn render(report: &[Metric], notes: &[String]) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())).unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|c| c.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0))).unwrap_or(0);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let commit = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let date = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
     let mut s = format!(
         "# Benchmarks\n\n<!-- Written by `scripts/bench` (benches/pipeline.rs); do not edit by hand. -->\n\n\
          Machine: {cores} cores ({cpu}), {:.0} GiB. Date: {date}. Commit: {commit}.\n\n\
@@ -444,7 +654,10 @@ fn render(report: &[Metric], notes: &[String]) -> String {
         mem as f64 / 1024.0 / 1024.0
     );
     for m in report {
-        s.push_str(&format!("| {} | {} | {} | {} |\n", m.name, m.value, m.target, m.verdict));
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            m.name, m.value, m.target, m.verdict
+        ));
     }
     s.push_str("\n## Notes\n\n");
     for n in notes {

@@ -6,6 +6,7 @@
 
 use crate::app::App;
 use crate::blobs::{BlobError, WriteCondition};
+use crate::model::now_ms;
 use crate::model::BatchId;
 use crate::queue::envelope::{decode_records, Envelope, EnvelopeError, Payload};
 use crate::retry::Deadline;
@@ -65,6 +66,12 @@ pub enum IngestError {
 }
 
 /// Sends one batch given its message text.
+///
+/// Each batch has one state blob, `batches/<type>/<batch>`, that is both the claim and
+/// the sent marker: created with If-None-Match as `sending` (the claim, with an expiry),
+/// then replaced with If-Match as `sent`. That is two storage calls on the common path,
+/// and exactly one of two simultaneous deliveries can hold the claim. A claim whose
+/// holder died (SIGKILL, instance recycled) blocks the batch only until it expires.
 pub async fn process(
     app: &App,
     text: &str,
@@ -74,37 +81,122 @@ pub async fn process(
     app.ensure_resources()
         .await
         .map_err(|e| IngestError::Setup(e.to_string()))?;
-    let marker = marker_name(&env, None);
-    if app.blobs.exists(&marker).await? {
+    let name = state_name(&env, None);
+    let Some(claim_etag) = claim(app, &env, &name, deadline).await? else {
         return Ok(IngestOutcome::AlreadySent(env.batch));
+    };
+    match send(app, &env, deadline).await {
+        Ok((rows, calls)) => {
+            let sent = BatchState::Sent {
+                rows,
+                window: env.window,
+            };
+            match app
+                .blobs
+                .put(&name, sent.to_bytes(), WriteCondition::IfMatch(claim_etag))
+                .await
+            {
+                Ok(_) => {}
+                // Our claim expired and another delivery took it over: it may send again.
+                Err(BlobError::Conflict(_)) => {
+                    tracing::warn!(batch = %env.batch, "claim expired while sending; another delivery took the batch over")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(IngestOutcome::Sent {
+                batch: env.batch,
+                rows,
+                calls,
+            })
+        }
+        Err(e) => {
+            // Let the next delivery start at once rather than wait out the claim.
+            if let Err(release) = app.blobs.delete(&name).await {
+                tracing::warn!("could not release the claim on {name}: {release}");
+            }
+            Err(e)
+        }
     }
-    // Two deliveries of one message can run at once (a visibility timeout that lapsed,
-    // a replay racing a retry): only the holder of the claim sends.
-    let claim_name = claim_name(&env);
-    if !claim(app, &env, &claim_name, deadline).await? {
-        return Ok(IngestOutcome::AlreadySent(env.batch));
-    }
-    let result = send(app, env, deadline).await;
-    // Sent (the marker now speaks for the batch) or failed (the next delivery should start
-    // at once rather than wait out the claim): either way the claim has done its job.
-    if let Err(e) = app.blobs.delete(&claim_name).await {
-        tracing::warn!("could not release claim {claim_name}: {e}");
-    }
-    result
 }
 
-/// `claims/<type>/<batch>`: held while one invocation sends the batch.
-pub fn claim_name(env: &Envelope) -> String {
-    format!("claims/{}/{}", env.data_type, env.batch)
+/// What the state blob says about a batch.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+enum BatchState {
+    /// An invocation is sending it, until this time (Unix ms).
+    Sending { until: i64 },
+    /// Its rows were accepted by Logs Ingestion.
+    Sent {
+        rows: usize,
+        window: crate::model::Window,
+    },
 }
 
-/// Sends a claimed batch and marks it as sent.
-async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutcome, IngestError> {
-    let marker = marker_name(&env, None);
-    // The holder before us may have finished between our first look and our claim.
-    if app.blobs.exists(&marker).await? {
-        return Ok(IngestOutcome::AlreadySent(env.batch));
+impl BatchState {
+    fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("states serialize")
     }
+}
+
+/// Takes the batch's claim; `None` when the batch is already sent (possibly by the holder
+/// we waited for). Waits while another live invocation holds it.
+async fn claim(
+    app: &App,
+    env: &Envelope,
+    name: &str,
+    deadline: Deadline,
+) -> Result<Option<String>, IngestError> {
+    loop {
+        let sending = BatchState::Sending {
+            until: now_ms() + deadline.remaining().as_millis() as i64 + 5_000,
+        };
+        match app
+            .blobs
+            .put(name, sending.to_bytes(), WriteCondition::IfAbsent)
+            .await
+        {
+            Ok(etag) => return Ok(Some(etag)),
+            Err(BlobError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some((bytes, etag)) = app.blobs.get(name).await? else {
+            continue; // released between our two calls: try again
+        };
+        match serde_json::from_slice::<BatchState>(&bytes) {
+            Ok(BatchState::Sent { .. }) => return Ok(None),
+            Ok(BatchState::Sending { until }) if until > now_ms() => {
+                if !deadline
+                    .sleep_within(std::time::Duration::from_millis(250))
+                    .await
+                {
+                    return Err(IngestError::Busy(env.batch.clone()));
+                }
+            }
+            // Expired (its holder died) or unreadable: take it over, if nobody else does first.
+            _ => {
+                let sending = BatchState::Sending {
+                    until: now_ms() + deadline.remaining().as_millis() as i64 + 5_000,
+                };
+                match app
+                    .blobs
+                    .put(name, sending.to_bytes(), WriteCondition::IfMatch(etag))
+                    .await
+                {
+                    Ok(etag) => return Ok(Some(etag)),
+                    Err(BlobError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+}
+
+/// Sends a claimed batch; returns (rows sent in this invocation, calls made).
+async fn send(
+    app: &App,
+    env: &Envelope,
+    deadline: Deadline,
+) -> Result<(usize, usize), IngestError> {
     let records = match &env.payload {
         Payload::Inline { .. } => env.inline_records()?,
         Payload::Blob { blob } => {
@@ -113,7 +205,7 @@ async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutc
                 .get(blob)
                 .await?
                 .ok_or_else(|| IngestError::MissingPayload(env.batch.clone()))?;
-            decode_records(&env, &gz)?
+            decode_records(env, &gz)?
         }
     };
     let mut truncated = 0;
@@ -125,7 +217,8 @@ async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutc
             if bytes.len() <= pack::MAX_FIELD_BYTES {
                 return bytes;
             }
-            let mut row: serde_json::Value = serde_json::from_slice(&bytes).expect("rows are valid JSON");
+            let mut row: serde_json::Value =
+                serde_json::from_slice(&bytes).expect("rows are valid JSON");
             if !pack::fit_fields(&mut row) {
                 return bytes;
             }
@@ -140,9 +233,10 @@ async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutc
     let stream = app.settings.sentinel.stream(env.data_type);
     let (mut sent_rows, mut calls) = (0, 0);
     for (i, range) in parts.iter().enumerate() {
-        let part_marker = (parts.len() > 1).then(|| marker_name(&env, Some(i)));
-        if let Some(m) = &part_marker {
-            if app.blobs.exists(m).await? {
+        // A batch needing several calls marks each, so a retry resends only what failed.
+        let part = (parts.len() > 1).then(|| state_name(env, Some(i)));
+        if let Some(p) = &part {
+            if app.blobs.exists(p).await? {
                 continue;
             }
         }
@@ -151,77 +245,20 @@ async fn send(app: &App, env: Envelope, deadline: Deadline) -> Result<IngestOutc
             .send_rows(stream, &rows[range.clone()], deadline)
             .await?;
         sent_rows += range.len();
-        if let Some(m) = part_marker {
+        if let Some(p) = part {
             app.blobs
-                .put(&m, Vec::new(), WriteCondition::Always)
+                .put(&p, Vec::new(), WriteCondition::Always)
                 .await?;
         }
     }
-    let note = serde_json::json!({"rows": rows.len(), "window": env.window, "type": env.data_type});
-    app.blobs
-        .put(
-            &marker,
-            note.to_string().into_bytes(),
-            WriteCondition::Always,
-        )
-        .await?;
-    Ok(IngestOutcome::Sent {
-        batch: env.batch,
-        rows: sent_rows,
-        calls,
-    })
+    Ok((sent_rows, calls))
 }
 
-/// Takes the batch's claim, waiting while another live invocation holds it. Returns
-/// false when that other invocation finished the batch meanwhile.
-///
-/// A claim is a blob holding its expiry; it is created with If-None-Match and taken over,
-/// once expired, with If-Match, so exactly one invocation holds it at a time, and one
-/// that died (SIGKILL, instance recycled) blocks the batch only until its claim expires.
-async fn claim(
-    app: &App,
-    env: &Envelope,
-    name: &str,
-    deadline: Deadline,
-) -> Result<bool, IngestError> {
-    loop {
-        let expires = crate::model::now_ms() + deadline.remaining().as_millis() as i64 + 5_000;
-        let body = expires.to_string().into_bytes();
-        let attempt = match app.blobs.get(name).await? {
-            None => app.blobs.put(name, body, WriteCondition::IfAbsent).await,
-            Some((held, etag)) => {
-                let held_until: i64 = String::from_utf8_lossy(&held).trim().parse().unwrap_or(0);
-                if held_until > crate::model::now_ms() {
-                    Err(BlobError::Conflict(name.to_string()))
-                } else {
-                    app.blobs
-                        .put(name, body, WriteCondition::IfMatch(etag))
-                        .await
-                }
-            }
-        };
-        match attempt {
-            Ok(_) => return Ok(true),
-            Err(BlobError::Conflict(_)) => {
-                if app.blobs.exists(&marker_name(env, None)).await? {
-                    return Ok(false);
-                }
-                if !deadline
-                    .sleep_within(std::time::Duration::from_millis(250))
-                    .await
-                {
-                    return Err(IngestError::Busy(env.batch.clone()));
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// `sent/<type>/<batch>` marks a whole batch; `sent/<type>/<batch>.part<N>` one call's worth.
-pub fn marker_name(env: &Envelope, part: Option<usize>) -> String {
+/// `batches/<type>/<batch>`: the batch's state; `batches/<type>/<batch>.part<N>` marks
+/// one call's worth of a batch that needs several.
+pub fn state_name(env: &Envelope, part: Option<usize>) -> String {
     match part {
-        None => format!("sent/{}/{}", env.data_type, env.batch),
-        Some(n) => format!("sent/{}/{}.part{n}", env.data_type, env.batch),
+        None => format!("batches/{}/{}", env.data_type, env.batch),
+        Some(n) => format!("batches/{}/{}.part{n}", env.data_type, env.batch),
     }
 }

@@ -1,13 +1,13 @@
 //! `cas-sentinel replay`: poison messages back onto the fan-out queue, unchanged; and
 //! export/import of poison messages through a file for inspection.
 //!
-//! Replaying is safe by construction: a batch already sent has a marker, so the ingest
-//! side skips it. `--force` removes the batch's markers first, for the rare case where
+//! Replaying is safe by construction: a batch already sent is marked so in its state
+//! blob, and the ingest side skips it. `--force` removes that state first, for the rare case where
 //! rows were lost after Logs Ingestion accepted them.
 
 use super::OpsError;
 use crate::app::App;
-use crate::functions::ingest::{claim_name, marker_name};
+use crate::functions::ingest::state_name;
 use crate::model::DataType;
 use crate::queue::envelope::Envelope;
 use crate::queue::{decode_stored, Queue, Received};
@@ -36,7 +36,7 @@ pub struct ReplayReport {
     pub left: usize,
     /// Moved messages that are not a cas-sentinel envelope (they will fail again).
     pub not_envelope: usize,
-    /// Sent-batch markers removed (`force`).
+    /// Batch state blobs removed (`force`).
     pub markers_removed: usize,
     /// One line per moved message.
     pub lines: Vec<String>,
@@ -163,11 +163,10 @@ pub async fn replay(
             continue;
         }
         if let (true, Some(e)) = (force, &env) {
-            for name in app.blobs.names(&marker_name(e, None)).await? {
+            for name in app.blobs.names(&state_name(e, None)).await? {
                 app.blobs.delete(&name).await?;
                 report.markers_removed += 1;
             }
-            app.blobs.delete(&claim_name(e)).await?;
         }
         app.queue.send_raw(m.raw_text.clone()).await?;
         app.poison.delete(&m).await?;

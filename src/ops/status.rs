@@ -49,7 +49,7 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
         let cursor = app.checkpoints.load(dt).await?.cursor;
         let sent_batches = app
             .blobs
-            .names(&format!("sent/{dt}/"))
+            .names(&format!("batches/{dt}/"))
             .await?
             .iter()
             .filter(|n| !n.contains(".part"))
