@@ -8,9 +8,9 @@ use crate::app::App;
 use crate::blobs::{BlobError, WriteCondition};
 use crate::model::now_ms;
 use crate::model::BatchId;
-use crate::queue::envelope::{decode_records, Envelope, EnvelopeError, Payload};
+use crate::queue::envelope::{decode_text, Envelope, EnvelopeError, Payload};
 use crate::retry::Deadline;
-use crate::schema::row_bytes;
+use crate::schema::{row_bytes, Record};
 use crate::sentinel::{pack, SentinelError};
 use std::fmt;
 
@@ -197,17 +197,24 @@ async fn send(
     env: &Envelope,
     deadline: Deadline,
 ) -> Result<(usize, usize), IngestError> {
-    let records = match &env.payload {
-        Payload::Inline { .. } => env.inline_records()?,
+    let gz = match &env.payload {
+        Payload::Inline { .. } => env.inline_gzip()?,
         Payload::Blob { blob } => {
             let (gz, _) = app
                 .blobs
                 .get(blob)
                 .await?
                 .ok_or_else(|| IngestError::MissingPayload(env.batch.clone()))?;
-            decode_records(env, &gz)?
+            gz
         }
     };
+    // Records stay as borrowed raw JSON: see schema::record for why.
+    let text = decode_text(env, &gz)?;
+    let records: Vec<Record> = env
+        .raw_records(&text)?
+        .into_iter()
+        .map(Record::new)
+        .collect();
     let mut truncated = 0;
     let rows: Vec<Vec<u8>> = records
         .iter()
@@ -226,6 +233,10 @@ async fn send(
             serde_json::to_vec(&row).expect("rows always serialize")
         })
         .collect();
+    // Only the rows are needed from here on; free the batch's text while the calls run.
+    drop(records);
+    drop(text);
+    drop(gz);
     if truncated > 0 {
         tracing::warn!(batch = %env.batch, truncated, "rows had fields over 32,766 bytes; cut and named in TruncatedFields");
     }

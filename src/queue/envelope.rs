@@ -139,13 +139,40 @@ impl Envelope {
 
     /// Decodes an inline payload's records (a blob payload's bytes go to [`decode_records`]).
     pub fn inline_records(&self) -> Result<Vec<Value>, EnvelopeError> {
+        decode_records(self, &self.inline_gzip()?)
+    }
+
+    /// The gzip bytes of an inline payload.
+    pub fn inline_gzip(&self) -> Result<Vec<u8>, EnvelopeError> {
         let Payload::Inline { gz } = &self.payload else {
             return Err(self.corrupt("payload is in a blob, not inline".into()));
         };
-        let bytes = base64::engine::general_purpose::STANDARD
+        base64::engine::general_purpose::STANDARD
             .decode(gz)
-            .map_err(|e| self.corrupt(format!("base64: {e}")))?;
-        decode_records(self, &bytes)
+            .map_err(|e| self.corrupt(format!("base64: {e}")))
+    }
+
+    /// Parses payload text (from [`decode_text`]) into the records' raw JSON, borrowed from
+    /// `text`, checking the record count.
+    pub fn raw_records<'t>(
+        &self,
+        text: &'t str,
+    ) -> Result<Vec<&'t serde_json::value::RawValue>, EnvelopeError> {
+        let records: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(text).map_err(|e| self.corrupt(format!("JSON: {e}")))?;
+        self.check_count(records.len())?;
+        Ok(records)
+    }
+
+    fn check_count(&self, found: usize) -> Result<(), EnvelopeError> {
+        if found != self.count as usize {
+            return Err(EnvelopeError::CountMismatch {
+                batch: self.batch.to_string(),
+                expected: self.count,
+                found,
+            });
+        }
+        Ok(())
     }
 
     fn corrupt(&self, detail: String) -> EnvelopeError {
@@ -158,6 +185,15 @@ impl Envelope {
 
 /// Gunzips (with the size cap) and parses a payload, checking the record count.
 pub fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeError> {
+    let text = decode_text(env, gz)?;
+    let records: Vec<Value> =
+        serde_json::from_str(&text).map_err(|e| env.corrupt(format!("JSON: {e}")))?;
+    env.check_count(records.len())?;
+    Ok(records)
+}
+
+/// Gunzips a payload with the size cap, as UTF-8 text.
+pub fn decode_text(env: &Envelope, gz: &[u8]) -> Result<String, EnvelopeError> {
     let mut raw = Vec::new();
     let mut dec = GzDecoder::new(gz).take(MAX_RECORDS_BYTES as u64 + 1);
     dec.read_to_end(&mut raw)
@@ -167,16 +203,7 @@ pub fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeE
             batch: env.batch.to_string(),
         });
     }
-    let records: Vec<Value> =
-        serde_json::from_slice(&raw).map_err(|e| env.corrupt(format!("JSON: {e}")))?;
-    if records.len() != env.count as usize {
-        return Err(EnvelopeError::CountMismatch {
-            batch: env.batch.to_string(),
-            expected: env.count,
-            found: records.len(),
-        });
-    }
-    Ok(records)
+    String::from_utf8(raw).map_err(|e| env.corrupt(format!("UTF-8: {e}")))
 }
 
 /// The blob that holds a spilled batch's payload.

@@ -1,7 +1,9 @@
 //! `McasActivity_CL`: activities in the shape of the `CloudAppEvents` table.
 
+use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The table's columns.
@@ -101,7 +103,7 @@ pub struct ActivityRow<'a> {
     pub severity: Option<String>,
     /// `mainInfo.eventObjects`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub activity_objects: Option<&'a Value>,
+    pub activity_objects: Option<Value>,
     /// CAS `_id`: the dedupe key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
@@ -110,16 +112,16 @@ pub struct ActivityRow<'a> {
     pub cas_created: Option<String>,
     /// `rawDataJson`, the source service's own event.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub raw_event_data: Option<&'a Value>,
+    pub raw_event_data: Option<&'a RawValue>,
     /// The whole CAS record.
-    pub source_record: &'a Value,
+    pub source_record: &'a RawValue,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
 }
 
 /// Maps a CAS activity.
-pub fn map(rec: &Value) -> ActivityRow<'_> {
+pub fn map<'a>(rec: &Record<'a>) -> ActivityRow<'a> {
     let mut is = Issues::default();
     let time = is.time(rec, "/timestamp", true);
     let user = is.str(rec, "/user/userName", false);
@@ -127,8 +129,7 @@ pub fn map(rec: &Value) -> ActivityRow<'_> {
         .str(rec, "/mainInfo/rawOperationName", false)
         .or_else(|| {
             rec.pointer("/eventTypeName")
-                .and_then(Value::as_str)
-                .map(str::to_string)
+                .and_then(|v| v.as_str().map(str::to_string))
         });
     ActivityRow {
         time_generated: time_generated(time, &mut is),
@@ -150,7 +151,7 @@ pub fn map(rec: &Value) -> ActivityRow<'_> {
         report_id: is.str(rec, "/_id", true),
         cas_created: is.time(rec, "/created", true),
         raw_event_data: rec.get("rawDataJson"),
-        source_record: rec,
+        source_record: rec.raw(),
         mapping_issues: is.into_column(),
     }
 }

@@ -1,8 +1,10 @@
 //! `McasAlerts_CL`: alerts in the shape of Sentinel's `SecurityAlert` table.
 
+use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
 use crate::model::format_ms;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// The product name Sentinel's own CAS connector writes.
@@ -81,18 +83,18 @@ pub struct AlertRow<'a> {
     pub threat_score: Option<i64>,
     /// `entities`, unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub entities: Option<&'a Value>,
+    pub entities: Option<&'a RawValue>,
     /// The CAS fields that have no SecurityAlert column.
     pub extended_properties: Value,
     /// The whole CAS record.
-    pub source_record: &'a Value,
+    pub source_record: &'a RawValue,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
 }
 
 /// Maps a CAS alert; `observed` is set for an alert forwarded again because it changed.
-pub fn map(rec: &Value, observed: Option<i64>) -> AlertRow<'_> {
+pub fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
     let mut is = Issues::default();
     let id = is.str(rec, "/_id", true);
     let time = is.time(rec, "/timestamp", true);
@@ -121,9 +123,10 @@ pub fn map(rec: &Value, observed: Option<i64>) -> AlertRow<'_> {
         (_, Some(0)) => Some("New"),
         _ => None,
     };
-    let entities = rec.get("entities");
+    let entities = rec.pointer("/entities");
     let of_type = |t: &str| {
         entities
+            .as_ref()
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -162,8 +165,8 @@ pub fn map(rec: &Value, observed: Option<i64>) -> AlertRow<'_> {
             "ContextId": rec.get("contextId"),
             "Stories": rec.get("stories"),
         }),
-        entities,
-        source_record: rec,
+        entities: rec.get("entities"),
+        source_record: rec.raw(),
         mapping_issues: is.into_column(),
     }
 }

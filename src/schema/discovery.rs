@@ -7,8 +7,10 @@
 //! The record this maps is the one the discovery pull builds: `{"streamId", "streamName",
 //! "day" (Unix ms of 00:00 UTC), "app": <the CAS discovered-app aggregate>}`.
 
+use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The table's columns.
@@ -116,7 +118,7 @@ pub struct ShadowItRow<'a> {
     pub app_category: Option<String>,
     /// `tags`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub app_tags: Option<&'a Value>,
+    pub app_tags: Option<Value>,
     /// `score`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_score: Option<i64>,
@@ -130,14 +132,14 @@ pub struct ShadowItRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
     /// The whole record.
-    pub source_record: &'a Value,
+    pub source_record: &'a RawValue,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
 }
 
 /// Maps one discovered-app record of one report and day.
-pub fn map(rec: &Value) -> ShadowItRow<'_> {
+pub fn map<'a>(rec: &Record<'a>) -> ShadowItRow<'a> {
     let mut is = Issues::default();
     let day = is.time(rec, "/day", true);
     let stream_id = is.str(rec, "/streamId", true);
@@ -145,7 +147,11 @@ pub fn map(rec: &Value) -> ShadowItRow<'_> {
     if rec.pointer("/app/appId").is_none() {
         is.note("/app/appId missing");
     }
-    let report_id = match (&stream_id, app_id, rec.get("day").and_then(Value::as_i64)) {
+    let report_id = match (
+        &stream_id,
+        app_id,
+        rec.pointer("/day").and_then(|d| d.as_i64()),
+    ) {
         (Some(s), Some(a), Some(d)) => Some(format!("{s}/{a}/{d}")),
         _ => None,
     };
@@ -169,7 +175,7 @@ pub fn map(rec: &Value) -> ShadowItRow<'_> {
         users_count: is.int(rec, "/app/usersCount"),
         ip_addresses_count: is.int(rec, "/app/ipAddressesCount"),
         report_id,
-        source_record: rec,
+        source_record: rec.raw(),
         mapping_issues: is.into_column(),
     }
 }

@@ -9,8 +9,10 @@ pub mod activities;
 pub mod alerts;
 pub mod discovery;
 pub mod generate;
+pub mod record;
 
 use crate::model::{format_ms, DataType};
+pub use record::Record;
 use serde_json::Value;
 
 /// A Log Analytics column type, as DCR stream declarations name them.
@@ -82,12 +84,14 @@ pub fn to_row(data_type: DataType, record: &Value) -> Value {
 
 /// [`to_row`] for a changed alert seen at `observed` (Unix ms), its `TimeGenerated`.
 pub fn to_row_observed(data_type: DataType, record: &Value, observed: Option<i64>) -> Value {
-    serde_json::from_slice(&row_bytes(data_type, record, observed)).expect("rows are valid JSON")
+    let raw = record::raw_of(record);
+    serde_json::from_slice(&row_bytes(data_type, &Record::new(&raw), observed))
+        .expect("rows are valid JSON")
 }
 
-/// The row as JSON bytes, ready to send. The row borrows the record's nested values
-/// instead of copying them, and absent columns are omitted rather than sent as null.
-pub fn row_bytes(data_type: DataType, record: &Value, observed: Option<i64>) -> Vec<u8> {
+/// The row as JSON bytes, ready to send. Large parts of the record pass through as raw
+/// JSON, and absent columns are omitted rather than sent as null.
+pub fn row_bytes(data_type: DataType, record: &Record, observed: Option<i64>) -> Vec<u8> {
     let bytes = match data_type {
         DataType::Alerts => serde_json::to_vec(&alerts::map(record, observed)),
         DataType::Activities => serde_json::to_vec(&activities::map(record)),
@@ -114,9 +118,9 @@ impl Issues {
     }
 
     /// A string field; notes it when missing and required.
-    pub(crate) fn str(&mut self, rec: &Value, pointer: &str, required: bool) -> Option<String> {
+    pub(crate) fn str(&mut self, rec: &Record, pointer: &str, required: bool) -> Option<String> {
         match rec.pointer(pointer) {
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => Some(s),
             Some(Value::Number(n)) => Some(n.to_string()),
             None | Some(Value::Null) => {
                 if required {
@@ -125,26 +129,26 @@ impl Issues {
                 None
             }
             Some(other) => {
-                self.note(format!("{pointer} is not a string ({})", type_name(other)));
+                self.note(format!("{pointer} is not a string ({})", type_name(&other)));
                 None
             }
         }
     }
 
     /// An integer field; notes it when present with the wrong type.
-    pub(crate) fn int(&mut self, rec: &Value, pointer: &str) -> Option<i64> {
+    pub(crate) fn int(&mut self, rec: &Record, pointer: &str) -> Option<i64> {
         match rec.pointer(pointer) {
             Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
             None | Some(Value::Null) => None,
             Some(other) => {
-                self.note(format!("{pointer} is not a number ({})", type_name(other)));
+                self.note(format!("{pointer} is not a number ({})", type_name(&other)));
                 None
             }
         }
     }
 
     /// A Unix-ms time field as RFC 3339.
-    pub(crate) fn time(&mut self, rec: &Value, pointer: &str, required: bool) -> Option<String> {
+    pub(crate) fn time(&mut self, rec: &Record, pointer: &str, required: bool) -> Option<String> {
         match self.int(rec, pointer) {
             Some(ms) => Some(format_ms(ms)),
             None => {
