@@ -2,7 +2,6 @@
 //! CPU bounds of the same bytes, the Python SDK peer, cold start and memory, binary size,
 //! and API efficiency. `scripts/bench` runs it and writes BENCHMARKS.md.
 
-use base64::Engine;
 use cas_sentinel::auth::sim::{IdentitySim, HEADER_SECRET};
 use cas_sentinel::cas::pull::pull;
 use cas_sentinel::cas::sim::{activity_record, CasSim, SimConfig};
@@ -16,7 +15,6 @@ use cas_sentinel::schema::to_row;
 use cas_sentinel::secret::Secret;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -175,9 +173,22 @@ async fn main() {
     let warm: Vec<String> = warmup_messages();
     post_all(&http, &url, &warm, 4).await;
     let calls_before = sink.calls.load(Ordering::Relaxed);
+    let pids = [handler.id().unwrap(), azurite.pid().unwrap(), std::process::id()];
+    let cpu_before = pids.map(cpu_seconds);
     let t = Instant::now();
     let failures = post_all(&http, &url, &messages, 16).await;
     let secs = t.elapsed().as_secs_f64();
+    let cpu_after = pids.map(cpu_seconds);
+    let used: Vec<f64> = (0..3).map(|i| cpu_after[i] - cpu_before[i]).collect();
+    notes.push(format!(
+        "CPU during the throughput run ({secs:.2} s of wall time on 2 cores = {:.2} core-seconds): the handler {:.2} s, Azurite {:.2} s, the load generator and counting endpoint (this process) {:.2} s. The handler had {:.0}% of the machine; at its measured rate per core-second it would ingest {:.0} MB/s with both cores to itself.",
+        secs * 2.0,
+        used[0],
+        used[1],
+        used[2],
+        100.0 * used[0] / (secs * 2.0),
+        input_bytes as f64 / MB / used[0].max(1e-9) * 2.0
+    ));
     let calls = sink.calls.load(Ordering::Relaxed) - calls_before;
     let mbps = input_bytes as f64 / MB / secs;
     report.push(metric(
@@ -450,6 +461,16 @@ fn handler_port(_env: &[(String, String)], child: &tokio::process::Child) -> u16
         .find(|(p, _)| *p == id)
         .unwrap()
         .1
+}
+
+/// User plus system CPU seconds a process has used (Linux /proc).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
 /// (VmRSS, VmHWM) of a process, in KiB.

@@ -98,6 +98,11 @@ impl Azurite {
         Err(LocalError::Azurite("did not listen within 30 s".into()))
     }
 
+    /// The emulator's process id (for measuring what it costs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Storage settings that reach this instance.
     pub fn storage(&self) -> StorageSettings {
         StorageSettings::dev_storage(
