@@ -173,7 +173,11 @@ async fn main() {
     let warm: Vec<String> = warmup_messages();
     post_all(&http, &url, &warm, 4).await;
     let calls_before = sink.calls.load(Ordering::Relaxed);
-    let pids = [handler.id().unwrap(), azurite.pid().unwrap(), std::process::id()];
+    let pids = [
+        handler.id().unwrap(),
+        azurite.pid().unwrap(),
+        std::process::id(),
+    ];
     let cpu_before = pids.map(cpu_seconds);
     let t = Instant::now();
     let failures = post_all(&http, &url, &messages, 16).await;
@@ -364,7 +368,16 @@ impl Stages {
 fn profile(messages: &[String]) -> Stages {
     use cas_sentinel::queue::envelope::{decode_text, gzip_fast, json_array};
     use cas_sentinel::schema::{row_bytes, Record};
-    let mut s = Stages { base64: 0.0, gunzip: 0.0, locate: 0.0, rows: 0.0, gzip_rows: 0.0, parse: 0.0, serialize: 0.0, rows_bytes: 0 };
+    let mut s = Stages {
+        base64: 0.0,
+        gunzip: 0.0,
+        locate: 0.0,
+        rows: 0.0,
+        gzip_rows: 0.0,
+        parse: 0.0,
+        serialize: 0.0,
+        rows_bytes: 0,
+    };
     for m in messages {
         let env = Envelope::parse(m).unwrap();
         let t = Instant::now();
@@ -374,10 +387,18 @@ fn profile(messages: &[String]) -> Stages {
         let text = decode_text(&env, &gz).unwrap();
         s.gunzip += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let records: Vec<Record> = env.raw_records(&text).unwrap().into_iter().map(Record::new).collect();
+        let records: Vec<Record> = env
+            .raw_records(&text)
+            .unwrap()
+            .into_iter()
+            .map(Record::new)
+            .collect();
         s.locate += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let rows: Vec<Vec<u8>> = records.iter().map(|r| row_bytes(DataType::Activities, r, None)).collect();
+        let rows: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| row_bytes(DataType::Activities, r, None))
+            .collect();
         let body = json_array(&rows);
         s.rows += t.elapsed().as_secs_f64();
         s.rows_bytes += body.len();
@@ -469,7 +490,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
