@@ -1,10 +1,11 @@
 //! Everything an invocation needs, built once from the settings and shared by all
 //! concurrent invocations: the CAS and Logs Ingestion clients, the queues and blobs.
 
-use crate::blobs::{BlobError, Blobs, CONTAINER};
+use crate::blobs::{BlobError, Blobs, WriteCondition, CONTAINER};
 use crate::cas::{CasAuth, CasClient};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Settings;
+use crate::queue::envelope::{spill_blob_name, Outgoing};
 use crate::queue::{Queue, QueueError};
 use crate::sentinel::LogsIngestion;
 use crate::storage::{StorageAuth, StorageConfigError};
@@ -113,6 +114,22 @@ impl App {
             blobs,
             resources_ready: Default::default(),
         })
+    }
+
+    /// Enqueues one packed message; a spilled payload goes to its blob first, so no
+    /// message ever points at a blob that is not there.
+    pub async fn enqueue(&self, m: &Outgoing) -> Result<(), AppError> {
+        if let Some(gz) = &m.spill {
+            self.blobs
+                .put(
+                    &spill_blob_name(&m.envelope.batch),
+                    gz.clone(),
+                    WriteCondition::Always,
+                )
+                .await?;
+        }
+        self.queue.send_text(&m.envelope.to_text()).await?;
+        Ok(())
     }
 
     /// Creates the queues and the container if they are missing: once per process when

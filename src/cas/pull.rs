@@ -187,35 +187,26 @@ async fn alerts(
     };
     let mut seen = Seen::new(start.recent.clone());
     let mut records = Vec::new();
-    let mut lower = from;
     let mut max_ts = start.position_ms;
-    let mut skip = 0;
+    let mut pages = AlertPages::new(from, upper);
     let (complete, error) = loop {
+        if pages.done {
+            break (true, None);
+        }
         if deadline.passed() {
             break (false, None);
         }
-        let mut filters = with_extra(Map::new(), &cas.alerts_filter);
-        filters.insert("date".into(), json!({"gte": lower, "lte": upper}));
-        let body = json!({"filters": filters, "skip": skip, "limit": PAGE, "sortField": "date", "sortDirection": "asc"});
-        let page = match client.list("api/v1/alerts/", &body, deadline).await {
-            Ok(p) => p,
-            Err(e) => break (false, Some(e)),
-        };
-        let n = page.data.len();
-        for rec in page.data {
-            let (id, ts) = record_key(&rec, "timestamp");
-            if seen.admit(id, ts) {
-                max_ts = max_ts.max(ts.unwrap_or(max_ts));
-                records.push(rec);
+        match pages.next(client, cas, deadline).await {
+            Ok(data) => {
+                for rec in data {
+                    let (id, ts) = record_key(&rec, "timestamp");
+                    if seen.admit(id, ts) {
+                        max_ts = max_ts.max(ts.unwrap_or(max_ts));
+                        records.push(rec);
+                    }
+                }
             }
-        }
-        if !page.has_next || n == 0 {
-            break (true, None);
-        }
-        skip += n;
-        if skip + PAGE > MAX_SKIP && max_ts > lower {
-            lower = max_ts;
-            skip = 0;
+            Err(e) => break (false, Some(e)),
         }
     };
     // Complete: everything up to `upper` is read. Cut short: everything before the newest
@@ -231,6 +222,58 @@ async fn alerts(
         cursor,
         complete,
         error,
+    }
+}
+
+/// Alerts between two dates, ascending, 100 a page. CAS refuses `skip` past 5,000, so
+/// the lower bound moves up to the newest date listed instead; the records at that date
+/// are listed again, and callers skip the ones they already have.
+struct AlertPages {
+    lower: i64,
+    upper: i64,
+    skip: usize,
+    newest: i64,
+    done: bool,
+}
+
+impl AlertPages {
+    fn new(lower: i64, upper: i64) -> Self {
+        AlertPages {
+            lower,
+            upper,
+            skip: 0,
+            newest: lower,
+            done: false,
+        }
+    }
+
+    /// The next page; `done` is set after the last one.
+    async fn next(
+        &mut self,
+        client: &CasClient,
+        cas: &CasSettings,
+        deadline: Deadline,
+    ) -> Result<Vec<Value>, CasError> {
+        let mut filters = with_extra(Map::new(), &cas.alerts_filter);
+        filters.insert("date".into(), json!({"gte": self.lower, "lte": self.upper}));
+        let body = json!({"filters": filters, "skip": self.skip, "limit": PAGE, "sortField": "date", "sortDirection": "asc"});
+        let page = client.list("api/v1/alerts/", &body, deadline).await?;
+        let n = page.data.len();
+        for rec in &page.data {
+            if let Some(ts) = rec.get("timestamp").and_then(Value::as_i64) {
+                self.newest = self.newest.max(ts);
+            }
+        }
+        if !page.has_next || n == 0 {
+            self.done = true;
+        } else {
+            self.skip += n;
+            if self.skip + PAGE > MAX_SKIP && self.newest > self.lower {
+                self.lower = self.newest;
+                self.skip = 0;
+            }
+        }
+        Ok(page.data)
     }
 }
 
@@ -272,25 +315,18 @@ async fn watch_alerts(
     }
     let upper = pull.cursor.position_ms;
     let mut changed = Vec::new();
-    let mut lower = oldest;
-    let mut skip = 0;
-    let mut max_ts = oldest;
     let mut listed = HashSet::new();
-    loop {
-        let mut filters = with_extra(Map::new(), &cas.alerts_filter);
-        filters.insert("date".into(), json!({"gte": lower, "lte": upper}));
-        let body = json!({"filters": filters, "skip": skip, "limit": PAGE, "sortField": "date", "sortDirection": "asc"});
-        let page = match client.list("api/v1/alerts/", &body, deadline).await {
-            Ok(p) => p,
+    let mut pages = AlertPages::new(oldest, upper);
+    while !pages.done {
+        let data = match pages.next(client, cas, deadline).await {
+            Ok(d) => d,
             // Changes found so far are forwarded; the re-check runs again next time.
             Err(e) => return (changed, Some(e)),
         };
-        let n = page.data.len();
-        for rec in page.data {
+        for rec in data {
             let (Some(id), Some(ts)) = record_key(&rec, "timestamp") else {
                 continue;
             };
-            max_ts = max_ts.max(ts);
             if !listed.insert(id.to_string()) {
                 continue;
             }
@@ -306,14 +342,6 @@ async fn watch_alerts(
                     watch.alerts.insert(id.to_string(), (ts, fp));
                 }
             }
-        }
-        if !page.has_next || n == 0 {
-            break;
-        }
-        skip += n;
-        if skip + PAGE > MAX_SKIP && max_ts > lower {
-            lower = max_ts;
-            skip = 0;
         }
     }
     watch.last_check_ms = now_ms;

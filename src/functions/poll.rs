@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::cas::pull::pull;
 use crate::checkpoint::{CheckpointError, Cursor};
 use crate::model::{now_ms, DataType, Window};
-use crate::queue::envelope::{pack, pack_observed, spill_blob_name};
+use crate::queue::envelope::{pack, pack_observed};
 use crate::retry::Deadline;
 use std::fmt;
 
@@ -118,18 +118,7 @@ pub async fn poll_one(
             .map_err(|e| PollError::Checkpoint(dt, e))?;
     }
     for m in &messages {
-        if let Some(gz) = &m.spill {
-            app.blobs
-                .put(
-                    &spill_blob_name(&m.envelope.batch),
-                    gz.clone(),
-                    crate::blobs::WriteCondition::Always,
-                )
-                .await
-                .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
-        }
-        app.queue
-            .send_text(&m.envelope.to_text())
+        app.enqueue(m)
             .await
             .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
     }

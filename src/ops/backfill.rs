@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::cas::pull::pull;
 use crate::checkpoint::Cursor;
 use crate::model::{format_ms, DataType, Window};
-use crate::queue::envelope::{pack, spill_blob_name};
+use crate::queue::envelope::pack;
 use crate::retry::Deadline;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -72,16 +72,7 @@ pub async fn backfill(
         )
         .await?;
         for m in pack(data_type, p.window, &p.records) {
-            if let Some(gz) = &m.spill {
-                app.blobs
-                    .put(
-                        &spill_blob_name(&m.envelope.batch),
-                        gz.clone(),
-                        crate::blobs::WriteCondition::Always,
-                    )
-                    .await?;
-            }
-            app.queue.send_text(&m.envelope.to_text()).await?;
+            app.enqueue(&m).await?;
             report.messages += 1;
         }
         report.records += p.records.len();
