@@ -184,6 +184,7 @@ async fn main() {
     let secs = t.elapsed().as_secs_f64();
     let cpu_after = pids.map(cpu_seconds);
     let used: Vec<f64> = (0..3).map(|i| cpu_after[i] - cpu_before[i]).collect();
+    let handler_cpu = used[0];
     notes.push(format!(
         "CPU during the throughput run ({secs:.2} s of wall time on 2 cores = {:.2} core-seconds): the handler {:.2} s, Azurite {:.2} s, the load generator and counting endpoint (this process) {:.2} s. The handler had {:.0}% of the machine; at its measured rate per core-second it would ingest {:.0} MB/s with both cores to itself.",
         secs * 2.0,
@@ -566,7 +567,7 @@ fn remix(messages: &[String]) -> Vec<String> {
         .collect()
 }
 
-async fn peer(records: &[Value], sink_url: &str) -> Option<(usize, f64)> {
+async fn peer(records: &[Value], sink_url: &str) -> Option<(usize, f64, f64)> {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-bench/bin/python");
     if !python.exists() {
         return None;
@@ -587,7 +588,7 @@ async fn peer(records: &[Value], sink_url: &str) -> Option<(usize, f64)> {
         .await
         .ok()?;
     let v: Value = serde_json::from_slice(o.stdout.trim_ascii()).ok()?;
-    Some((v["rows"].as_u64()? as usize, v["seconds"].as_f64()?))
+    Some((v["rows"].as_u64()? as usize, v["seconds"].as_f64()?, v["cpu_seconds"].as_f64()?))
 }
 
 /// CAS requests for 10,000 alerts and 10,000 activities against the simulated tenant.
