@@ -112,15 +112,21 @@ impl Envelope {
     /// Parses message text, checking the version before the shape so a message from a
     /// newer release says so instead of failing on a field.
     pub fn parse(text: &str) -> Result<Envelope, EnvelopeError> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| EnvelopeError::NotEnvelope(format!("not JSON ({e})")))?;
-        match v.get("v").and_then(Value::as_u64) {
+        // A probe that reads only "v" (other fields are skipped, not built), so the ~48 KB
+        // payload string is not copied into a Value tree on the hot path.
+        #[derive(Deserialize)]
+        struct Probe {
+            v: Option<Value>,
+        }
+        let probe: Probe = serde_json::from_str(text)
+            .map_err(|e| EnvelopeError::NotEnvelope(format!("not a JSON object ({e})")))?;
+        match probe.v.as_ref().and_then(Value::as_u64) {
             Some(n) if n == VERSION as u64 => {}
             Some(n) => return Err(EnvelopeError::Version(n)),
             None => return Err(EnvelopeError::NotEnvelope("no numeric \"v\" field".into())),
         }
         let env: Envelope =
-            serde_json::from_value(v).map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))?;
         if let Payload::Blob { blob } = &env.payload {
             if *blob != spill_blob_name(&env.batch) {
                 return Err(EnvelopeError::BadBlobName {

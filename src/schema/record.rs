@@ -46,21 +46,26 @@ impl<'a> Record<'a> {
         self.fields.get(key).copied()
     }
 
-    /// The value at a JSON pointer (`/device/clientIP`), parsing only its top-level field.
+    /// The value at a JSON pointer (`/device/clientIP`), parsing only its top-level field,
+    /// once per record however many columns read it.
     pub fn pointer(&self, pointer: &str) -> Option<Value> {
         let rest = pointer.strip_prefix('/')?;
-        let (top, inner) = match rest.split_once('/') {
-            Some((t, i)) => (t, Some(i)),
+        let (top, inner) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
             None => (rest, None),
         };
-        let raw = self.get(top)?;
         let mut cache = self.parsed.borrow_mut();
-        let value = cache
-            .entry(top.to_string())
-            .or_insert_with(|| serde_json::from_str(raw.get()).unwrap_or(Value::Null));
+        if !cache.contains_key(top) {
+            let raw = self.get(top)?;
+            cache.insert(
+                top.to_string(),
+                serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            );
+        }
+        let value = &cache[top];
         match inner {
             None => Some(value.clone()),
-            Some(i) => value.pointer(&format!("/{i}")).cloned(),
+            Some(i) => value.pointer(i).cloned(),
         }
     }
 }
