@@ -4,9 +4,8 @@
 
 use cas_sentinel::auth::sim::{IdentitySim, HEADER_SECRET};
 use cas_sentinel::cas::pull::pull;
-use cas_sentinel::cas::sim::{activity_record, CasSim, SimConfig};
+use cas_sentinel::cas::sim::{activity_record, client_settings, CasSim, SimConfig};
 use cas_sentinel::cas::{CasAuth, CasClient};
-use cas_sentinel::config::Settings;
 use cas_sentinel::local::azurite::{free_port, Azurite};
 use cas_sentinel::model::{now_ms, DataType, Window};
 use cas_sentinel::queue::envelope::{pack, Envelope};
@@ -615,20 +614,7 @@ async fn cas_requests() -> (u64, u64) {
     let base = now_ms() - 3_600_000;
     sim.add_alerts((0..10_000).map(|i| base + i));
     sim.add_activities((0..10_000).map(|i| base + i), |_| 0);
-    let env = [
-        ("CAS_API_URL", url.to_string()),
-        ("CAS_SETTLE_DELAY", "PT0S".into()),
-        ("CAS_ALERT_UPDATES", "off".into()),
-        (
-            "SENTINEL_INGESTION_ENDPOINT",
-            "https://x.ingest.monitor.azure.com".into(),
-        ),
-        ("SENTINEL_DCR_IMMUTABLE_ID", DCR.into()),
-        ("AzureWebJobsStorage", "UseDevelopmentStorage=true".into()),
-    ];
-    let cas = Settings::from_lookup(&|k| env.iter().find(|(e, _)| *e == k).map(|(_, v)| v.clone()))
-        .unwrap()
-        .cas;
+    let cas = client_settings(&url, &[("CAS_ALERT_UPDATES", "off")]);
     let mut counts = Vec::new();
     for dt in [DataType::Alerts, DataType::Activities] {
         let client = CasClient::new(

@@ -146,6 +146,20 @@ impl Settings {
         Self::from_lookup(&|k| std::env::var(k).ok())
     }
 
+    /// Reads settings from name/value pairs (a later pair overrides an earlier one), as
+    /// the local harness, the benchmark and tests build them.
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: &[(K, V)],
+    ) -> Result<Self, SettingsErrors> {
+        Self::from_lookup(&|name| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_ref() == name)
+                .map(|(_, v)| v.as_ref().to_string())
+        })
+    }
+
     /// Reads settings through `get` (a map in tests, the environment in production).
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsErrors> {
         let get = |k: &str| {

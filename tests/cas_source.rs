@@ -2,15 +2,14 @@
 //! scan resumption, filters, discovery, alert changes, errors and throttling.
 
 use cas_sentinel::cas::pull::{pull, Pull};
-use cas_sentinel::cas::sim::{discovered_app, CasSim, Fault, SimConfig};
+use cas_sentinel::cas::sim::{client_settings, discovered_app, CasSim, Fault, SimConfig};
 use cas_sentinel::cas::{CasAuth, CasClient, CasError};
 use cas_sentinel::checkpoint::Cursor;
-use cas_sentinel::config::{CasSettings, Settings};
+use cas_sentinel::config::CasSettings;
 use cas_sentinel::model::{now_ms, DataType};
 use cas_sentinel::retry::Deadline;
 use cas_sentinel::secret::Secret;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
@@ -27,23 +26,7 @@ async fn tenant(config: SimConfig) -> (Arc<CasSim>, Url) {
 
 /// Settings as the handler would read them, with these overrides.
 fn settings(url: &Url, extra: &[(&str, &str)]) -> CasSettings {
-    let mut env: BTreeMap<&str, String> = BTreeMap::from([
-        ("CAS_API_URL", url.to_string()),
-        ("CAS_SETTLE_DELAY", "PT0S".to_string()),
-        (
-            "SENTINEL_INGESTION_ENDPOINT",
-            "https://x.ingest.monitor.azure.com".into(),
-        ),
-        (
-            "SENTINEL_DCR_IMMUTABLE_ID",
-            "dcr-00000000000000000000000000000001".into(),
-        ),
-        ("AzureWebJobsStorage", "UseDevelopmentStorage=true".into()),
-    ]);
-    for (k, v) in extra {
-        env.insert(k, v.to_string());
-    }
-    Settings::from_lookup(&|k| env.get(k).cloned()).unwrap().cas
+    client_settings(url, extra)
 }
 
 /// A client without the 30/min pacing, for volume tests against a tenant that allows more.

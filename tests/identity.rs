@@ -4,9 +4,9 @@
 
 use cas_sentinel::auth::sim::{IdentitySim, HEADER_SECRET};
 use cas_sentinel::cas::pull::pull;
-use cas_sentinel::cas::sim::{CasSim, SimConfig};
+use cas_sentinel::cas::sim::{client_settings, CasSim, SimConfig};
 use cas_sentinel::cas::{CasAuth, CasClient};
-use cas_sentinel::config::{IdentitySettings, Settings};
+use cas_sentinel::config::IdentitySettings;
 use cas_sentinel::model::{now_ms, DataType};
 use cas_sentinel::retry::Deadline;
 use std::sync::atomic::Ordering;
@@ -20,23 +20,7 @@ async fn managed_identity_tokens_are_cached_and_an_unreachable_endpoint_is_repor
     std::env::set_var("IDENTITY_HEADER", HEADER_SECRET);
     let (sim, url) = CasSim::start(SimConfig::default()).await;
     sim.add_alerts((0..5).map(|i| now_ms() - 10_000 + i));
-    let env = [
-        ("CAS_API_URL", url.to_string()),
-        ("CAS_SETTLE_DELAY", "PT0S".into()),
-        ("CAS_ALERT_UPDATES", "off".into()),
-        (
-            "SENTINEL_INGESTION_ENDPOINT",
-            "https://x.ingest.monitor.azure.com".into(),
-        ),
-        (
-            "SENTINEL_DCR_IMMUTABLE_ID",
-            "dcr-00000000000000000000000000000001".into(),
-        ),
-        ("AzureWebJobsStorage", "UseDevelopmentStorage=true".into()),
-    ];
-    let cas = Settings::from_lookup(&|k| env.iter().find(|(e, _)| *e == k).map(|(_, v)| v.clone()))
-        .unwrap()
-        .cas;
+    let cas = client_settings(&url, &[("CAS_ALERT_UPDATES", "off")]);
     let credential = cas_sentinel::auth::credential(&IdentitySettings::default()).unwrap();
     let client = CasClient::new(
         reqwest::Client::new(),

@@ -327,12 +327,7 @@ impl CasSim {
                         json!({"data": apps, "hasNext": false, "total": apps.len()}),
                     );
                 }
-                let (skip, limit) = skip_limit(&body, 100);
-                page(
-                    apps.iter().skip(skip).take(limit).cloned().collect(),
-                    skip + limit < apps.len(),
-                    apps.len(),
-                )
+                paged(&apps.iter().collect::<Vec<_>>(), &body)
             }
             _ => reply(StatusCode::NOT_FOUND, json!({"detail": "Not found"})),
         }
@@ -364,6 +359,18 @@ fn key(v: &Value, field: &str) -> (i64, String) {
         v[field].as_i64().unwrap_or_default(),
         v["_id"].as_str().unwrap_or_default().to_string(),
     )
+}
+
+/// One skip/limit page (at most 100) of `matching`.
+fn paged(matching: &[&Value], body: &Value) -> warp::reply::Response {
+    let (skip, limit) = skip_limit(body, 100);
+    let data: Vec<Value> = matching
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .map(|v| (*v).clone())
+        .collect();
+    page(data, skip + limit < matching.len(), matching.len())
 }
 
 fn skip_limit(body: &Value, max: usize) -> (usize, usize) {
@@ -459,10 +466,8 @@ fn select<'a>(
 ) -> Result<Vec<&'a Value>, String> {
     let mut out = Vec::new();
     for r in records {
-        match matches(r, f, fields) {
-            Ok(true) => out.push(r),
-            Ok(false) => {}
-            Err(why) => return Err(why),
+        if matches(r, f, fields)? {
+            out.push(r);
         }
     }
     Ok(out)
@@ -476,20 +481,13 @@ fn list_alerts(alerts: &[Value], body: &Value) -> warp::reply::Response {
     if body.get("sortDirection").and_then(Value::as_str) == Some("desc") {
         matching.reverse();
     }
-    let (skip, limit) = skip_limit(body, 100);
-    if skip > 5000 {
+    if skip_limit(body, 100).0 > 5000 {
         return reply(
             StatusCode::BAD_REQUEST,
             json!({"detail": "skip may not exceed 5000"}),
         );
     }
-    let data: Vec<Value> = matching
-        .iter()
-        .skip(skip)
-        .take(limit)
-        .map(|v| (*v).clone())
-        .collect();
-    page(data, skip + limit < matching.len(), matching.len())
+    paged(&matching, body)
 }
 
 fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response {
@@ -500,14 +498,7 @@ fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response 
         Err(why) => return reply(StatusCode::BAD_REQUEST, json!({ "detail": why })),
     };
     if body.get("isScan").and_then(Value::as_bool) != Some(true) {
-        let (skip, limit) = skip_limit(body, 100);
-        let data: Vec<Value> = matching
-            .iter()
-            .skip(skip)
-            .take(limit)
-            .map(|v| (*v).clone())
-            .collect();
-        return page(data, skip + limit < matching.len(), matching.len());
+        return paged(&matching, body);
     }
     let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(500);
     if !(500..=5000).contains(&limit) {
@@ -645,6 +636,29 @@ fn padding(n: u64, bytes: usize) -> Value {
         })
         .collect();
     Value::Array(items)
+}
+
+/// CAS settings for a client of the simulated tenant at `url`: no settle delay, and
+/// placeholder Sentinel and storage settings (the CAS side does not use them); `extra`
+/// overrides or adds settings.
+pub fn client_settings(url: &Url, extra: &[(&str, &str)]) -> crate::config::CasSettings {
+    let mut pairs = vec![
+        ("CAS_API_URL", url.to_string()),
+        ("CAS_SETTLE_DELAY", "PT0S".into()),
+        (
+            "SENTINEL_INGESTION_ENDPOINT",
+            "https://x.ingest.monitor.azure.com".into(),
+        ),
+        (
+            "SENTINEL_DCR_IMMUTABLE_ID",
+            "dcr-00000000000000000000000000000001".into(),
+        ),
+        ("AzureWebJobsStorage", "UseDevelopmentStorage=true".into()),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    crate::config::Settings::from_pairs(&pairs)
+        .expect("simulator client settings are valid")
+        .cas
 }
 
 /// A discovered-app aggregate in the shape public tooling reports.

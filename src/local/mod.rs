@@ -102,13 +102,11 @@ impl Harness {
             ("CAS_SETTLE_DELAY".into(), "PT1S".into()),
             ("CAS_INVOCATION_BUDGET".into(), "PT60S".into()),
         ];
-        for (k, v) in opts.env {
-            env.retain(|(e, _)| *e != k);
-            env.push((k, v));
-        }
+        // Overrides come last; both Settings::from_pairs and the child's environment
+        // take the last value of a name.
+        env.extend(opts.env);
         let settings =
-            Settings::from_lookup(&|k| env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone()))
-                .map_err(|e| LocalError::Settings(e.to_string()))?;
+            Settings::from_pairs(&env).map_err(|e| LocalError::Settings(e.to_string()))?;
         let queue = Queue::new(
             settings.queue_name.clone(),
             storage
