@@ -170,22 +170,7 @@ async fn fault_matrix() {
     assert!(ok);
     h.sink.inject([IngestFault::Throttle(5)]);
     h.host.receive_visibility_secs = 3;
-    let p = {
-        let drain = h.host.drain(DRAIN);
-        tokio::pin!(drain);
-        let killed = async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-        };
-        tokio::select! {
-            r = &mut drain => r.unwrap().poisoned,
-            _ = killed => {
-                // Not reached before the kill: the drain is still waiting on the handler.
-                h.kill_handler_now();
-                h.restart_handler_later();
-                drain.await.unwrap().poisoned
-            }
-        }
-    };
+    let p = kill_during_drain(&h, Duration::from_millis(1500), || {}).await;
     rows.push(tally(
         &h,
         "handler SIGKILL while waiting out a 429",
@@ -234,6 +219,23 @@ async fn fault_matrix() {
     }
 }
 
+/// Drains the queue, killing the handler with SIGKILL `after` into the drain (calling
+/// `between` while it is down) and starting a new one, as the host replaces a crashed
+/// worker.
+async fn kill_during_drain(h: &Harness, after: Duration, between: impl FnOnce()) -> u64 {
+    let drain = h.host.drain(DRAIN);
+    tokio::pin!(drain);
+    tokio::select! {
+        r = &mut drain => r.unwrap().poisoned,
+        _ = tokio::time::sleep(after) => {
+            h.kill_handler_now();
+            between();
+            h.restart_handler_later();
+            drain.await.unwrap().poisoned
+        }
+    }
+}
+
 /// SIGKILL after the service accepted a call but before the handler read the reply.
 async fn killed_after_accept() -> Row {
     let t = Instant::now();
@@ -243,17 +245,11 @@ async fn killed_after_accept() -> Row {
     assert!(ok);
     h.sink.reply_delay_ms.store(3_000, Ordering::Relaxed);
     h.host.receive_visibility_secs = 3;
-    let drain = h.host.drain(DRAIN);
-    tokio::pin!(drain);
-    let p = tokio::select! {
-        r = &mut drain => r.unwrap().poisoned,
-        _ = tokio::time::sleep(Duration::from_millis(1500)) => {
-            h.kill_handler_now();
-            h.sink.reply_delay_ms.store(0, Ordering::Relaxed);
-            h.restart_handler_later();
-            drain.await.unwrap().poisoned
-        }
-    };
+    let sink = h.sink.clone();
+    let p = kill_during_drain(&h, Duration::from_millis(1500), move || {
+        sink.reply_delay_ms.store(0, Ordering::Relaxed)
+    })
+    .await;
     tally(
         &h,
         "handler SIGKILL after Logs Ingestion accepted a call, before its reply",
