@@ -5,6 +5,7 @@ use super::{time_generated, Column, ColumnType as T, Issues};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// The table's columns.
 pub const COLUMNS: &[Column] = &[
@@ -45,7 +46,11 @@ pub const COLUMNS: &[Column] = &[
         T::Dynamic,
         "`rawDataJson`, the source service's own event",
     ),
-    Column::new("SourceRecord", T::Dynamic, "the whole CAS record"),
+    Column::new(
+        "SourceRecord",
+        T::Dynamic,
+        "the CAS record without `rawDataJson` (in `RawEventData`)",
+    ),
     Column::new(
         "MappingIssues",
         T::String,
@@ -113,8 +118,8 @@ pub struct ActivityRow<'a> {
     /// `rawDataJson`, the source service's own event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_event_data: Option<&'a RawValue>,
-    /// The whole CAS record.
-    pub source_record: &'a RawValue,
+    /// The CAS record without `rawDataJson`, which is in `RawEventData` (see [`Record::without`]).
+    pub source_record: Cow<'a, RawValue>,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
@@ -151,7 +156,7 @@ pub fn map<'a>(rec: &Record<'a>) -> ActivityRow<'a> {
         report_id: is.str(rec, "/_id", true),
         cas_created: is.time(rec, "/created", true),
         raw_event_data: rec.get("rawDataJson"),
-        source_record: rec.raw(),
+        source_record: rec.without("rawDataJson"),
         mapping_issues: is.into_column(),
     }
 }
@@ -179,5 +184,11 @@ mod tests {
         assert_eq!(row["RawEventData"]["Level"], 1);
         assert_eq!(row["RawEventData"]["level"], "info");
         assert!(row.get("MappingIssues").is_none(), "{row}");
+        // Nothing is lost and nothing is sent twice: SourceRecord + RawEventData is the
+        // record as CAS sent it.
+        let mut whole = row["SourceRecord"].clone();
+        assert!(whole.get("rawDataJson").is_none(), "{whole}");
+        whole["rawDataJson"] = row["RawEventData"].clone();
+        assert_eq!(whole, page["data"][0]);
     }
 }

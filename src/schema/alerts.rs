@@ -6,6 +6,7 @@ use crate::model::format_ms;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 /// The product name Sentinel's own CAS connector writes.
 pub const PRODUCT_NAME: &str = "Microsoft Cloud App Security";
@@ -29,7 +30,7 @@ pub const COLUMNS: &[Column] = &[
     Column::new("ThreatScore", T::Int, "`threatScore`"),
     Column::new("Entities", T::Dynamic, "`entities`, unchanged"),
     Column::new("ExtendedProperties", T::Dynamic, "`statusValue`, `resolutionStatusValue`, `severityValue`, `isSystemAlert`, `idValue`, `contextId`, `stories`"),
-    Column::new("SourceRecord", T::Dynamic, "the whole CAS record"),
+    Column::new("SourceRecord", T::Dynamic, "the CAS record without `entities` (in `Entities`)"),
     Column::new("MappingIssues", T::String, "what could not be mapped, if anything"),
     Column::new("TruncatedFields", T::String, "columns cut to 32,766 bytes (the service's field limit), if any"),
 ];
@@ -86,8 +87,8 @@ pub struct AlertRow<'a> {
     pub entities: Option<&'a RawValue>,
     /// The CAS fields that have no SecurityAlert column.
     pub extended_properties: Value,
-    /// The whole CAS record.
-    pub source_record: &'a RawValue,
+    /// The CAS record without `entities`, which is in `Entities` (see [`Record::without`]).
+    pub source_record: Cow<'a, RawValue>,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
@@ -166,7 +167,7 @@ pub fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
             "Stories": rec.get("stories"),
         }),
         entities: rec.get("entities"),
-        source_record: rec.raw(),
+        source_record: rec.without("entities"),
         mapping_issues: is.into_column(),
     }
 }
@@ -191,5 +192,9 @@ mod tests {
         assert_eq!(row["ProductName"], PRODUCT_NAME);
         assert_eq!(row["TimeGenerated"], "2026-11-29T09:25:00.123Z");
         assert!(row.get("MappingIssues").is_none());
+        let mut whole = row["SourceRecord"].clone();
+        assert!(whole.get("entities").is_none(), "{whole}");
+        whole["entities"] = row["Entities"].clone();
+        assert_eq!(whole, page["data"][0]);
     }
 }
