@@ -476,12 +476,7 @@ fn profile(messages: &[String]) -> Stages {
         let text = decode_text(&env, &gz).unwrap();
         s.gunzip += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let records: Vec<Record> = env
-            .raw_records(&text)
-            .unwrap()
-            .into_iter()
-            .map(Record::new)
-            .collect();
+        let records = env.read_records(&text, Record::batch).unwrap();
         s.locate += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let rows: Vec<Vec<u8>> = records

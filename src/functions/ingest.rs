@@ -210,11 +210,7 @@ async fn send(
     };
     // Records stay as borrowed raw JSON: see schema::record for why.
     let text = decode_text(env, &gz)?;
-    let records: Vec<Record> = env
-        .raw_records(&text)?
-        .into_iter()
-        .map(Record::new)
-        .collect();
+    let records = env.read_records(&text, Record::batch)?;
     let mut truncated = 0;
     let rows: Vec<Vec<u8>> = records
         .iter()

@@ -164,8 +164,17 @@ impl Envelope {
         &self,
         text: &'t str,
     ) -> Result<Vec<&'t serde_json::value::RawValue>, EnvelopeError> {
-        let records: Vec<&serde_json::value::RawValue> =
-            serde_json::from_str(text).map_err(|e| self.corrupt(format!("JSON: {e}")))?;
+        self.read_records(text, serde_json::from_str)
+    }
+
+    /// Reads the payload's text into records with `parse` (the ingest path's reads each
+    /// record's fields as it goes), and checks their number against the envelope's.
+    pub fn read_records<'t, T>(
+        &self,
+        text: &'t str,
+        parse: impl FnOnce(&'t str) -> Result<Vec<T>, serde_json::Error>,
+    ) -> Result<Vec<T>, EnvelopeError> {
+        let records = parse(text).map_err(|e| self.corrupt(format!("JSON: {e}")))?;
         self.check_count(records.len())?;
         Ok(records)
     }
@@ -200,7 +209,12 @@ pub fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeE
 
 /// Gunzips a payload with the size cap, as UTF-8 text.
 pub fn decode_text(env: &Envelope, gz: &[u8]) -> Result<String, EnvelopeError> {
-    let mut raw = Vec::new();
+    // Sized from the gzip trailer (the length mod 2^32; only a hint, capped), so the text
+    // is not copied again each time a growing buffer doubles.
+    let hint = gz
+        .last_chunk::<4>()
+        .map_or(0, |t| u32::from_le_bytes(*t) as usize);
+    let mut raw = Vec::with_capacity(hint.min(MAX_RECORDS_BYTES) + 1);
     let mut dec = GzDecoder::new(gz).take(MAX_RECORDS_BYTES as u64 + 1);
     dec.read_to_end(&mut raw)
         .map_err(|e| env.corrupt(format!("gzip: {e}")))?;

@@ -1,11 +1,11 @@
 //! `McasActivity_CL`: activities in the shape of the `CloudAppEvents` table.
 
+use super::record::SourceText;
 use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::borrow::Cow;
 
 /// The table's columns.
 pub const COLUMNS: &[Column] = &[
@@ -119,7 +119,9 @@ pub struct ActivityRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_event_data: Option<&'a RawValue>,
     /// The CAS record without `rawDataJson`, which is in `RawEventData` (see [`Record::without`]).
-    pub source_record: Cow<'a, RawValue>,
+    /// Written last, by [`super::row_bytes`], straight from the record's text.
+    #[serde(skip)]
+    pub source_record: SourceText<'a>,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,

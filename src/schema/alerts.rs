@@ -1,12 +1,12 @@
 //! `McasAlerts_CL`: alerts in the shape of Sentinel's `SecurityAlert` table.
 
+use super::record::SourceText;
 use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
 use crate::model::format_ms;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use std::borrow::Cow;
 
 /// The product name Sentinel's own CAS connector writes.
 pub const PRODUCT_NAME: &str = "Microsoft Cloud App Security";
@@ -88,7 +88,9 @@ pub struct AlertRow<'a> {
     /// The CAS fields that have no SecurityAlert column.
     pub extended_properties: Value,
     /// The CAS record without `entities`, which is in `Entities` (see [`Record::without`]).
-    pub source_record: Cow<'a, RawValue>,
+    /// Written last, by [`super::row_bytes`], straight from the record's text.
+    #[serde(skip)]
+    pub source_record: SourceText<'a>,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,

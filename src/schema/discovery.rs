@@ -7,10 +7,10 @@
 //! The record this maps is the one the discovery pull builds: `{"streamId", "streamName",
 //! "day" (Unix ms of 00:00 UTC), "app": <the CAS discovered-app aggregate>}`.
 
+use super::record::SourceText;
 use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The table's columns.
@@ -132,7 +132,9 @@ pub struct ShadowItRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
     /// The whole record.
-    pub source_record: &'a RawValue,
+    /// Written last, by [`super::row_bytes`], straight from the record's text.
+    #[serde(skip)]
+    pub source_record: SourceText<'a>,
     /// What could not be mapped, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping_issues: Option<String>,
@@ -175,7 +177,7 @@ pub fn map<'a>(rec: &Record<'a>) -> ShadowItRow<'a> {
         users_count: is.int(rec, "/app/usersCount"),
         ip_addresses_count: is.int(rec, "/app/ipAddressesCount"),
         report_id,
-        source_record: rec.raw(),
+        source_record: SourceText::whole(rec.text()),
         mapping_issues: is.into_column(),
     }
 }

@@ -95,14 +95,37 @@ pub fn to_row_observed(data_type: DataType, record: &Value, observed: Option<i64
 pub fn row_bytes(data_type: DataType, record: &Record, observed: Option<i64>) -> Vec<u8> {
     // Sized once: a row is the record plus its mapped columns, and growing the buffer by
     // doubling from serde_json's default would copy each row several times.
-    let mut out = Vec::with_capacity(record.raw().get().len() * 5 / 4 + 512);
-    let written = match data_type {
-        DataType::Alerts => serde_json::to_writer(&mut out, &alerts::map(record, observed)),
-        DataType::Activities => serde_json::to_writer(&mut out, &activities::map(record)),
-        DataType::Discovery => serde_json::to_writer(&mut out, &discovery::map(record)),
-    };
-    written.expect("row structs always serialize");
+    let mut out = Vec::with_capacity(record.text().len() * 5 / 4 + 512);
+    match data_type {
+        DataType::Alerts => {
+            let row = alerts::map(record, observed);
+            write_row(&mut out, &row, &row.source_record)
+        }
+        DataType::Activities => {
+            let row = activities::map(record);
+            write_row(&mut out, &row, &row.source_record)
+        }
+        DataType::Discovery => {
+            let row = discovery::map(record);
+            write_row(&mut out, &row, &row.source_record)
+        }
+    }
     out
+}
+
+/// Serializes `row` and adds `SourceRecord` as its last member. serde_json can only
+/// embed raw JSON that it has validated (a second scan of every record), so the record's
+/// text, already validated when the batch was read, is appended by hand.
+fn write_row<R: serde::Serialize>(out: &mut Vec<u8>, row: &R, source: &record::SourceText) {
+    serde_json::to_writer(&mut *out, row).expect("row structs always serialize");
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""SourceRecord":"#);
+    source.write_to(out);
+    out.push(b'}');
 }
 
 /// Notes what a mapping could not fill, for the `MappingIssues` column.
