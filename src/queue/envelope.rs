@@ -65,6 +65,58 @@ pub enum Payload {
     },
 }
 
+/// An envelope as it travels, read in one pass. (Deriving `Deserialize` on [`Envelope`]
+/// itself would, through `flatten`, buffer every field, the ~48 KB payload included,
+/// before reading it again.)
+#[derive(Deserialize)]
+struct Wire {
+    v: u64,
+    #[serde(rename = "type")]
+    data_type: DataType,
+    batch: BatchId,
+    window: Window,
+    count: u32,
+    #[serde(default)]
+    observed: Option<i64>,
+    payload: String,
+    #[serde(default)]
+    gz: Option<String>,
+    #[serde(default)]
+    blob: Option<String>,
+}
+
+impl Wire {
+    fn into_envelope(self) -> Result<Envelope, EnvelopeError> {
+        if self.v != VERSION as u64 {
+            return Err(EnvelopeError::Version(self.v));
+        }
+        let payload = match (self.payload.as_str(), self.gz, self.blob) {
+            ("inline", Some(gz), _) => Payload::Inline { gz },
+            ("blob", _, Some(blob)) => Payload::Blob { blob },
+            (kind @ ("inline" | "blob"), ..) => {
+                let field = if kind == "inline" { "gz" } else { "blob" };
+                return Err(EnvelopeError::NotEnvelope(format!(
+                    "payload {kind:?} without its {field:?} field"
+                )));
+            }
+            (other, ..) => {
+                return Err(EnvelopeError::NotEnvelope(format!(
+                    "unknown payload kind {other:?}, expected \"inline\" or \"blob\""
+                )))
+            }
+        };
+        Ok(Envelope {
+            v: self.v as u32,
+            data_type: self.data_type,
+            batch: self.batch,
+            window: self.window,
+            count: self.count,
+            observed: self.observed,
+            payload,
+        })
+    }
+}
+
 /// A message that is not a batch we can process.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
@@ -112,21 +164,24 @@ impl Envelope {
     /// Parses message text, checking the version before the shape so a message from a
     /// newer release says so instead of failing on a field.
     pub fn parse(text: &str) -> Result<Envelope, EnvelopeError> {
-        // A probe that reads only "v" (other fields are skipped, not built), so the ~48 KB
-        // payload string is not copied into a Value tree on the hot path.
-        #[derive(Deserialize)]
-        struct Probe {
-            v: Option<Value>,
-        }
-        let probe: Probe = serde_json::from_str(text)
-            .map_err(|e| EnvelopeError::NotEnvelope(format!("not a JSON object ({e})")))?;
-        match probe.v.as_ref().and_then(Value::as_u64) {
-            Some(n) if n == VERSION as u64 => {}
-            Some(n) => return Err(EnvelopeError::Version(n)),
-            None => return Err(EnvelopeError::NotEnvelope("no numeric \"v\" field".into())),
-        }
-        let env: Envelope =
-            serde_json::from_str(text).map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))?;
+        let env = match serde_json::from_str::<Wire>(text) {
+            Ok(wire) => wire.into_envelope()?,
+            Err(shape) => {
+                // Read only "v" (the rest is skipped, not built) to tell a message from a
+                // newer release from one that is not an envelope at all.
+                #[derive(Deserialize)]
+                struct Probe {
+                    v: Option<Value>,
+                }
+                let probe: Probe = serde_json::from_str(text)
+                    .map_err(|e| EnvelopeError::NotEnvelope(format!("not a JSON object ({e})")))?;
+                return Err(match probe.v.as_ref().and_then(Value::as_u64) {
+                    Some(n) if n != VERSION as u64 => EnvelopeError::Version(n),
+                    Some(_) => EnvelopeError::NotEnvelope(shape.to_string()),
+                    None => EnvelopeError::NotEnvelope("no numeric \"v\" field".into()),
+                });
+            }
+        };
         if let Payload::Blob { blob } = &env.payload {
             if *blob != spill_blob_name(&env.batch) {
                 return Err(EnvelopeError::BadBlobName {
@@ -508,6 +563,24 @@ mod tests {
             env.inline_records(),
             Err(EnvelopeError::CountMismatch { .. })
         ));
+        let good = env.to_text();
+        for (from, to, why) in [
+            (
+                "\"payload\":\"inline\"",
+                "\"payload\":\"carrier-pigeon\"",
+                "unknown payload kind",
+            ),
+            ("\"gz\":", "\"zz\":", "without its \"gz\" field"),
+        ] {
+            let err = Envelope::parse(&good.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        assert_eq!(
+            Envelope::parse(&good.replace("\"v\":1", "\"v\":2")),
+            Err(EnvelopeError::Version(2))
+        );
         let text = env.to_text().replace("\"from\":1000", "\"from\":3000");
         assert!(
             matches!(Envelope::parse(&text), Err(EnvelopeError::NotEnvelope(_))),

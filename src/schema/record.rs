@@ -3,8 +3,7 @@
 //! Parsing every record into a `serde_json::Value` tree and serializing the whole of it
 //! again into `SourceRecord` (and its bulk again into `RawEventData`) was most of an
 //! ingest's CPU time. A `Record` borrows the record's text instead: large fields pass
-//! through to the row as raw JSON, and only the small fields a column needs are parsed,
-//! each at most once.
+//! through to the row as raw JSON, and only the small values a column needs are parsed.
 //!
 //! A batch is read in one pass: each record's members are located as the array is
 //! parsed, and the record's own text is the span from its `{` to its `}`. (Reading the
@@ -14,18 +13,15 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Seq
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::fmt;
 
 /// One record, borrowed from the batch's JSON text.
 ///
-/// Fields sit in a small vector with borrowed names, and parsed values in another keyed
-/// by position: a record has a few dozen fields, so a linear search beats hashing, and
-/// the allocator stays idle.
+/// Fields sit in a small vector with borrowed names: a record has a few dozen fields, so
+/// a linear search beats hashing, and the allocator stays idle.
 pub struct Record<'a> {
     text: &'a str,
     fields: Vec<(Cow<'a, str>, &'a RawValue)>,
-    parsed: RefCell<Vec<(usize, Value)>>,
     /// Set when the record is not a JSON object (it is still forwarded, whole).
     pub not_an_object: bool,
 }
@@ -41,7 +37,6 @@ impl<'a> Record<'a> {
         Record {
             text,
             fields,
-            parsed: RefCell::new(Vec::new()),
             not_an_object,
         }
     }
@@ -99,29 +94,46 @@ impl<'a> Record<'a> {
         self.index(key).map(|i| self.fields[i].1)
     }
 
-    /// The value at a JSON pointer (`/device/clientIP`), parsing only its top-level field,
-    /// once per record however many columns read it.
+    /// The value at a JSON pointer (`/device/clientIP`). Objects and arrays on the way
+    /// are only scanned for the member asked for; just the value found is parsed. (Parsing
+    /// each top-level field into a `Value` tree on the way was a sixth of an ingest's CPU.)
     pub fn pointer(&self, pointer: &str) -> Option<Value> {
-        let rest = pointer.strip_prefix('/')?;
-        let (top, inner) = match rest.find('/') {
-            Some(i) => (&rest[..i], Some(&rest[i..])),
-            None => (rest, None),
-        };
-        let field = self.index(top)?;
-        let mut cache = self.parsed.borrow_mut();
-        let at = match cache.iter().position(|(i, _)| *i == field) {
-            Some(at) => at,
-            None => {
-                let value = serde_json::from_str(self.fields[field].1.get()).unwrap_or(Value::Null);
-                cache.push((field, value));
-                cache.len() - 1
-            }
-        };
-        let value = &cache[at].1;
-        match inner {
-            None => Some(value.clone()),
-            Some(i) => value.pointer(i).cloned(),
+        let mut tokens = pointer.strip_prefix('/')?.split('/').map(unescape_token);
+        let mut raw = self.get(&tokens.next()?)?;
+        for token in tokens {
+            raw = child(raw, &token)?;
         }
+        Some(serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+    }
+}
+
+/// A JSON pointer token with `~1` and `~0` read as `/` and `~`.
+fn unescape_token(token: &str) -> Cow<'_, str> {
+    if token.contains('~') {
+        Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(token)
+    }
+}
+
+/// The member `key` of an object (the last, when the name repeats), or the element at
+/// index `key` of an array.
+fn child<'a>(raw: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    match raw.get().as_bytes().first()? {
+        b'{' => {
+            let Fields(members) = serde_json::from_str(raw.get()).ok()?;
+            members
+                .into_iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+        }
+        b'[' => {
+            let index: usize = key.parse().ok()?;
+            let items: Vec<&'a RawValue> = serde_json::from_str(raw.get()).ok()?;
+            items.get(index).copied()
+        }
+        _ => None,
     }
 }
 
@@ -240,7 +252,6 @@ impl<'a> Visitor<'a> for RecordSeed<'a> {
         Ok(Record {
             text: &self.text[start..end],
             fields,
-            parsed: RefCell::new(Vec::new()),
             not_an_object: false,
         })
     }
