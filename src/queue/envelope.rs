@@ -213,17 +213,9 @@ impl Envelope {
             .map_err(|e| self.corrupt(format!("base64: {e}")))
     }
 
-    /// Parses payload text (from [`decode_text`]) into the records' raw JSON, borrowed from
-    /// `text`, checking the record count.
-    pub fn raw_records<'t>(
-        &self,
-        text: &'t str,
-    ) -> Result<Vec<&'t serde_json::value::RawValue>, EnvelopeError> {
-        self.read_records(text, serde_json::from_str)
-    }
-
-    /// Reads the payload's text into records with `parse` (the ingest path's reads each
-    /// record's fields as it goes), and checks their number against the envelope's.
+    /// Reads payload text (from [`decode_text`]) into records with `parse` (the ingest
+    /// path's reads each record's fields as it goes), and checks their number against the
+    /// envelope's.
     pub fn read_records<'t, T>(
         &self,
         text: &'t str,
@@ -255,11 +247,7 @@ impl Envelope {
 
 /// Gunzips (with the size cap) and parses a payload, checking the record count.
 pub fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeError> {
-    let text = decode_text(env, gz)?;
-    let records: Vec<Value> =
-        serde_json::from_str(&text).map_err(|e| env.corrupt(format!("JSON: {e}")))?;
-    env.check_count(records.len())?;
-    Ok(records)
+    env.read_records(&decode_text(env, gz)?, serde_json::from_str)
 }
 
 /// Gunzips a payload with the size cap, as UTF-8 text.
