@@ -147,17 +147,8 @@ async fn claim(
     deadline: Deadline,
 ) -> Result<Option<String>, IngestError> {
     loop {
-        let sending = BatchState::Sending {
-            until: now_ms() + deadline.remaining().as_millis() as i64 + 5_000,
-        };
-        match app
-            .blobs
-            .put(name, sending.to_bytes(), WriteCondition::IfAbsent)
-            .await
-        {
-            Ok(etag) => return Ok(Some(etag)),
-            Err(BlobError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(etag) = try_claim(app, name, WriteCondition::IfAbsent, deadline).await? {
+            return Ok(Some(etag));
         }
         let Some((bytes, etag)) = app.blobs.get(name).await? else {
             continue; // released between our two calls: try again
@@ -174,20 +165,31 @@ async fn claim(
             }
             // Expired (its holder died) or unreadable: take it over, if nobody else does first.
             _ => {
-                let sending = BatchState::Sending {
-                    until: now_ms() + deadline.remaining().as_millis() as i64 + 5_000,
-                };
-                match app
-                    .blobs
-                    .put(name, sending.to_bytes(), WriteCondition::IfMatch(etag))
-                    .await
+                if let Some(etag) =
+                    try_claim(app, name, WriteCondition::IfMatch(etag), deadline).await?
                 {
-                    Ok(etag) => return Ok(Some(etag)),
-                    Err(BlobError::Conflict(_)) => {}
-                    Err(e) => return Err(e.into()),
+                    return Ok(Some(etag));
                 }
             }
         }
+    }
+}
+
+/// Writes a `sending` state under `condition`, held until this invocation's budget
+/// ends (plus a margin); `None` when another writer got there first.
+async fn try_claim(
+    app: &App,
+    name: &str,
+    condition: WriteCondition,
+    deadline: Deadline,
+) -> Result<Option<String>, IngestError> {
+    let sending = BatchState::Sending {
+        until: now_ms() + deadline.remaining().as_millis() as i64 + 5_000,
+    };
+    match app.blobs.put(name, sending.to_bytes(), condition).await {
+        Ok(etag) => Ok(Some(etag)),
+        Err(BlobError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
