@@ -46,21 +46,9 @@ pub const COLUMNS: &[Column] = &[
         T::Dynamic,
         "`rawDataJson`, the source service's own event",
     ),
-    Column::new(
-        "SourceRecord",
-        T::Dynamic,
-        "the CAS record without `rawDataJson` (in `RawEventData`)",
-    ),
-    Column::new(
-        "MappingIssues",
-        T::String,
-        "what could not be mapped, if anything",
-    ),
-    Column::new(
-        "TruncatedFields",
-        T::String,
-        "columns cut to 32,766 bytes (the service's field limit), if any",
-    ),
+    super::source_record_column("the CAS record without `rawDataJson` (in `RawEventData`)"),
+    super::MAPPING_ISSUES,
+    super::TRUNCATED_FIELDS,
 ];
 
 /// One `McasActivity_CL` row.

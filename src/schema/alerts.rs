@@ -30,9 +30,9 @@ pub const COLUMNS: &[Column] = &[
     Column::new("ThreatScore", T::Int, "`threatScore`"),
     Column::new("Entities", T::Dynamic, "`entities`, unchanged"),
     Column::new("ExtendedProperties", T::Dynamic, "`statusValue`, `resolutionStatusValue`, `severityValue`, `isSystemAlert`, `idValue`, `contextId`, `stories`"),
-    Column::new("SourceRecord", T::Dynamic, "the CAS record without `entities` (in `Entities`)"),
-    Column::new("MappingIssues", T::String, "what could not be mapped, if anything"),
-    Column::new("TruncatedFields", T::String, "columns cut to 32,766 bytes (the service's field limit), if any"),
+    super::source_record_column("the CAS record without `entities` (in `Entities`)"),
+    super::MAPPING_ISSUES,
+    super::TRUNCATED_FIELDS,
 ];
 
 /// One `McasAlerts_CL` row.

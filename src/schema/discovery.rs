@@ -58,17 +58,9 @@ pub const COLUMNS: &[Column] = &[
         T::String,
         "`<streamId>/<appId>/<day>`: the dedupe key",
     ),
-    Column::new("SourceRecord", T::Dynamic, "the report, app and day record"),
-    Column::new(
-        "MappingIssues",
-        T::String,
-        "what could not be mapped, if anything",
-    ),
-    Column::new(
-        "TruncatedFields",
-        T::String,
-        "columns cut to 32,766 bytes (the service's field limit), if any",
-    ),
+    super::source_record_column("the report, app and day record"),
+    super::MAPPING_ISSUES,
+    super::TRUNCATED_FIELDS,
 ];
 
 /// One `McasShadowItReporting_CL` row.

@@ -68,6 +68,28 @@ impl Column {
     }
 }
 
+/// The column holding the CAS record; [`row_bytes`] writes it by hand.
+const SOURCE_RECORD: &str = "SourceRecord";
+
+/// `SourceRecord`, as each table describes it.
+pub(crate) const fn source_record_column(source: &'static str) -> Column {
+    Column::new(SOURCE_RECORD, ColumnType::Dynamic, source)
+}
+
+/// `MappingIssues`, in every table.
+pub(crate) const MAPPING_ISSUES: Column = Column::new(
+    "MappingIssues",
+    ColumnType::String,
+    "what could not be mapped, if anything",
+);
+
+/// `TruncatedFields`, in every table, filled by [`crate::sentinel::pack::fit_fields`].
+pub(crate) const TRUNCATED_FIELDS: Column = Column::new(
+    crate::sentinel::pack::TRUNCATED_COLUMN,
+    ColumnType::String,
+    "columns cut to 32,766 bytes (the service's field limit), if any",
+);
+
 /// The columns of a data type's table.
 pub fn columns(data_type: DataType) -> &'static [Column] {
     match data_type {
@@ -123,7 +145,9 @@ fn write_row<R: serde::Serialize>(out: &mut Vec<u8>, row: &R, source: &record::S
     if out.len() > 1 {
         out.push(b',');
     }
-    out.extend_from_slice(br#""SourceRecord":"#);
+    out.push(b'"');
+    out.extend_from_slice(SOURCE_RECORD.as_bytes());
+    out.extend_from_slice(b"\":");
     source.write_to(out);
     out.push(b'}');
 }
