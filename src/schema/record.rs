@@ -58,12 +58,6 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// The position of a top-level field; the last one wins when a name repeats, as it
-    /// does when JSON is read into a map.
-    fn index(&self, key: &str) -> Option<usize> {
-        self.fields.iter().rposition(|(k, _)| k == key)
-    }
-
     /// The whole record, as sent by CAS.
     pub fn text(&self) -> &'a str {
         self.text
@@ -91,7 +85,7 @@ impl<'a> Record<'a> {
 
     /// A top-level field, unparsed.
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.index(key).map(|i| self.fields[i].1)
+        member(&self.fields, key)
     }
 
     /// The value at a JSON pointer (`/device/clientIP`). Objects and arrays on the way
@@ -116,17 +110,22 @@ fn unescape_token(token: &str) -> Cow<'_, str> {
     }
 }
 
-/// The member `key` of an object (the last, when the name repeats), or the element at
-/// index `key` of an array.
+/// The member `key` of an object's members; the last one wins when a name repeats, as
+/// it does when JSON is read into a map.
+fn member<'a>(members: &[(Cow<'a, str>, &'a RawValue)], key: &str) -> Option<&'a RawValue> {
+    members
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| *v)
+}
+
+/// The member `key` of an object, or the element at index `key` of an array.
 fn child<'a>(raw: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     match raw.get().as_bytes().first()? {
         b'{' => {
             let Fields(members) = serde_json::from_str(raw.get()).ok()?;
-            members
-                .into_iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
+            member(&members, key)
         }
         b'[' => {
             let index: usize = key.parse().ok()?;
