@@ -105,10 +105,8 @@ impl StorageSim {
         if let Some(refused) = req.check_sas() {
             return refused;
         }
-        let (container, blob) = match req.segments() {
-            Some((container, None)) => (container, None),
-            Some((container, Some(blob))) => (container, Some(blob)),
-            None => return error(StatusCode::BAD_REQUEST, "InvalidUri", "no container named"),
+        let Some((container, blob)) = req.segments() else {
+            return error(StatusCode::BAD_REQUEST, "InvalidUri", "no container named");
         };
         let mut st = self.state.lock().expect("storage stand-in state");
         let Some(blob) = blob else {
@@ -142,11 +140,7 @@ impl StorageSim {
         let existing = st.blobs.get(&key);
         match req.method {
             Method::GET | Method::HEAD => match existing {
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "BlobNotFound",
-                    "The specified blob does not exist.",
-                ),
+                None => blob_not_found(),
                 Some(b) if req.method == Method::HEAD => {
                     let mut r = reply(StatusCode::OK, Bytes::new(), Some(&b.etag));
                     r.headers_mut()
@@ -179,11 +173,7 @@ impl StorageSim {
                 }
                 match st.blobs.remove(&key) {
                     Some(_) => reply(StatusCode::ACCEPTED, Bytes::new(), None),
-                    None => error(
-                        StatusCode::NOT_FOUND,
-                        "BlobNotFound",
-                        "The specified blob does not exist.",
-                    ),
+                    None => blob_not_found(),
                 }
             }
             _ => req.unsupported(),
@@ -259,10 +249,11 @@ impl Request<'_> {
     fn segments(&self) -> Option<(String, Option<String>)> {
         let rest = self.path.strip_prefix('/')?.strip_prefix(ACCOUNT)?;
         let rest = rest.strip_prefix('/')?;
-        let decode = |s: &str| percent_decode(s);
         match rest.split_once('/') {
-            None if !rest.is_empty() => Some((decode(rest), None)),
-            Some((c, b)) if !c.is_empty() && !b.is_empty() => Some((decode(c), Some(decode(b)))),
+            None if !rest.is_empty() => Some((percent_decode(rest), None)),
+            Some((c, b)) if !c.is_empty() && !b.is_empty() => {
+                Some((percent_decode(c), Some(percent_decode(b))))
+            }
             _ => None,
         }
     }
@@ -327,11 +318,7 @@ fn preconditions(req: &Request, existing: Option<&Blob>) -> Option<Response> {
             "ConditionNotMet",
             "The condition specified using HTTP conditional header(s) is not met.",
         )),
-        (Some(_), None) => Some(error(
-            StatusCode::NOT_FOUND,
-            "BlobNotFound",
-            "The specified blob does not exist.",
-        )),
+        (Some(_), None) => Some(blob_not_found()),
     }
 }
 
@@ -381,6 +368,14 @@ fn percent_decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
+}
+
+fn blob_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "BlobNotFound",
+        "The specified blob does not exist.",
+    )
 }
 
 fn reply(status: StatusCode, body: Bytes, etag: Option<&str>) -> Response {
