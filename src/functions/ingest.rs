@@ -7,7 +7,7 @@
 use crate::app::App;
 use crate::blobs::{BlobError, WriteCondition};
 use crate::model::now_ms;
-use crate::model::BatchId;
+use crate::model::{BatchId, DataType};
 use crate::queue::envelope::{decode_text, Envelope, EnvelopeError, Payload};
 use crate::retry::Deadline;
 use crate::schema::{row_bytes, Record};
@@ -266,8 +266,21 @@ async fn send(
 /// `batches/<type>/<batch>`: the batch's state; `batches/<type>/<batch>.part<N>` marks
 /// one call's worth of a batch that needs several.
 pub fn state_name(env: &Envelope, part: Option<usize>) -> String {
+    let prefix = state_prefix(env.data_type);
     match part {
-        None => format!("batches/{}/{}", env.data_type, env.batch),
-        Some(n) => format!("batches/{}/{}.part{n}", env.data_type, env.batch),
+        None => format!("{prefix}{}", env.batch),
+        Some(n) => format!("{prefix}{}{PART}{n}", env.batch),
     }
 }
+
+/// Where a data type's batch states are.
+pub fn state_prefix(data_type: DataType) -> String {
+    format!("batches/{data_type}/")
+}
+
+/// Whether a name under [`state_prefix`] marks a part rather than a whole batch.
+pub fn is_part_marker(name: &str) -> bool {
+    name.contains(PART)
+}
+
+const PART: &str = ".part";

@@ -2,6 +2,7 @@
 
 use super::OpsError;
 use crate::app::App;
+use crate::functions::ingest::{is_part_marker, state_prefix};
 use crate::model::{format_ms, now_ms, DataType};
 use serde::Serialize;
 use std::fmt::Write;
@@ -49,10 +50,10 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
         let cursor = app.checkpoints.load(dt).await?.cursor;
         let sent_batches = app
             .blobs
-            .names(&format!("batches/{dt}/"))
+            .names(&state_prefix(dt))
             .await?
             .iter()
-            .filter(|n| !n.contains(".part"))
+            .filter(|n| !is_part_marker(n))
             .count();
         data_types.push(TypeStatus {
             data_type: dt,
