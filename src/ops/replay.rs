@@ -175,12 +175,17 @@ pub async fn replay(
     Ok(report)
 }
 
-/// Writes matching poison messages to `path` (NDJSON), leaving them in the queue.
-pub async fn export(app: &App, sel: &Selection, path: &std::path::Path) -> Result<usize, OpsError> {
-    let file_err = |source| OpsError::File {
+/// Names `path` in a read or write error of an export file.
+fn file_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> OpsError + Copy + '_ {
+    move |source| OpsError::File {
         path: path.display().to_string(),
         source,
-    };
+    }
+}
+
+/// Writes matching poison messages to `path` (NDJSON), leaving them in the queue.
+pub async fn export(app: &App, sel: &Selection, path: &std::path::Path) -> Result<usize, OpsError> {
+    let file_err = file_error(path);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(file_err)?);
     let mut lines = Vec::new();
     let max = sel.max.unwrap_or(usize::MAX);
@@ -213,17 +218,12 @@ pub async fn import(
     path: &std::path::Path,
     dry_run: bool,
 ) -> Result<ReplayReport, OpsError> {
-    let file = std::fs::File::open(path).map_err(|source| OpsError::File {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let file_err = file_error(path);
+    let file = std::fs::File::open(path).map_err(file_err)?;
     app.ensure_resources().await?;
     let mut report = ReplayReport::default();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| OpsError::File {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let line = line.map_err(file_err)?;
         if line.trim().is_empty() {
             continue;
         }
