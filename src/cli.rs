@@ -4,7 +4,7 @@ use crate::app::App;
 use crate::config::Settings;
 use crate::functions::{self, ingest, poll, Handler};
 use crate::local::{self, host::MAX_DEQUEUE_COUNT, DemoOptions};
-use crate::model::DataType;
+use crate::model::{unix_ms, DataType};
 use crate::retry::Deadline;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -248,8 +248,7 @@ async fn run(command: Command) -> Result<()> {
         } => {
             let app = app_from_env()?;
             let to = to.unwrap_or_else(time::OffsetDateTime::now_utc);
-            let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
-            let window = crate::model::Window::new(ms(from), ms(to))
+            let window = crate::model::Window::new(unix_ms(from), unix_ms(to))
                 .map_err(|e| anyhow::anyhow!("--from/--to: {e}"))?;
             let report = crate::ops::backfill::backfill(&app, data_type, window).await?;
             if let Some(w) = &report.overlap_warning {

@@ -148,7 +148,12 @@ pub fn format_ms(ms: i64) -> String {
 
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    unix_ms(time::OffsetDateTime::now_utc())
+}
+
+/// A time in Unix milliseconds.
+pub fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Identifies one queue message's worth of records, for the whole of its life.
