@@ -90,19 +90,16 @@ impl App {
             credential,
         )
         .with_max_call_bytes(settings.sentinel.max_call_bytes);
-        let queue = Queue::new(
-            settings.queue_name.clone(),
-            settings
-                .storage
-                .queue_client(&settings.queue_name, storage_cred.clone())?,
-        );
-        let poison_name = settings.poison_queue_name();
-        let poison = Queue::new(
-            poison_name.clone(),
-            settings
-                .storage
-                .queue_client(&poison_name, storage_cred.clone())?,
-        );
+        let queue = Queue::open(
+            &settings.storage,
+            &settings.queue_name,
+            storage_cred.clone(),
+        )?;
+        let poison = Queue::open(
+            &settings.storage,
+            &settings.poison_queue_name(),
+            storage_cred.clone(),
+        )?;
         let blobs = Blobs::new(settings.storage.container_client(CONTAINER, storage_cred)?);
         Ok(App {
             checkpoints: CheckpointStore::new(blobs.clone()),

@@ -13,10 +13,7 @@ use cas_sentinel::storage::StorageSettings;
 /// What each step of the contract came to, as comparable text.
 async fn contract(storage: &StorageSettings) -> Vec<String> {
     let blobs = Blobs::new(storage.container_client("contract", None).unwrap());
-    let queue = Queue::new(
-        "contract-q",
-        storage.queue_client("contract-q", None).unwrap(),
-    );
+    let queue = Queue::open(storage, "contract-q", None).unwrap();
     let mut out = Vec::new();
     let mut note = |step: &str, r: String| out.push(format!("{step}: {r}"));
     let kind = |r: Result<String, BlobError>| match r {
@@ -138,7 +135,7 @@ async fn the_stand_in_answers_as_azurite_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stand_in_refuses_what_it_does_not_implement_by_name() {
     let (_sim, settings) = StorageSim::start().await;
-    let queue = Queue::new("q", settings.queue_client("q", None).unwrap());
+    let queue = Queue::open(&settings, "q", None).unwrap();
     queue.ensure().await.unwrap();
     let err = queue.send_text("hello").await.unwrap_err().to_string();
     assert!(

@@ -107,19 +107,11 @@ impl Harness {
         env.extend(opts.env);
         let settings =
             Settings::from_pairs(&env).map_err(|e| LocalError::Settings(e.to_string()))?;
-        let queue = Queue::new(
-            settings.queue_name.clone(),
-            storage
-                .queue_client(&settings.queue_name, None)
-                .map_err(|e| LocalError::Settings(e.to_string()))?,
-        );
-        let poison_name = settings.poison_queue_name();
-        let poison = Queue::new(
-            poison_name.clone(),
-            storage
-                .queue_client(&poison_name, None)
-                .map_err(|e| LocalError::Settings(e.to_string()))?,
-        );
+        let open = |name: &str| {
+            Queue::open(&storage, name, None).map_err(|e| LocalError::Settings(e.to_string()))
+        };
+        let queue = open(&settings.queue_name)?;
+        let poison = open(&settings.poison_queue_name())?;
         queue.ensure().await?;
         let port = free_port()?;
         let handler_url = Url::parse(&format!("http://127.0.0.1:{port}/")).expect("a loopback URL");

@@ -52,12 +52,17 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Wraps a client for the queue `name`.
-    pub fn new(name: impl Into<String>, client: QueueClient) -> Self {
-        Queue {
-            name: name.into(),
-            client: std::sync::Arc::new(client),
-        }
+    /// The queue `name` in the account `storage` describes, reached with `credential`
+    /// when the account uses identity-based access.
+    pub fn open(
+        storage: &crate::storage::StorageSettings,
+        name: &str,
+        credential: Option<std::sync::Arc<dyn azure_core::credentials::TokenCredential>>,
+    ) -> Result<Self, crate::storage::StorageConfigError> {
+        Ok(Queue {
+            name: name.to_string(),
+            client: std::sync::Arc::new(storage.queue_client(name, credential)?),
+        })
     }
 
     /// The queue's name.
