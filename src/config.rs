@@ -382,38 +382,57 @@ fn parse_duration(
     })
 }
 
-fn parse_call_limit(value: Option<String>) -> Result<usize, SettingError> {
-    const MAX: usize = crate::sentinel::pack::MAX_CALL_BYTES;
-    let Some(v) = value else { return Ok(MAX) };
-    match v.parse::<usize>() {
-        Ok(n) if (65_536..=MAX).contains(&n) => Ok(n),
+/// A whole number setting within `range`, `default` when unset; `explain` completes the
+/// error, after the value given.
+fn parse_count<T>(
+    name: &'static str,
+    value: Option<String>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    explain: &str,
+) -> Result<T, SettingError>
+where
+    T: std::str::FromStr + PartialOrd,
+{
+    let Some(v) = value else { return Ok(default) };
+    match v.parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(SettingError::Invalid {
-            name: "SENTINEL_MAX_CALL_BYTES",
-            reason: format!("{v:?}: give a byte count from 65536 to {MAX} (the service's limit)"),
+            name,
+            reason: format!("{v:?}: {explain}"),
         }),
     }
+}
+
+fn parse_call_limit(value: Option<String>) -> Result<usize, SettingError> {
+    const MAX: usize = crate::sentinel::pack::MAX_CALL_BYTES;
+    parse_count(
+        "SENTINEL_MAX_CALL_BYTES",
+        value,
+        MAX,
+        65_536..=MAX,
+        &format!("give a byte count from 65536 to {MAX} (the service's limit)"),
+    )
 }
 
 fn parse_rpm(value: Option<String>) -> Result<u32, SettingError> {
-    let Some(v) = value else { return Ok(30) };
-    match v.parse::<u32>() {
-        Ok(n) if (1..=30).contains(&n) => Ok(n),
-        _ => Err(SettingError::Invalid {
-            name: "CAS_REQUESTS_PER_MINUTE",
-            reason: format!("{v:?}: CAS allows 30 requests per minute per tenant; give a whole number from 1 to 30"),
-        }),
-    }
+    parse_count(
+        "CAS_REQUESTS_PER_MINUTE",
+        value,
+        30,
+        1..=30,
+        "CAS allows 30 requests per minute per tenant; give a whole number from 1 to 30",
+    )
 }
 
 fn parse_scan_limit(value: Option<String>) -> Result<u32, SettingError> {
-    let Some(v) = value else { return Ok(5000) };
-    match v.parse::<u32>() {
-        Ok(n) if (500..=5000).contains(&n) => Ok(n),
-        _ => Err(SettingError::Invalid {
-            name: "CAS_SCAN_LIMIT",
-            reason: format!("{v:?}: the scan page size must be a whole number from 500 to 5000"),
-        }),
-    }
+    parse_count(
+        "CAS_SCAN_LIMIT",
+        value,
+        5000,
+        500..=5000,
+        "the scan page size must be a whole number from 500 to 5000",
+    )
 }
 
 /// Parses a CAS filter setting: a JSON object of `field: {op: value}` that must not set the
