@@ -78,7 +78,11 @@ async fn main() {
             })
             .collect();
         let w = Window::new(base, now_ms()).unwrap();
-        let mut packed = pack(DataType::Activities, w, &chunk);
+        let mut packed = pack(
+            DataType::Activities,
+            w,
+            &chunk.iter().map(Value::to_string).collect::<Vec<_>>(),
+        );
         packed.pop(); // keep only full messages
         let used: u32 = packed.iter().map(|m| m.envelope.count).sum();
         records.extend(chunk.into_iter().take(used as usize));
@@ -662,10 +666,14 @@ fn warmup_messages() -> Vec<String> {
     let records: Vec<Value> = (0..200)
         .map(|i| activity_record(1_000_000 + i, 1, 2, 500))
         .collect();
-    pack(DataType::Activities, Window::new(0, 1).unwrap(), &records)
-        .into_iter()
-        .map(|m| m.envelope.to_text())
-        .collect()
+    pack(
+        DataType::Activities,
+        Window::new(0, 1).unwrap(),
+        &records.iter().map(Value::to_string).collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .map(|m| m.envelope.to_text())
+    .collect()
 }
 
 /// New batch ids for the same content (so sent markers do not short-cut the memory run).
@@ -678,10 +686,14 @@ fn remix(messages: &[String]) -> Vec<String> {
             for r in &mut records {
                 r["_benchRemix"] = json!(1);
             }
-            pack(DataType::Activities, env.window, &records)
-                .remove(0)
-                .envelope
-                .to_text()
+            pack(
+                DataType::Activities,
+                env.window,
+                &records.iter().map(Value::to_string).collect::<Vec<_>>(),
+            )
+            .remove(0)
+            .envelope
+            .to_text()
         })
         .collect()
 }

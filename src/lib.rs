@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod functions;
+pub mod lenient;
 pub mod local;
 pub mod loopback;
 pub mod model;

@@ -46,15 +46,20 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     floor + Duration::from_millis(if span == 0 { 0 } else { r % (span + 1) })
 }
 
+/// The longest wait a `Retry-After` may ask for; a larger value (or `1e20`) is read as
+/// this. Waits never outlast an invocation's deadline anyway: this only keeps the number
+/// a `Duration` can hold.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// Reads a `Retry-After` header value in seconds (the HTTP-date form is rare on these
-/// APIs and falls back to `None`).
+/// APIs and falls back to `None`), at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     v.trim()
         .parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 #[cfg(test)]
@@ -82,6 +87,14 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
         h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+        for huge in ["1e20", "1e308", "18446744073709551616"] {
+            h.insert(reqwest::header::RETRY_AFTER, huge.parse().unwrap());
+            assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        for bad in ["-1", "NaN", "inf"] {
+            h.insert(reqwest::header::RETRY_AFTER, bad.parse().unwrap());
+            assert_eq!(retry_after(&h), None, "{bad}");
+        }
     }
 
     #[tokio::test]

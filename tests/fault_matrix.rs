@@ -301,9 +301,13 @@ async fn bad_inputs() -> Row {
             a["title"] = json!(42);
         });
     let w = Window::new(0, 1).unwrap();
-    let good = pack(DataType::Alerts, w, &[json!({"_id": "x", "timestamp": 1})])
-        .remove(0)
-        .envelope;
+    let good = pack(
+        DataType::Alerts,
+        w,
+        &[json!({"_id": "x", "timestamp": 1}).to_string()],
+    )
+    .remove(0)
+    .envelope;
     let mut bomb = good.clone();
     bomb.payload = Payload::Inline {
         gz: base64::engine::general_purpose::STANDARD.encode(gzip(&vec![b' '; 33 * 1024 * 1024])),

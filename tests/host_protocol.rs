@@ -95,10 +95,14 @@ async fn queue_payloads_are_decoded_in_every_encoding_the_host_uses() {
     let records: Vec<Value> = (0..3)
         .map(|i| json!({"_id": format!("a{i}"), "timestamp": now_ms(), "title": "t"}))
         .collect();
-    let text = pack(DataType::Alerts, w, &records)
-        .remove(0)
-        .envelope
-        .to_text();
+    let text = pack(
+        DataType::Alerts,
+        w,
+        &records.iter().map(Value::to_string).collect::<Vec<_>>(),
+    )
+    .remove(0)
+    .envelope
+    .to_text();
 
     // As real hosts send it: text JSON-encoded once more, DequeueCount a string, quoted Id.
     let mut real = fixture("host-queue.json");
@@ -214,10 +218,14 @@ async fn twenty_four_concurrent_invocations_each_send_their_batch_once() {
                 .map(|r| r["_id"].as_str().unwrap().to_string()),
         );
         texts.push(
-            pack(DataType::Alerts, w, &records)
-                .remove(0)
-                .envelope
-                .to_text(),
+            pack(
+                DataType::Alerts,
+                w,
+                &records.iter().map(Value::to_string).collect::<Vec<_>>(),
+            )
+            .remove(0)
+            .envelope
+            .to_text(),
         );
     }
     // 12 batches, each delivered twice at once: 24 invocations in flight.

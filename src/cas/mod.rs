@@ -2,14 +2,17 @@
 //! retries, and typed pages. What to ask for lives in [`pull`]; the simulated tenant
 //! used by the local run and the tests lives in [`sim`].
 
+pub mod page;
 pub mod pull;
 pub mod sim;
+
+pub use page::{Keys, Page, RecordKey, ACTIVITY_KEYS, ALERT_KEYS};
 
 use crate::auth::{self, AuthError, CAS_SCOPE};
 use crate::retry::{backoff, retry_after, Deadline};
 use crate::secret::Secret;
 use azure_core::credentials::TokenCredential;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,17 +77,6 @@ pub enum CasError {
     Auth(#[from] AuthError),
 }
 
-/// One page of records, as CAS lists them.
-#[derive(Debug)]
-pub struct Page {
-    /// The records, kept whole: unknown fields travel on to Sentinel.
-    pub data: Vec<Value>,
-    /// Whether more records match.
-    pub has_next: bool,
-    /// Scan mode: the filters that fetch the next page.
-    pub next_query_filters: Option<Map<String, Value>>,
-}
-
 /// The API client. Cheap to clone; clones share the rate limiter and counters.
 #[derive(Clone)]
 pub struct CasClient {
@@ -121,20 +113,21 @@ impl CasClient {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// POSTs a list query and returns the page.
+    /// POSTs a list query and returns the page, its records keyed by `keys`.
     pub async fn list(
         &self,
         path: &str,
         body: &Value,
+        keys: Keys,
         deadline: Deadline,
     ) -> Result<Page, CasError> {
-        let v = self
-            .call(reqwest::Method::POST, path, Some(body), deadline)
+        let bytes = self
+            .request(reqwest::Method::POST, path, Some(body), deadline)
             .await?;
-        parse_page(path, v)
+        page::parse(path, &bytes, keys)
     }
 
-    /// Sends one request with throttling, retries and error mapping.
+    /// Sends one request and reads the answer as a JSON value (repaired if need be).
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -142,6 +135,26 @@ impl CasClient {
         body: Option<&Value>,
         deadline: Deadline,
     ) -> Result<Value, CasError> {
+        let bytes = self.request(method, path, body, deadline).await?;
+        let text = String::from_utf8_lossy(&bytes);
+        let shape = |detail: String| CasError::Shape {
+            path: path.into(),
+            detail,
+        };
+        let (text, _) =
+            crate::lenient::repair(&text).map_err(|e| shape(format!("not JSON: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| shape(format!("not JSON: {e}")))
+    }
+
+    /// Sends one request with throttling, retries and error mapping; the body of the
+    /// successful answer.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        deadline: Deadline,
+    ) -> Result<bytes::Bytes, CasError> {
         let url = self.base.join(path).map_err(|e| CasError::Shape {
             path: path.into(),
             detail: e.to_string(),
@@ -153,9 +166,11 @@ impl CasClient {
                 last,
             };
             if !self.limiter.acquire(deadline).await {
-                return Err(out_of_time(
-                    "client-side rate limit: 30 requests per minute".into(),
-                ));
+                return Err(out_of_time(format!(
+                    "client-side rate limit: {} requests per {} s",
+                    self.limiter.max,
+                    self.limiter.per.as_secs()
+                )));
             }
             let mut req = self
                 .http
@@ -179,17 +194,25 @@ impl CasClient {
                 Ok(rsp) => {
                     let status = rsp.status().as_u16();
                     let hinted = retry_after(rsp.headers());
-                    let text = rsp.text().await.unwrap_or_default();
-                    match status {
-                        200..=299 => {
-                            return serde_json::from_str(&text).map_err(|e| CasError::Shape { path: path.into(), detail: format!("not JSON: {e}") });
+                    if (200..=299).contains(&status) {
+                        match rsp.bytes().await {
+                            Ok(b) => return Ok(b),
+                            // The body was cut off: as retryable as a failed connection.
+                            Err(e) => (
+                                backoff(attempt, Duration::from_secs(1), Duration::from_secs(30)),
+                                format!("reading the body: {e}"),
+                            ),
                         }
+                    } else {
+                        let text = rsp.text().await.unwrap_or_default();
+                        match status {
                         429 => (hinted.unwrap_or(Duration::from_secs(60)), "429 throttled".into()),
                         _ if text.to_ascii_lowercase().contains("throttl") => (hinted.unwrap_or(Duration::from_secs(60)), format!("{status} throttled")),
                         500 | 502 | 503 | 504 => (hinted.unwrap_or_else(|| backoff(attempt, Duration::from_secs(1), Duration::from_secs(30))), format!("{status}")),
                         401 => return Err(CasError::Denied { path: path.into(), status, hint: "the token was not accepted: check CAS_API_TOKEN (legacy tokens can be revoked or expire) or that the Entra app/managed identity token is for this tenant" }),
                         403 => return Err(CasError::Denied { path: path.into(), status, hint: "the identity lacks permission: grant the Microsoft Cloud App Security API application permission Investigation.Read (and Discovery.read for discovery) with admin consent" }),
                         _ => return Err(CasError::Status { path: path.into(), status, body: text.chars().take(300).collect() }),
+                    }
                     }
                 }
             };
@@ -202,105 +225,58 @@ impl CasClient {
     }
 }
 
-fn parse_page(path: &str, v: Value) -> Result<Page, CasError> {
-    let shape = |detail: &str| CasError::Shape {
-        path: path.into(),
-        detail: detail.into(),
-    };
-    let Value::Object(mut m) = v else {
-        return Err(shape("the body is not a JSON object"));
-    };
-    let data = match m.remove("data") {
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(shape("\"data\" is not an array")),
-        None => return Err(shape("no \"data\" field")),
-    };
-    let has_next = match m.remove("hasNext") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(shape("\"hasNext\" is not a boolean")),
-    };
-    let next_query_filters = match m.remove("nextQueryFilters") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(f)) => Some(f),
-        Some(_) => return Err(shape("\"nextQueryFilters\" is not an object")),
-    };
-    Ok(Page {
-        data,
-        has_next,
-        next_query_filters,
-    })
-}
-
-/// A sliding-window limiter: at most `max` permits in any `per`.
+/// A sliding-window limiter: at most `max` permits in any `per`, handed out in the order
+/// they were asked for.
+///
+/// Each caller reserves the earliest free slot under the lock and then sleeps until it,
+/// so callers waiting together are served first come, first served. That is what shares
+/// CAS's 30 requests a minute fairly between the data types a poll reads at once: a lane
+/// that asks again only after its previous answer always finds the others queued ahead.
 pub struct RateLimiter {
     max: usize,
     per: Duration,
-    sent: Mutex<VecDeque<Instant>>,
+    /// The start times of the last `max` permits (some possibly in the future: reserved).
+    slots: Mutex<VecDeque<Instant>>,
 }
 
 impl RateLimiter {
     /// A limiter of `max` per `per`.
     pub fn new(max: usize, per: Duration) -> Self {
         RateLimiter {
-            max,
+            max: max.max(1),
             per,
-            sent: Mutex::new(VecDeque::new()),
+            slots: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// Waits for a permit; false when none frees up before the deadline.
+    /// Waits for a permit; false (and no permit taken) when none is free before the deadline.
     pub async fn acquire(&self, deadline: Deadline) -> bool {
-        loop {
-            let wait = {
-                let mut sent = self.sent.lock().await;
-                let now = Instant::now();
-                while sent
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.per)
-                {
-                    sent.pop_front();
-                }
-                if sent.len() < self.max {
-                    sent.push_back(now);
-                    return true;
-                }
-                self.per - now.duration_since(sent[0])
+        let at = {
+            let mut slots = self.slots.lock().await;
+            let now = Instant::now();
+            let at = if slots.len() < self.max {
+                now
+            } else {
+                // The permit `max` back must be `per` old before another may start.
+                (slots[slots.len() - self.max] + self.per).max(now)
             };
-            if !deadline.sleep_within(wait).await {
+            if at.saturating_duration_since(now) >= deadline.remaining() {
                 return false;
             }
-        }
+            slots.push_back(at);
+            while slots.len() > self.max {
+                slots.pop_front();
+            }
+            at
+        };
+        tokio::time::sleep_until(at).await;
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pages_parse_from_the_documented_fixtures() {
-        let alerts: Value =
-            serde_json::from_str(include_str!("../../tests/fixtures/cas-alerts-page.json"))
-                .unwrap();
-        let p = parse_page("/api/v1/alerts/", alerts).unwrap();
-        assert_eq!(p.data.len(), 1);
-        assert!(p.has_next);
-        let scan: Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/cas-activities-scan-page.json"
-        ))
-        .unwrap();
-        let p = parse_page("/api/v1/activities/", scan).unwrap();
-        assert!(p.next_query_filters.unwrap().contains_key("created"));
-    }
-
-    #[test]
-    fn wrong_shapes_are_named() {
-        let err = parse_page("/x", serde_json::json!({"data": {}})).unwrap_err();
-        assert!(err.to_string().contains("\"data\" is not an array"));
-        let err = parse_page("/x", serde_json::json!([])).unwrap_err();
-        assert!(err.to_string().contains("not a JSON object"));
-    }
 
     #[tokio::test(start_paused = true)]
     async fn limiter_never_allows_more_than_max_per_window() {

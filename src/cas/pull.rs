@@ -1,14 +1,23 @@
-//! What to ask CAS for, given a checkpoint: one function per data type, each returning
-//! the new records, the window they cover, and the cursor that follows them.
+//! What to ask CAS for, given a checkpoint, one page at a time.
+//!
+//! A [`Puller`] reads one data type from its cursor: each [`Puller::next`] reads one CAS
+//! page and returns the records to enqueue with the cursor that follows them, which the
+//! poll stores once they are enqueued. Memory is one page whatever the backlog, and a run
+//! that stops anywhere (time, an error, a crash) resumes from the last stored cursor:
+//! alerts from the same skip/limit page, activities from the `nextQueryFilters` CAS gave,
+//! so a page read again is the same page and packs into the same batches.
 //!
 //! Windows end `CAS_SETTLE_DELAY` before now and start `CAS_OVERLAP` before the last
 //! position; the ids already sent from the overlap are kept in the cursor and skipped.
-//! A pull that runs out of time or meets an error part-way still returns what it has,
-//! with a cursor that points exactly after it, so a slow or failing run makes progress
-//! instead of starting over.
+//! Only the ids that a later page or window can list again are kept, so a cursor stays
+//! the size of the overlap, not of the backlog.
+//!
+//! For alerts, the change watch shares the same lane: once per `CAS_ALERT_UPDATE_INTERVAL`
+//! it re-lists the alerts of `CAS_ALERT_UPDATE_WINDOW`, a page at a time, taking turns with
+//! the new-alerts listing so neither can starve the other, and resuming where it stopped.
 
-use super::{CasClient, CasError};
-use crate::checkpoint::{AlertWatch, Cursor, ScanResume};
+use super::{CasClient, CasError, Page, ACTIVITY_KEYS, ALERT_KEYS};
+use crate::checkpoint::{AlertWatch, Cursor, PageResume, ScanResume, WatchPass};
 use crate::config::CasSettings;
 use crate::model::{DataType, Window};
 use crate::retry::Deadline;
@@ -17,20 +26,477 @@ use std::collections::{BTreeMap, HashSet};
 
 /// CAS list pages hold at most 100 records (scan pages excepted).
 pub const PAGE: usize = 100;
-/// CAS refuses `skip` beyond this; the alerts pull moves its lower bound instead.
+/// CAS refuses `skip` beyond this; the alerts listing moves its lower bound instead.
 pub const MAX_SKIP: usize = 5000;
-/// Soft cap on the ids a cursor keeps for the overlap, so a checkpoint stays small.
-pub const MAX_RECENT: usize = 50_000;
+/// A cursor holding more overlap ids than this is logged: every one is needed (dropping
+/// any would send its record twice), but so many usually means a burst worth knowing of.
+pub const LARGE_RECENT: usize = 100_000;
+/// The alerts list.
+pub const ALERTS_PATH: &str = "api/v1/alerts/";
+/// The activities list.
+pub const ACTIVITIES_PATH: &str = "api/v1/activities/";
 const DAY_MS: i64 = 86_400_000;
 
-/// The outcome of one pull.
+/// One page read: what of it to enqueue, and the cursor to store once it is enqueued.
+#[derive(Debug)]
+pub struct Step {
+    /// The page, which holds the records' text.
+    pub page: Page,
+    /// The window the records belong to (it names their batches).
+    pub window: Window,
+    /// Records to forward as new: indexes into `page.records`.
+    pub new: Vec<usize>,
+    /// Alerts forwarded before whose resolution or severity has changed since.
+    pub changed: Vec<usize>,
+    /// When the changes were seen: their rows' `TimeGenerated`. Fixed for a whole
+    /// re-check, so a page read again packs the same batches.
+    pub observed: Option<i64>,
+    /// The cursor to store once the records are enqueued.
+    pub cursor: Cursor,
+}
+
+impl Step {
+    /// The text of the records to forward as new.
+    pub fn new_records(&self) -> Vec<&str> {
+        self.new
+            .iter()
+            .map(|&i| self.page.text(&self.page.records[i]))
+            .collect()
+    }
+
+    /// The text of the changed alerts.
+    pub fn changed_records(&self) -> Vec<&str> {
+        self.changed
+            .iter()
+            .map(|&i| self.page.text(&self.page.records[i]))
+            .collect()
+    }
+}
+
+/// Where the main listing stands.
+enum Main {
+    Alerts(AlertPages),
+    Activities { filters: Map<String, Value> },
+    Discovery,
+    Done,
+}
+
+/// Reads one data type, a page at a time, from a cursor.
+pub struct Puller {
+    cas: CasSettings,
+    now_ms: i64,
+    start: Cursor,
+    /// The window being read (a point when there is nothing to read).
+    window: Window,
+    main: Main,
+    seen: Seen,
+    /// The cursor as it stands after the last step.
+    cursor: Cursor,
+    /// Whether the change watch has the next turn.
+    watch_turn: bool,
+    /// Whether a re-check finished in this run (one is enough per run).
+    watch_finished: bool,
+}
+
+impl Puller {
+    /// A pull of `data_type` from `cursor` (`None` on a first run) at `now_ms`.
+    pub fn new(
+        cas: &CasSettings,
+        data_type: DataType,
+        cursor: Option<&Cursor>,
+        now_ms: i64,
+    ) -> Puller {
+        let start = cursor.cloned().unwrap_or_else(|| Cursor {
+            position_ms: match data_type {
+                DataType::Discovery => day_start(upper_bound(cas, now_ms)) - DAY_MS,
+                _ => now_ms - ms(cas.lookback),
+            },
+            ..Default::default()
+        });
+        let from = start.query_from();
+        let upper = window_end(&start, cas, now_ms);
+        let (window, main) = match data_type {
+            DataType::Alerts => match start.pages {
+                Some(r) => (
+                    Window::new(from, r.upper).ok(),
+                    Some(Main::Alerts(AlertPages::from_resume(r))),
+                ),
+                None => (
+                    Window::new(from, upper).ok(),
+                    Some(Main::Alerts(AlertPages::new(from, upper))),
+                ),
+            },
+            DataType::Activities => match &start.scan {
+                Some(r) => (
+                    Window::new(from, r.window_to).ok(),
+                    Some(Main::Activities {
+                        filters: r.next_filters.clone(),
+                    }),
+                ),
+                None if upper >= start.position_ms => {
+                    let mut f = with_extra(Map::new(), &cas.activities_filter);
+                    f.insert("created".into(), json!({"gte": from, "lte": upper}));
+                    (
+                        Window::new(from, upper).ok(),
+                        Some(Main::Activities { filters: f }),
+                    )
+                }
+                None => (None, None),
+            },
+            DataType::Discovery => {
+                let today = day_start(upper_bound(cas, now_ms));
+                if start.position_ms > today - DAY_MS {
+                    (None, None)
+                } else {
+                    (
+                        Window::new(today - DAY_MS, today - 1).ok(),
+                        Some(Main::Discovery),
+                    )
+                }
+            }
+        };
+        let (window, main) = match (window, main) {
+            (Some(w), Some(m)) => (w, m),
+            _ => {
+                let at = start.position_ms;
+                (
+                    Window::new(at, at).expect("a point is a window"),
+                    Main::Done,
+                )
+            }
+        };
+        let mut cursor = start.clone();
+        if data_type == DataType::Alerts {
+            cursor.watch = match cas.alert_updates {
+                None => None,
+                Some(_) => {
+                    let mut w = cursor.watch.take().unwrap_or_else(|| AlertWatch {
+                        last_check_ms: now_ms,
+                        ..Default::default()
+                    });
+                    // Alerts from the first window on are all ours (an upgraded watch
+                    // without this starts from where the cursor is now).
+                    w.since_ms.get_or_insert(from);
+                    Some(w)
+                }
+            };
+        }
+        Puller {
+            cas: cas.clone(),
+            now_ms,
+            seen: Seen::new(start.recent.clone()),
+            start,
+            window,
+            main,
+            cursor,
+            watch_turn: false,
+            watch_finished: false,
+        }
+    }
+
+    /// The window being read.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// The cursor to store before enqueueing anything from this pull: the window being
+    /// enqueued, so a run that dies part-way reads exactly it again. `None` when it is
+    /// stored already (or for discovery, whose window is a whole day).
+    pub fn intent(&self) -> Option<Cursor> {
+        let end = self.window.to_ms();
+        let reading = !matches!(self.main, Main::Done | Main::Discovery);
+        (reading && self.start.pending_upper_ms != Some(end)).then(|| Cursor {
+            pending_upper_ms: Some(end),
+            ..self.start.clone()
+        })
+    }
+
+    /// Whether the main window has been read to its end.
+    pub fn complete(&self) -> bool {
+        matches!(self.main, Main::Done)
+    }
+
+    /// The cursor after the last step.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    /// Reads the next page; `None` when there is nothing more to read in this run (the
+    /// window is read and no re-check is due) or the deadline has passed.
+    pub async fn next(
+        &mut self,
+        client: &CasClient,
+        deadline: Deadline,
+    ) -> Result<Option<Step>, CasError> {
+        if deadline.passed() {
+            return Ok(None);
+        }
+        let watch_due = self.watch_due();
+        let main_done = self.complete();
+        let watch = watch_due && (main_done || self.watch_turn);
+        self.watch_turn = !self.watch_turn;
+        if watch {
+            return self.watch_step(client, deadline).await.map(Some);
+        }
+        match &mut self.main {
+            Main::Done => Ok(None),
+            Main::Alerts(_) => self.alerts_step(client, deadline).await.map(Some),
+            Main::Activities { .. } => self.activities_step(client, deadline).await.map(Some),
+            Main::Discovery => self.discovery_step(client, deadline).await.map(Some),
+        }
+    }
+
+    fn overlap_from(&self) -> i64 {
+        self.window.to_ms() - ms(self.cas.overlap)
+    }
+
+    /// The cursor once the whole window is enqueued.
+    fn finished(&mut self) -> Cursor {
+        let end = self.window.to_ms();
+        let mut c = self.seen.cursor(end, self.overlap_from());
+        c.watch = self.cursor.watch.take();
+        c
+    }
+
+    /// The cursor part-way through the window: the same start, the ids a later page can
+    /// list again, and where to resume.
+    fn partial(&self) -> Cursor {
+        Cursor {
+            position_ms: self.start.position_ms,
+            rescan_from_ms: Some(self.start.query_from()),
+            recent: self.seen.recent.clone(),
+            scan: None,
+            pages: None,
+            pending_upper_ms: Some(self.window.to_ms()),
+            watch: self.cursor.watch.clone(),
+        }
+    }
+
+    async fn alerts_step(
+        &mut self,
+        client: &CasClient,
+        deadline: Deadline,
+    ) -> Result<Step, CasError> {
+        let Main::Alerts(pages) = &mut self.main else {
+            unreachable!("alerts_step is only called for alerts")
+        };
+        let page = pages.next(client, &self.cas, deadline).await?;
+        let (done, lower, resume) = (pages.done, pages.lower, pages.resume());
+        let mut new = Vec::new();
+        for (i, r) in page.records.iter().enumerate() {
+            if self.seen.admit(r.id.as_deref(), r.pos) {
+                new.push(i);
+                if let (Some(w), Some(id), Some(pos)) = (&mut self.cursor.watch, &r.id, r.pos) {
+                    w.alerts.insert(id.clone(), (pos, r.fingerprint.clone()));
+                }
+            }
+        }
+        let cursor = if done {
+            self.main = Main::Done;
+            self.finished()
+        } else {
+            // Records dated before the listing's lower bound are never listed again.
+            let keep = lower.min(self.overlap_from());
+            self.seen.recent.retain(|_, p| *p >= keep);
+            Cursor {
+                pages: Some(resume),
+                ..self.partial()
+            }
+        };
+        self.cursor = cursor.clone();
+        Ok(Step {
+            page,
+            window: self.window,
+            new,
+            changed: Vec::new(),
+            observed: None,
+            cursor,
+        })
+    }
+
+    async fn activities_step(
+        &mut self,
+        client: &CasClient,
+        deadline: Deadline,
+    ) -> Result<Step, CasError> {
+        let Main::Activities { filters } = &self.main else {
+            unreachable!("activities_step is only called for activities")
+        };
+        let body = json!({"filters": filters, "isScan": true, "limit": self.cas.scan_limit});
+        let page = client
+            .list(ACTIVITIES_PATH, &body, ACTIVITY_KEYS, deadline)
+            .await?;
+        let next = match (page.has_next, &page.next_query_filters) {
+            (false, _) => None,
+            (true, Some(next)) => Some(with_extra(next.clone(), &self.cas.activities_filter)),
+            (true, None) => {
+                return Err(CasError::Shape {
+                    path: ACTIVITIES_PATH.into(),
+                    detail: "hasNext is true but nextQueryFilters is missing".into(),
+                })
+            }
+        };
+        let new: Vec<usize> = (0..page.records.len())
+            .filter(|&i| {
+                let r = &page.records[i];
+                self.seen.admit(r.id.as_deref(), r.pos)
+            })
+            .collect();
+        let cursor = match next {
+            None => {
+                self.main = Main::Done;
+                self.finished()
+            }
+            Some(next) => {
+                // A scan lists each record once: only the previous window's overlap ids
+                // (met again anywhere in the scan) and this window's own overlap (which
+                // the next window re-reads) are needed.
+                let (old_end, keep_from) = (self.start.position_ms, self.overlap_from());
+                self.seen
+                    .recent
+                    .retain(|_, p| *p <= old_end || *p >= keep_from);
+                self.main = Main::Activities {
+                    filters: next.clone(),
+                };
+                Cursor {
+                    scan: Some(ScanResume {
+                        window_to: self.window.to_ms(),
+                        next_filters: next,
+                    }),
+                    ..self.partial()
+                }
+            }
+        };
+        self.cursor = cursor.clone();
+        Ok(Step {
+            page,
+            window: self.window,
+            new,
+            changed: Vec::new(),
+            observed: None,
+            cursor,
+        })
+    }
+
+    /// Whether the change watch has a re-check to run or continue.
+    fn watch_due(&self) -> bool {
+        let (Some(updates), Some(w)) = (self.cas.alert_updates, &self.cursor.watch) else {
+            return false;
+        };
+        if self.watch_finished {
+            return false;
+        }
+        w.pass.is_some() || self.now_ms - w.last_check_ms >= ms(updates.interval)
+    }
+
+    /// One page of the change watch's re-check.
+    async fn watch_step(
+        &mut self,
+        client: &CasClient,
+        deadline: Deadline,
+    ) -> Result<Step, CasError> {
+        let updates = self.cas.alert_updates.expect("watch_due checked it");
+        let oldest = self.now_ms - ms(updates.window);
+        let upper = self.cursor.position_ms;
+        let now = self.now_ms;
+        let w = self.cursor.watch.as_mut().expect("watch_due checked it");
+        let pass = *w.pass.get_or_insert(WatchPass {
+            started_ms: now,
+            next: AlertPages::new(oldest, upper.max(oldest)).resume(),
+        });
+        let window = Window::new(pass.next.lower, pass.next.upper.max(pass.next.lower))
+            .expect("the upper bound is raised to the lower");
+        let mut pages = AlertPages::from_resume(pass.next);
+        let page = pages.next(client, &self.cas, deadline).await?;
+        let since = w.since_ms.unwrap_or(i64::MAX);
+        let (mut new, mut changed) = (Vec::new(), Vec::new());
+        for (i, r) in page.records.iter().enumerate() {
+            let (Some(id), Some(pos)) = (&r.id, r.pos) else {
+                continue;
+            };
+            match w.alerts.get(id) {
+                Some((_, old)) if same_state(old, &r.fingerprint) => continue,
+                Some(_) => changed.push(i),
+                // Dated where everything was forwarded, yet never forwarded: it became
+                // visible after the listing had passed its date. Sent now, as new.
+                None if pos >= since => {
+                    if self.seen.admit(Some(id), Some(pos)) {
+                        new.push(i);
+                    }
+                }
+                // Before the deployment's first window: a baseline, not ours to send.
+                None => {}
+            }
+            w.alerts.insert(id.clone(), (pos, r.fingerprint.clone()));
+        }
+        if pages.done {
+            w.last_check_ms = pass.started_ms;
+            w.pass = None;
+            self.watch_finished = true;
+        } else {
+            w.pass = Some(WatchPass {
+                started_ms: pass.started_ms,
+                next: pages.resume(),
+            });
+        }
+        w.alerts.retain(|_, (ts, _)| *ts >= oldest);
+        Ok(Step {
+            page,
+            window,
+            new,
+            changed,
+            observed: Some(pass.started_ms),
+            cursor: self.cursor.clone(),
+        })
+    }
+
+    /// Discovery: once a UTC day is over, one record per continuous report and discovered app.
+    async fn discovery_step(
+        &mut self,
+        client: &CasClient,
+        deadline: Deadline,
+    ) -> Result<Step, CasError> {
+        let day = self.window.from_ms();
+        let records = discovery(client, &self.cas, day, deadline).await?;
+        self.main = Main::Done;
+        let page = Page::from_values(&records);
+        self.cursor = Cursor {
+            position_ms: day + DAY_MS,
+            ..Default::default()
+        };
+        Ok(Step {
+            new: (0..page.records.len()).collect(),
+            page,
+            window: self.window,
+            changed: Vec::new(),
+            observed: None,
+            cursor: self.cursor.clone(),
+        })
+    }
+}
+
+/// Whether two fingerprints describe the same state. A fingerprint stored by an earlier
+/// release also held `statusValue` (read/unread) in front: that part is ignored, so an
+/// upgrade does not forward every watched alert again.
+fn same_state(stored: &str, now: &str) -> bool {
+    if stored == now {
+        return true;
+    }
+    let parts = stored.split('/').count();
+    parts == now.split('/').count() + 1
+        && stored.split_once('/').is_some_and(|(_, rest)| rest == now)
+}
+
+/// A whole pull, collected in memory: what [`Puller`] reads in one run, up to the deadline
+/// or the first error. For tests and small tools; the poll and backfill step through a
+/// [`Puller`] instead, enqueueing each page before reading the next.
 #[derive(Debug)]
 pub struct Pull {
     /// The window the records belong to.
     pub window: Window,
     /// New records, in the order CAS listed them.
     pub records: Vec<Value>,
-    /// Alerts forwarded before whose status, resolution or severity has since changed.
+    /// Alerts forwarded before whose resolution or severity has since changed.
     pub updates: Vec<Value>,
     /// The cursor the pull started from.
     pub start: Cursor,
@@ -42,7 +508,7 @@ pub struct Pull {
     pub error: Option<CasError>,
 }
 
-/// Pulls one data type's new records.
+/// Runs a [`Puller`] to its end (see [`Pull`]).
 pub async fn pull(
     client: &CasClient,
     cas: &CasSettings,
@@ -51,27 +517,31 @@ pub async fn pull(
     now_ms: i64,
     deadline: Deadline,
 ) -> Result<Pull, CasError> {
-    let start = cursor.cloned().unwrap_or_else(|| Cursor {
-        position_ms: match data_type {
-            DataType::Discovery => day_start(upper_bound(cas, now_ms)) - DAY_MS,
-            _ => now_ms - ms(cas.lookback),
-        },
-        ..Default::default()
-    });
-    match data_type {
-        DataType::Alerts => {
-            let mut p = alerts(client, cas, start, now_ms, deadline).await;
-            if let (Some(updates), None) = (cas.alert_updates, &p.error) {
-                let (found, error) =
-                    watch_alerts(client, cas, &mut p, updates, now_ms, deadline).await;
-                p.updates = found;
-                p.error = error;
+    let mut puller = Puller::new(cas, data_type, cursor, now_ms);
+    let start = cursor.cloned().unwrap_or_else(|| puller.start.clone());
+    let (mut records, mut updates) = (Vec::new(), Vec::new());
+    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+    let error = loop {
+        match puller.next(client, deadline).await {
+            Ok(Some(step)) => {
+                records.extend(step.new_records().into_iter().map(parse));
+                updates.extend(step.changed_records().into_iter().map(parse));
             }
-            Ok(p)
+            Ok(None) => break None,
+            // Discovery is read in one step: its failure is the pull's.
+            Err(e) if data_type == DataType::Discovery => return Err(e),
+            Err(e) => break Some(e),
         }
-        DataType::Activities => Ok(activities(client, cas, start, now_ms, deadline).await),
-        DataType::Discovery => discovery(client, cas, start, now_ms, deadline).await,
-    }
+    };
+    Ok(Pull {
+        window: puller.window(),
+        records,
+        updates,
+        start,
+        complete: puller.complete(),
+        cursor: puller.cursor().clone(),
+        error,
+    })
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -93,27 +563,6 @@ fn day_start(t: i64) -> i64 {
     t.div_euclid(DAY_MS) * DAY_MS
 }
 
-/// Nothing new: an empty pull that keeps the cursor.
-fn nothing(cursor: Cursor) -> Pull {
-    let at = cursor.position_ms;
-    Pull {
-        window: Window::new(at, at).expect("a point is a window"),
-        records: Vec::new(),
-        updates: Vec::new(),
-        start: cursor.clone(),
-        cursor,
-        complete: true,
-        error: None,
-    }
-}
-
-fn record_key<'a>(rec: &'a Value, field: &str) -> (Option<&'a str>, Option<i64>) {
-    (
-        rec.get("_id").and_then(Value::as_str),
-        rec.get(field).and_then(Value::as_i64),
-    )
-}
-
 fn with_extra(mut filters: Map<String, Value>, extra: &Map<String, Value>) -> Map<String, Value> {
     for (k, v) in extra {
         filters.entry(k.clone()).or_insert_with(|| v.clone());
@@ -121,8 +570,8 @@ fn with_extra(mut filters: Map<String, Value>, extra: &Map<String, Value>) -> Ma
     filters
 }
 
-/// The ids already enqueued, with their positions: the cursor's overlap ids plus
-/// everything admitted in this run.
+/// The ids already enqueued, with their positions: the cursor's overlap ids plus what
+/// this run admitted that a later page or window can list again.
 struct Seen {
     recent: BTreeMap<String, i64>,
     /// Records with an id but no usable position: deduplicated within the run only.
@@ -150,78 +599,23 @@ impl Seen {
     }
 
     /// A cursor at `position` that re-reads from `rescan_from`, keeping the ids needed there.
-    fn cursor(mut self, position: i64, rescan_from: i64) -> Cursor {
-        let mut from = rescan_from.min(position);
-        self.recent.retain(|_, p| *p >= from);
-        if self.recent.len() > MAX_RECENT {
-            // Keep the newest ids (all of them at the cut-off millisecond) and re-read only that far.
-            let mut positions: Vec<i64> = self.recent.values().copied().collect();
-            positions.sort_unstable_by(|a, b| b.cmp(a));
-            from = positions[MAX_RECENT - 1];
-            self.recent.retain(|_, p| *p >= from);
+    fn cursor(&self, position: i64, rescan_from: i64) -> Cursor {
+        let from = rescan_from.min(position);
+        let recent: BTreeMap<String, i64> = self
+            .recent
+            .iter()
+            .filter(|(_, p)| **p >= from)
+            .map(|(k, p)| (k.clone(), *p))
+            .collect();
+        if recent.len() > LARGE_RECENT {
+            tracing::warn!(ids = recent.len(), "the overlap holds an unusually large number of records; all are kept so none is sent twice");
         }
         Cursor {
             position_ms: position,
             rescan_from_ms: Some(from),
-            recent: self.recent,
-            scan: None,
-            pending_upper_ms: None,
-            watch: None,
+            recent,
+            ..Default::default()
         }
-    }
-}
-
-/// Alerts, ascending by `date`, 100 a page. Past 5,000 skipped records the lower bound
-/// moves up to the newest `date` seen; the ids already taken there are skipped.
-async fn alerts(
-    client: &CasClient,
-    cas: &CasSettings,
-    start: Cursor,
-    now_ms: i64,
-    deadline: Deadline,
-) -> Pull {
-    let upper = window_end(&start, cas, now_ms);
-    let from = start.query_from();
-    let Ok(window) = Window::new(from, upper) else {
-        return nothing(start);
-    };
-    let mut seen = Seen::new(start.recent.clone());
-    let mut records = Vec::new();
-    let mut max_ts = start.position_ms;
-    let mut pages = AlertPages::new(from, upper);
-    let (complete, error) = loop {
-        if pages.done {
-            break (true, None);
-        }
-        if deadline.passed() {
-            break (false, None);
-        }
-        match pages.next(client, cas, deadline).await {
-            Ok(data) => {
-                for rec in data {
-                    let (id, ts) = record_key(&rec, "timestamp");
-                    if seen.admit(id, ts) {
-                        max_ts = max_ts.max(ts.unwrap_or(max_ts));
-                        records.push(rec);
-                    }
-                }
-            }
-            Err(e) => break (false, Some(e)),
-        }
-    };
-    // Complete: everything up to `upper` is read. Cut short: everything before the newest
-    // date read is (the records at that date already read are in `recent`).
-    let position = if complete { upper } else { max_ts };
-    let mut cursor = seen.cursor(position, position - ms(cas.overlap));
-    cursor.watch = start.watch.clone();
-    Pull {
-        window,
-        records,
-        updates: Vec::new(),
-        start,
-        cursor,
-        complete,
-        error,
     }
 }
 
@@ -243,7 +637,27 @@ impl AlertPages {
             upper,
             skip: 0,
             newest: lower,
+            done: lower > upper,
+        }
+    }
+
+    fn from_resume(r: PageResume) -> Self {
+        AlertPages {
+            lower: r.lower,
+            upper: r.upper,
+            skip: r.skip,
+            newest: r.newest,
             done: false,
+        }
+    }
+
+    /// Where the listing stands, to resume from.
+    fn resume(&self) -> PageResume {
+        PageResume {
+            lower: self.lower,
+            upper: self.upper,
+            skip: self.skip,
+            newest: self.newest,
         }
     }
 
@@ -253,14 +667,16 @@ impl AlertPages {
         client: &CasClient,
         cas: &CasSettings,
         deadline: Deadline,
-    ) -> Result<Vec<Value>, CasError> {
+    ) -> Result<Page, CasError> {
         let mut filters = with_extra(Map::new(), &cas.alerts_filter);
         filters.insert("date".into(), json!({"gte": self.lower, "lte": self.upper}));
         let body = json!({"filters": filters, "skip": self.skip, "limit": PAGE, "sortField": "date", "sortDirection": "asc"});
-        let page = client.list("api/v1/alerts/", &body, deadline).await?;
-        let n = page.data.len();
-        for rec in &page.data {
-            if let Some(ts) = rec.get("timestamp").and_then(Value::as_i64) {
+        let page = client
+            .list(ALERTS_PATH, &body, ALERT_KEYS, deadline)
+            .await?;
+        let n = page.records.len();
+        for r in &page.records {
+            if let Some(ts) = r.pos {
                 self.newest = self.newest.max(ts);
             }
         }
@@ -273,172 +689,18 @@ impl AlertPages {
                 self.skip = 0;
             }
         }
-        Ok(page.data)
+        Ok(page)
     }
 }
 
-/// The mutable part of an alert: a change here is forwarded as a new row.
-fn fingerprint(alert: &Value) -> String {
-    let f = |k: &str| alert.get(k).map(Value::to_string).unwrap_or_default();
-    format!(
-        "{}/{}/{}",
-        f("statusValue"),
-        f("resolutionStatusValue"),
-        f("severityValue")
-    )
-}
-
-/// Records what the new alerts looked like when forwarded and, every
-/// `updates.interval`, re-lists the alerts of the last `updates.window` to find the ones
-/// that changed since.
-async fn watch_alerts(
-    client: &CasClient,
-    cas: &CasSettings,
-    pull: &mut Pull,
-    updates: crate::config::AlertUpdates,
-    now_ms: i64,
-    deadline: Deadline,
-) -> (Vec<Value>, Option<CasError>) {
-    let watch = pull.cursor.watch.get_or_insert_with(|| AlertWatch {
-        last_check_ms: now_ms,
-        ..Default::default()
-    });
-    for rec in &pull.records {
-        if let (Some(id), Some(ts)) = record_key(rec, "timestamp") {
-            watch.alerts.insert(id.to_string(), (ts, fingerprint(rec)));
-        }
-    }
-    let oldest = now_ms - ms(updates.window);
-    watch.alerts.retain(|_, (ts, _)| *ts >= oldest);
-    if now_ms - watch.last_check_ms < ms(updates.interval) || deadline.passed() {
-        return (Vec::new(), None);
-    }
-    let upper = pull.cursor.position_ms;
-    let mut changed = Vec::new();
-    let mut listed = HashSet::new();
-    let mut pages = AlertPages::new(oldest, upper);
-    while !pages.done {
-        let data = match pages.next(client, cas, deadline).await {
-            Ok(d) => d,
-            // Changes found so far are forwarded; the re-check runs again next time.
-            Err(e) => return (changed, Some(e)),
-        };
-        for rec in data {
-            let (Some(id), Some(ts)) = record_key(&rec, "timestamp") else {
-                continue;
-            };
-            if !listed.insert(id.to_string()) {
-                continue;
-            }
-            let fp = fingerprint(&rec);
-            match watch.alerts.get(id) {
-                Some((_, old)) if *old != fp => {
-                    watch.alerts.insert(id.to_string(), (ts, fp));
-                    changed.push(rec);
-                }
-                Some(_) => {}
-                // Not forwarded by us yet (or before the watch began): a baseline, not a change.
-                None => {
-                    watch.alerts.insert(id.to_string(), (ts, fp));
-                }
-            }
-        }
-    }
-    watch.last_check_ms = now_ms;
-    (changed, None)
-}
-
-/// Activities in scan mode on `created`, following `nextQueryFilters` to the end of the
-/// window; an interrupted scan is resumed from its next filters by the next run.
-async fn activities(
-    client: &CasClient,
-    cas: &CasSettings,
-    start: Cursor,
-    now_ms: i64,
-    deadline: Deadline,
-) -> Pull {
-    let from = start.query_from();
-    let (window_to, mut filters) = match &start.scan {
-        Some(r) => (r.window_to, r.next_filters.clone()),
-        None => {
-            let upper = window_end(&start, cas, now_ms);
-            if upper < start.position_ms {
-                return nothing(start);
-            }
-            let mut f = with_extra(Map::new(), &cas.activities_filter);
-            f.insert("created".into(), json!({"gte": from, "lte": upper}));
-            (upper, f)
-        }
-    };
-    let Ok(window) = Window::new(from, window_to) else {
-        return nothing(start);
-    };
-    let mut seen = Seen::new(start.recent.clone());
-    let mut records = Vec::new();
-    let (complete, error) = loop {
-        if deadline.passed() {
-            break (false, None);
-        }
-        let body = json!({"filters": filters, "isScan": true, "limit": cas.scan_limit});
-        let page = match client.list("api/v1/activities/", &body, deadline).await {
-            Ok(p) => p,
-            Err(e) => break (false, Some(e)),
-        };
-        for rec in page.data {
-            let (id, created) = record_key(&rec, "created");
-            if seen.admit(id, created) {
-                records.push(rec);
-            }
-        }
-        if !page.has_next {
-            break (true, None);
-        }
-        match page.next_query_filters {
-            Some(next) => filters = with_extra(next, &cas.activities_filter),
-            None => {
-                let e = CasError::Shape {
-                    path: "api/v1/activities/".into(),
-                    detail: "hasNext is true but nextQueryFilters is missing".into(),
-                };
-                break (false, Some(e));
-            }
-        }
-    };
-    let cursor = if complete {
-        seen.cursor(window_to, window_to - ms(cas.overlap))
-    } else {
-        // Same start; the ids read so far are kept, and the scan resumes where CAS said.
-        let mut c = seen.cursor(start.position_ms, from);
-        c.scan = Some(ScanResume {
-            window_to,
-            next_filters: filters,
-        });
-        c
-    };
-    Pull {
-        window,
-        records,
-        updates: Vec::new(),
-        start,
-        cursor,
-        complete,
-        error,
-    }
-}
-
-/// Discovery: once a UTC day is over, one record per continuous report and discovered app.
+/// Discovery: the discovered-apps aggregate of each chosen continuous report for `day`,
+/// deduplicated by app id.
 async fn discovery(
     client: &CasClient,
     cas: &CasSettings,
-    start: Cursor,
-    now_ms: i64,
+    day: i64,
     deadline: Deadline,
-) -> Result<Pull, CasError> {
-    let today = day_start(upper_bound(cas, now_ms));
-    let day = today - DAY_MS;
-    if start.position_ms > day {
-        return Ok(nothing(start));
-    }
+) -> Result<Vec<Value>, CasError> {
     let streams_path = "api/discovery/streams/";
     let listed = client
         .call(reqwest::Method::GET, streams_path, None, deadline)
@@ -480,11 +742,17 @@ async fn discovery(
         loop {
             let body = json!({"streamId": id, "timeframe": 1, "skip": skip, "limit": PAGE});
             let page = client
-                .list("api/v1/discovery/discovered_apps/", &body, deadline)
+                .list(
+                    "api/v1/discovery/discovered_apps/",
+                    &body,
+                    ACTIVITY_KEYS,
+                    deadline,
+                )
                 .await?;
-            let n = page.data.len();
+            let n = page.records.len();
             let mut new = 0;
-            for app in page.data {
+            for r in &page.records {
+                let app: Value = serde_json::from_str(page.text(r)).unwrap_or(Value::Null);
                 // Dedupe by app id: a server that ignores paging repeats the same apps.
                 let key = app
                     .get("appId")
@@ -502,18 +770,7 @@ async fn discovery(
             skip += n;
         }
     }
-    Ok(Pull {
-        window: Window::new(day, today - 1).expect("a day is a window"),
-        records,
-        updates: Vec::new(),
-        start,
-        cursor: Cursor {
-            position_ms: today,
-            ..Default::default()
-        },
-        complete: true,
-        error: None,
-    })
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -543,33 +800,27 @@ mod tests {
     }
 
     #[test]
-    fn the_overlap_ids_are_capped_at_a_whole_millisecond() {
-        let recent: BTreeMap<String, i64> = (0..MAX_RECENT as i64 + 10)
-            .map(|i| (format!("{i:08}"), i / 3))
+    fn every_overlap_id_is_kept_however_many() {
+        let recent: BTreeMap<String, i64> = (0..120_000i64)
+            .map(|i| (format!("{i:08}"), 1_000 + i / 3))
             .collect();
         let c = Seen::new(recent).cursor(1_000_000, 0);
-        assert!(
-            c.recent.len() <= MAX_RECENT + 2 && c.recent.len() >= MAX_RECENT - 2,
-            "{}",
-            c.recent.len()
-        );
-        let from = c.query_from();
-        assert!(c.recent.values().all(|p| *p >= from));
         assert_eq!(
-            c.recent.values().filter(|p| **p == from).count(),
-            3,
-            "all ids at the cut-off millisecond kept"
+            c.recent.len(),
+            120_000,
+            "none dropped: each would come back as a duplicate"
         );
     }
 
     #[test]
-    fn fingerprints_change_with_status_resolution_or_severity_only() {
-        let a =
-            json!({"statusValue": 0, "resolutionStatusValue": 0, "severityValue": 1, "title": "x"});
-        let mut b = a.clone();
-        b["title"] = json!("y");
-        assert_eq!(fingerprint(&a), fingerprint(&b));
-        b["resolutionStatusValue"] = json!(2);
-        assert_ne!(fingerprint(&a), fingerprint(&b));
+    fn a_read_is_not_a_change_and_old_fingerprints_still_compare() {
+        assert!(same_state("0/1", "0/1"));
+        assert!(!same_state("0/1", "2/1"), "resolved");
+        assert!(!same_state("0/1", "0/3"), "severity raised");
+        assert!(
+            same_state("1/0/1", "0/1"),
+            "an earlier release's fingerprint held statusValue first"
+        );
+        assert!(!same_state("1/0/1", "2/1"));
     }
 }

@@ -27,6 +27,9 @@ pub struct Cursor {
     /// An activities scan that ran out of time part-way through its window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanResume>,
+    /// An alerts listing part-way through its window: the next page to ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<PageResume>,
     /// The end of a window whose records were being enqueued when the run stopped (the
     /// enqueue was not confirmed). The next run reads exactly that window again, so it
     /// packs the same batches, which the ingest side then recognises as sent.
@@ -56,14 +59,46 @@ pub struct ScanResume {
     pub next_filters: Map<String, Value>,
 }
 
-/// Recently forwarded alerts and the state they were forwarded in, so that a status or
-/// resolution change is forwarded again as a new row.
+/// Where a listing of alerts by date (ascending, skip/limit) stands: the page after the
+/// last one enqueued. Asking for it again lists the same records, so a run that stopped
+/// after enqueueing a page but before saving this packs the same batches when it resumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageResume {
+    /// The listing's window: dates from `lower` (moved up past CAS's skip limit) to `upper`.
+    pub lower: i64,
+    /// The window's end (Unix ms).
+    pub upper: i64,
+    /// Records of the listing to skip.
+    pub skip: usize,
+    /// The newest date listed so far.
+    pub newest: i64,
+}
+
+/// Recently forwarded alerts and the state they were forwarded in, so that a resolution
+/// or severity change is forwarded again as a new row.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertWatch {
-    /// When the last re-check ran (Unix ms).
+    /// When the last complete re-check began (Unix ms).
     pub last_check_ms: i64,
     /// Alert id → (alert date, fingerprint of its mutable fields).
     pub alerts: BTreeMap<String, (i64, String)>,
+    /// Alerts dated from here on were all forwarded by this watch's deployment: one the
+    /// re-check finds that is not in `alerts` became visible after its date was read, and
+    /// is forwarded. (Older alerts were never ours to forward: before `CAS_LOOKBACK`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    /// A re-check in progress, resumed by the next run where this one stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<WatchPass>,
+}
+
+/// A re-check of the alerts in the watch window, part-way through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchPass {
+    /// When it began (Unix ms): the `TimeGenerated` of the changes it finds.
+    pub started_ms: i64,
+    /// The next page.
+    pub next: PageResume,
 }
 
 /// The stored form, versioned so a later layout can read an older one.
@@ -156,7 +191,9 @@ impl CheckpointStore {
             data_type,
             cursor,
         };
-        let bytes = serde_json::to_vec_pretty(&stored).expect("a cursor always serializes");
+        // Compact: with the alert watch this can hold tens of thousands of entries, and it
+        // is written after every page.
+        let bytes = serde_json::to_vec(&stored).expect("a cursor always serializes");
         let condition = match &previous.etag {
             Some(e) => WriteCondition::IfMatch(e.clone()),
             None => WriteCondition::IfAbsent,

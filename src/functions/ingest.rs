@@ -212,7 +212,20 @@ async fn send(
     };
     // Records stay as borrowed raw JSON: see schema::record for why.
     let text = decode_text(env, &gz)?;
-    let records = env.read_records(&text, Record::batch)?;
+    // A batch this build packed is strict JSON already (the poll repairs CAS's pages); one
+    // from elsewhere (an import, an older release) is repaired here rather than refused.
+    let repaired: String;
+    let records = match env.read_records(&text, Record::batch) {
+        Ok(records) => records,
+        Err(first @ EnvelopeError::Corrupt { .. }) => {
+            repaired = match crate::lenient::repair(&text) {
+                Ok((fixed, _)) => fixed.into_owned(),
+                Err(_) => return Err(first.into()),
+            };
+            env.read_records(&repaired, Record::batch)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut truncated = 0;
     let rows: Vec<Vec<u8>> = records
         .iter()
@@ -222,13 +235,16 @@ async fn send(
             if bytes.len() <= pack::MAX_FIELD_BYTES {
                 return bytes;
             }
-            let mut row: serde_json::Value =
-                serde_json::from_slice(&bytes).expect("rows are valid JSON");
+            let Ok(mut row) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                // Cannot happen for a row made from a record that parsed; were it to, the
+                // row goes as it is and Logs Ingestion's own limit applies.
+                return bytes;
+            };
             if !pack::fit_fields(&mut row) {
                 return bytes;
             }
             truncated += 1;
-            serde_json::to_vec(&row).expect("rows always serialize")
+            serde_json::to_vec(&row).unwrap_or(bytes)
         })
         .collect();
     // Only the rows are needed from here on; free the batch's text while the calls run.

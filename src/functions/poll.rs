@@ -2,8 +2,8 @@
 //! it, and only then advance the checkpoint.
 
 use crate::app::App;
-use crate::cas::pull::pull;
-use crate::checkpoint::{CheckpointError, Cursor};
+use crate::cas::pull::Puller;
+use crate::checkpoint::CheckpointError;
 use crate::model::{now_ms, DataType, Window};
 use crate::queue::envelope::{pack, pack_observed};
 use crate::retry::Deadline;
@@ -22,6 +22,10 @@ pub struct PollReport {
     pub changed: usize,
     /// Queue messages written.
     pub messages: usize,
+    /// CAS pages read.
+    pub pages: usize,
+    /// Values repaired so that they could be read (see [`crate::lenient`]).
+    pub repaired: usize,
     /// Whether the window was read to its end (else the next run continues it).
     pub complete: bool,
 }
@@ -36,7 +40,10 @@ impl fmt::Display for PollReport {
         if self.changed > 0 {
             write!(f, ", {} changed alerts", self.changed)?;
         }
-        write!(f, ", {} messages", self.messages)?;
+        write!(f, ", {} messages from {} pages", self.messages, self.pages)?;
+        if self.repaired > 0 {
+            write!(f, ", {} values repaired", self.repaired)?;
+        }
         if !self.complete {
             write!(f, ", incomplete (continues next run)")?;
         }
@@ -62,18 +69,28 @@ pub enum PollError {
 }
 
 /// Polls every enabled data type; one failing does not stop the others.
+///
+/// The data types are read at the same time, each in its own lane. CAS's request budget
+/// is handed out first come, first served (see [`crate::cas::RateLimiter`]), and a lane
+/// asks again only once its previous page is enqueued, so every lane with work gets an
+/// equal share of the requests and of the invocation's time, and a lane with little to do
+/// leaves its share to the others. An alert-heavy tenant's change watch cannot starve
+/// activities, and a backlog of activities cannot starve alerts.
 pub async fn run(app: &App, deadline: Deadline) -> Vec<Result<PollReport, PollError>> {
     if let Err(e) = app.ensure_resources().await {
         return vec![Err(PollError::Setup(e.to_string()))];
     }
-    let mut out = Vec::new();
-    for &dt in &app.settings.data_types {
-        out.push(poll_one(app, dt, deadline).await);
-    }
-    out
+    let lanes = app
+        .settings
+        .data_types
+        .iter()
+        .map(|&dt| poll_one(app, dt, deadline));
+    futures::future::join_all(lanes).await
 }
 
-/// Polls one data type.
+/// Polls one data type, a page at a time: each page's records are enqueued and the
+/// checkpoint advanced past them before the next page is read, so memory is one page and
+/// a run stopped anywhere loses nothing it read.
 pub async fn poll_one(
     app: &App,
     dt: DataType,
@@ -84,61 +101,72 @@ pub async fn poll_one(
         .load(dt)
         .await
         .map_err(|e| PollError::Checkpoint(dt, e))?;
-    let pulled = pull(
-        &app.cas,
-        &app.settings.cas,
-        dt,
-        checkpoint.cursor.as_ref(),
-        now_ms(),
-        deadline,
-    )
-    .await
-    .map_err(|e| PollError::Cas(dt, e))?;
-    let mut messages = pack(dt, pulled.window, &pulled.records);
-    if !pulled.updates.is_empty() {
-        // Observed "at the window's end", not "now", so a re-run packs the same batches.
-        let observed = Some(pulled.window.to_ms());
-        messages.extend(pack_observed(dt, pulled.window, observed, &pulled.updates));
-    }
-    // Before enqueueing, note the window being enqueued: if this run dies part-way, the
-    // next one reads the same window and produces the same batch ids (skipped as sent).
-    let window_end = Some(pulled.window.to_ms());
-    if !messages.is_empty()
-        && pulled.start.pending_upper_ms != window_end
-        && dt != DataType::Discovery
-    {
-        let intent = Cursor {
-            pending_upper_ms: window_end,
-            ..pulled.start.clone()
-        };
-        checkpoint = app
-            .checkpoints
-            .advance(dt, &checkpoint, intent)
-            .await
-            .map_err(|e| PollError::Checkpoint(dt, e))?;
-    }
-    for m in &messages {
-        app.enqueue(m)
-            .await
-            .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
-    }
-    if checkpoint.cursor.as_ref() != Some(&pulled.cursor) {
-        app.checkpoints
-            .advance(dt, &checkpoint, pulled.cursor)
-            .await
-            .map_err(|e| PollError::Checkpoint(dt, e))?;
-    }
-    if let Some(e) = pulled.error {
-        // Progress up to the failure is saved; report the failure all the same.
-        tracing::warn!(data_type = %dt, records = pulled.records.len(), "pull stopped early; what was read is enqueued");
-        return Err(PollError::Cas(dt, e));
-    }
-    Ok(PollReport {
+    let mut puller = Puller::new(&app.settings.cas, dt, checkpoint.cursor.as_ref(), now_ms());
+    let mut report = PollReport {
         data_type: dt,
-        window: pulled.window,
-        records: pulled.records.len(),
-        changed: pulled.updates.len(),
-        messages: messages.len(),
-        complete: pulled.complete,
-    })
+        window: puller.window(),
+        records: 0,
+        changed: 0,
+        messages: 0,
+        pages: 0,
+        repaired: 0,
+        complete: false,
+    };
+    // Before the first enqueue, note the window being enqueued: if this run dies part-way,
+    // the next one reads the same window and produces the same batch ids (skipped as sent).
+    let mut intent = puller.intent();
+    loop {
+        let step = match puller.next(&app.cas, deadline).await {
+            Ok(Some(step)) => step,
+            Ok(None) => break,
+            Err(e) => {
+                // What was read before is enqueued and its position saved.
+                tracing::warn!(data_type = %dt, records = report.records, "pull stopped early; what was read is enqueued");
+                return Err(PollError::Cas(dt, e));
+            }
+        };
+        let mut messages = pack(dt, step.window, &step.new_records());
+        if !step.changed.is_empty() {
+            messages.extend(pack_observed(
+                dt,
+                step.window,
+                step.observed,
+                &step.changed_records(),
+            ));
+        }
+        if !messages.is_empty() {
+            if let Some(i) = intent.take() {
+                checkpoint = app
+                    .checkpoints
+                    .advance(dt, &checkpoint, i)
+                    .await
+                    .map_err(|e| PollError::Checkpoint(dt, e))?;
+            }
+        }
+        for m in &messages {
+            app.enqueue(m)
+                .await
+                .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
+        }
+        if checkpoint.cursor.as_ref() != Some(&step.cursor) {
+            checkpoint = app
+                .checkpoints
+                .advance(dt, &checkpoint, step.cursor)
+                .await
+                .map_err(|e| PollError::Checkpoint(dt, e))?;
+            // The stored cursor now names the window itself.
+            intent = None;
+        }
+        let repairs = step.page.repairs;
+        if repairs.any() {
+            tracing::warn!(data_type = %dt, ?repairs, "CAS records held text no JSON reader accepts (lone surrogates, numbers beyond f64, over-deep nesting); repaired and forwarded");
+        }
+        report.pages += 1;
+        report.repaired += repairs.total();
+        report.records += step.new.len();
+        report.changed += step.changed.len();
+        report.messages += messages.len();
+    }
+    report.complete = puller.complete();
+    Ok(report)
 }

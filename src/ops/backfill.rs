@@ -3,7 +3,7 @@
 
 use super::OpsError;
 use crate::app::App;
-use crate::cas::pull::pull;
+use crate::cas::pull::Puller;
 use crate::checkpoint::Cursor;
 use crate::model::{format_ms, DataType, Window};
 use crate::queue::envelope::pack;
@@ -61,34 +61,43 @@ pub async fn backfill(
     };
     let progress = Progress::new(window);
     let before = app.cas.requests_sent();
+    // One pass over the range, a page at a time: each page is enqueued before the next is
+    // read, so memory stays one page however long the range. A retryable failure gets a
+    // fresh budget from where it stopped; the cursor is this command's own, never stored.
     loop {
-        let p = pull(
-            &app.cas,
-            &cas,
-            data_type,
-            Some(&cursor),
-            now,
-            Deadline::after(app.settings.invocation_budget),
-        )
-        .await?;
-        for m in pack(data_type, p.window, &p.records) {
-            app.enqueue(&m).await?;
-            report.messages += 1;
-        }
-        report.records += p.records.len();
+        let mut puller = Puller::new(&cas, data_type, Some(&cursor), now);
+        let deadline = Deadline::after(app.settings.invocation_budget);
+        let failure = loop {
+            match puller.next(&app.cas, deadline).await {
+                Ok(Some(step)) => {
+                    for m in pack(data_type, step.window, &step.new_records()) {
+                        app.enqueue(&m).await?;
+                        report.messages += 1;
+                    }
+                    report.records += step.new.len();
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
         report.pulls += 1;
-        let done = p.complete && p.error.is_none();
-        if let Some(e) = p.error {
-            // What was read is enqueued; a retryable failure is retried by the next pull.
+        let done = puller.complete() && failure.is_none();
+        let stalled = *puller.cursor() == cursor && !done;
+        cursor = puller.cursor().clone();
+        let position = cursor
+            .scan
+            .as_ref()
+            .and_then(|s| s.next_filters.get("created")?.get("lte")?.as_i64())
+            .or(cursor.pages.map(|p| p.newest))
+            .unwrap_or(cursor.position_ms);
+        progress.update(position, report.records, done);
+        if let Some(e) = failure {
             tracing::warn!("backfill pull stopped early: {e}");
-            if !matches!(e, crate::cas::CasError::OutOfTime { .. }) {
+            if !matches!(e, crate::cas::CasError::OutOfTime { .. }) || stalled {
                 progress.finish();
                 return Err(e.into());
             }
         }
-        let stalled = p.cursor == cursor && !done;
-        cursor = p.cursor;
-        progress.update(cursor.position_ms, report.records, done);
         if done || stalled {
             break;
         }

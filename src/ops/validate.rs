@@ -67,12 +67,17 @@ pub async fn validate(lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
     let body = json!({"filters": {}, "skip": 0, "limit": 1});
     let outcome = app
         .cas
-        .list("api/v1/alerts/", &body, deadline())
+        .list(
+            crate::cas::pull::ALERTS_PATH,
+            &body,
+            crate::cas::ALERT_KEYS,
+            deadline(),
+        )
         .await
         .map(|p| {
             format!(
                 "reachable; alerts readable ({} on the first page)",
-                p.data.len()
+                p.records.len()
             )
         })
         .map_err(|e| e.to_string());

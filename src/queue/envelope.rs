@@ -23,8 +23,15 @@ use std::io::{Read, Write};
 pub const VERSION: u32 = 1;
 /// Largest message text: 64 KiB once base64-encoded (4/3 expansion).
 pub const MAX_MESSAGE_TEXT: usize = 65_536 / 4 * 3;
-/// Cap on a batch's decompressed size, so a hostile message cannot exhaust memory.
+/// Cap on a spilled batch's decompressed size (one record too large for a message), so
+/// a hostile blob cannot exhaust memory.
 pub const MAX_RECORDS_BYTES: usize = 32 * 1024 * 1024;
+/// The most record JSON one inline message holds: packing stops there however well the
+/// records compress, so that decoding a message costs a bounded multiple of its size.
+pub const MAX_INLINE_RAW: usize = 1024 * 1024;
+/// Cap on an inline payload's decompressed size: [`MAX_INLINE_RAW`] with room for the
+/// messages of earlier releases, which packed by compressed size alone.
+pub const MAX_INLINE_BYTES: usize = 4 * MAX_INLINE_RAW;
 
 /// One queue message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,11 +141,14 @@ pub enum EnvelopeError {
         /// What failed.
         detail: String,
     },
-    /// The payload expands beyond [`MAX_RECORDS_BYTES`].
-    #[error("batch {batch}: payload expands beyond {MAX_RECORDS_BYTES} bytes; refusing it")]
+    /// The payload expands beyond its cap ([`MAX_INLINE_BYTES`] in a message,
+    /// [`MAX_RECORDS_BYTES`] in a blob).
+    #[error("batch {batch}: payload expands beyond {cap} bytes; refusing it")]
     TooLarge {
         /// The batch.
         batch: String,
+        /// The cap it passed.
+        cap: usize,
     },
     /// The header and the payload disagree.
     #[error("batch {batch}: header says {expected} records, payload holds {found}")]
@@ -252,21 +262,34 @@ pub fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeE
 
 /// Gunzips a payload with the size cap, as UTF-8 text.
 pub fn decode_text(env: &Envelope, gz: &[u8]) -> Result<String, EnvelopeError> {
-    // Sized from the gzip trailer (the length mod 2^32; only a hint, capped), so the text
-    // is not copied again each time a growing buffer doubles.
-    let hint = gz
-        .last_chunk::<4>()
-        .map_or(0, |t| u32::from_le_bytes(*t) as usize);
-    let mut raw = Vec::with_capacity(hint.min(MAX_RECORDS_BYTES) + 1);
-    let mut dec = GzDecoder::new(gz).take(MAX_RECORDS_BYTES as u64 + 1);
+    let cap = match env.payload {
+        Payload::Inline { .. } => MAX_INLINE_BYTES,
+        Payload::Blob { .. } => MAX_RECORDS_BYTES,
+    };
+    // Sized from the gzip trailer (the length mod 2^32), so the text is not copied again
+    // each time a growing buffer doubles. The trailer is the sender's word: believed only
+    // up to 16 times the compressed size (JSON records compress 5 to 10 times), so a
+    // forged one cannot make a small message reserve the whole cap up front.
+    let mut raw = Vec::with_capacity(reserve_for(gz, cap));
+    let mut dec = GzDecoder::new(gz).take(cap as u64 + 1);
     dec.read_to_end(&mut raw)
         .map_err(|e| env.corrupt(format!("gzip: {e}")))?;
-    if raw.len() > MAX_RECORDS_BYTES {
+    if raw.len() > cap {
         return Err(EnvelopeError::TooLarge {
             batch: env.batch.to_string(),
+            cap,
         });
     }
     String::from_utf8(raw).map_err(|e| env.corrupt(format!("UTF-8: {e}")))
+}
+
+/// How much to reserve for gunzipping `gz`: its trailer's length, believed up to `cap`
+/// and 16 times the compressed size.
+fn reserve_for(gz: &[u8], cap: usize) -> usize {
+    let hint = gz
+        .last_chunk::<4>()
+        .map_or(0, |t| u32::from_le_bytes(*t) as usize);
+    hint.min(cap).min(gz.len().saturating_mul(16)) + 1
 }
 
 /// The blob that holds a spilled batch's payload.
@@ -287,26 +310,26 @@ pub struct Outgoing {
 ///
 /// Records keep their order; batch ids depend only on the data type, the window and the
 /// record bytes, so packing the same records again yields the same messages.
-pub fn pack(data_type: DataType, window: Window, records: &[Value]) -> Vec<Outgoing> {
+pub fn pack<R: AsRef<str>>(data_type: DataType, window: Window, records: &[R]) -> Vec<Outgoing> {
     pack_observed(data_type, window, None, records)
 }
 
 /// [`pack`] for records that are changes observed at `observed` (Unix ms).
-pub fn pack_observed(
+///
+/// Records are JSON texts, packed as they are: the poll carries CAS's own bytes (see
+/// [`crate::cas::Page`]) and never builds a tree of them.
+pub fn pack_observed<R: AsRef<str>>(
     data_type: DataType,
     window: Window,
     observed: Option<i64>,
-    records: &[Value],
+    records: &[R],
 ) -> Vec<Outgoing> {
     let head = Head {
         data_type,
         window,
         observed,
     };
-    let encoded: Vec<Vec<u8>> = records
-        .iter()
-        .map(|r| serde_json::to_vec(r).expect("a JSON value always serializes"))
-        .collect();
+    let encoded: Vec<&[u8]> = records.iter().map(|r| r.as_ref().as_bytes()).collect();
     let mut out = Vec::new();
     let mut start = 0;
     // Start by assuming 5:1 compression; each message's result refines the guess.
@@ -354,9 +377,9 @@ impl Head {
 }
 
 /// Builds the fullest message starting at `start`; returns where the next one starts.
-fn fill_one(head: &Head, encoded: &[Vec<u8>], start: usize, ratio: &mut f64) -> (usize, Outgoing) {
+fn fill_one(head: &Head, encoded: &[&[u8]], start: usize, ratio: &mut f64) -> (usize, Outgoing) {
     let gz_budget = (MAX_MESSAGE_TEXT - 512) * 3 / 4;
-    let target_raw = (gz_budget as f64 * *ratio * 0.9) as usize;
+    let target_raw = ((gz_budget as f64 * *ratio * 0.9) as usize).min(MAX_INLINE_RAW);
     let mut end = start;
     let mut raw = 0;
     while end < encoded.len() && (end == start || raw + encoded[end].len() < target_raw) {
@@ -369,8 +392,11 @@ fn fill_one(head: &Head, encoded: &[Vec<u8>], start: usize, ratio: &mut f64) -> 
         let (env, gz_len, raw_len) = build(head, &encoded[start..end]);
         let len = env.to_text().len();
         *ratio = (raw_len as f64 / gz_len.max(1) as f64).max(1.0);
-        let fill = len as f64 / MAX_MESSAGE_TEXT as f64;
-        if len <= MAX_MESSAGE_TEXT {
+        // How full the message is: of the queue's limit, or of the raw cap, whichever
+        // binds first.
+        let fill =
+            (len as f64 / MAX_MESSAGE_TEXT as f64).max(raw_len as f64 / MAX_INLINE_RAW as f64);
+        if len <= MAX_MESSAGE_TEXT && raw_len <= MAX_INLINE_RAW {
             best = Some((end, env));
             if end == encoded.len() || fill > 0.9 || end + 1 >= too_big_at {
                 break;
@@ -417,7 +443,7 @@ fn fill_one(head: &Head, encoded: &[Vec<u8>], start: usize, ratio: &mut f64) -> 
     }
 }
 
-fn build(head: &Head, records: &[Vec<u8>]) -> (Envelope, usize, usize) {
+fn build(head: &Head, records: &[&[u8]]) -> (Envelope, usize, usize) {
     let body = json_array(records);
     let gz = gzip(&body);
     let env = head.envelope(&body, records.len(), |_| Payload::Inline {
@@ -427,14 +453,15 @@ fn build(head: &Head, records: &[Vec<u8>]) -> (Envelope, usize, usize) {
 }
 
 /// `[r1,r2,...]` from already-serialized records.
-pub fn json_array(records: &[Vec<u8>]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+pub fn json_array<R: AsRef<[u8]>>(records: &[R]) -> Vec<u8> {
+    let mut body =
+        Vec::with_capacity(records.iter().map(|r| r.as_ref().len() + 1).sum::<usize>() + 2);
     body.push(b'[');
     for (i, r) in records.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(r);
+        body.extend_from_slice(r.as_ref());
     }
     body.push(b']');
     body
@@ -468,8 +495,8 @@ mod tests {
         Window::new(1_000, 2_000).unwrap()
     }
 
-    /// Records that compress poorly, so packing has to split.
-    fn noisy_records(n: usize, size: usize) -> Vec<Value> {
+    /// Records (as text) that compress poorly, so packing has to split.
+    fn noisy_records(n: usize, size: usize) -> Vec<String> {
         let mut x: u64 = 0x9E3779B97F4A7C15;
         (0..n)
             .map(|i| {
@@ -481,7 +508,7 @@ mod tests {
                         char::from(b'a' + (x % 26) as u8)
                     })
                     .collect();
-                json!({"_id": format!("id{i}"), "timestamp": 1500, "noise": noise})
+                json!({"_id": format!("id{i}"), "timestamp": 1500, "noise": noise}).to_string()
             })
             .collect()
     }
@@ -499,7 +526,11 @@ mod tests {
             let parsed = Envelope::parse(&text).unwrap();
             back.extend(parsed.inline_records().unwrap());
         }
-        assert_eq!(back, records);
+        let want: Vec<Value> = records
+            .iter()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect();
+        assert_eq!(back, want);
         // Full messages: all but the last are more than 75% of the limit.
         for m in &msgs[..msgs.len() - 1] {
             assert!(m.envelope.to_text().len() > MAX_MESSAGE_TEXT * 3 / 4);
@@ -529,7 +560,7 @@ mod tests {
         assert_eq!(spilled.len(), 1);
         let env = Envelope::parse(&spilled[0].envelope.to_text()).unwrap();
         let recs = decode_records(&env, spilled[0].spill.as_ref().unwrap()).unwrap();
-        assert_eq!(recs[0], records[1]);
+        assert_eq!(recs[0], serde_json::from_str::<Value>(&records[1]).unwrap());
         assert_eq!(msgs.iter().map(|m| m.envelope.count).sum::<u32>(), 4);
     }
 
@@ -577,11 +608,53 @@ mod tests {
     }
 
     #[test]
+    fn records_that_compress_very_well_are_packed_up_to_the_raw_cap() {
+        let records: Vec<String> = (0..3000)
+            .map(|i| json!({"_id": format!("id{i}"), "pad": "a".repeat(1000)}).to_string())
+            .collect();
+        let msgs = pack(DataType::Alerts, window(), &records);
+        let mut total = 0;
+        for m in &msgs {
+            let gz = m.envelope.inline_gzip().unwrap();
+            let text = decode_text(&m.envelope, &gz).unwrap();
+            assert!(
+                text.len() <= MAX_INLINE_RAW,
+                "{} bytes of records",
+                text.len()
+            );
+            total += m.envelope.count;
+        }
+        assert_eq!(total, 3000);
+        assert!(msgs.len() >= 3, "3 MB of records needs at least 3 messages");
+    }
+
+    #[test]
+    fn a_forged_gzip_trailer_reserves_no_more_than_a_small_multiple() {
+        // A tiny payload whose trailer claims 4 GiB: decoding must not reserve it, and the
+        // corrupt stream is refused.
+        let mut gz = gzip(b"[1]");
+        let n = gz.len();
+        gz[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(reserve_for(&gz, MAX_INLINE_BYTES) <= 16 * n + 1);
+        let honest = gzip(&vec![b' '; 100_000]);
+        assert_eq!(
+            reserve_for(&honest, MAX_INLINE_BYTES),
+            (16 * honest.len()).min(100_000) + 1
+        );
+        let mut env = pack(DataType::Alerts, window(), &["1"]).remove(0).envelope;
+        env.payload = Payload::Inline {
+            gz: base64::engine::general_purpose::STANDARD.encode(&gz),
+        };
+        assert!(matches!(
+            env.inline_records(),
+            Err(EnvelopeError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
     fn a_gzip_bomb_is_refused() {
         let zeros = vec![b' '; MAX_RECORDS_BYTES + 10];
-        let mut env = pack(DataType::Alerts, window(), &[json!(1)])
-            .remove(0)
-            .envelope;
+        let mut env = pack(DataType::Alerts, window(), &["1"]).remove(0).envelope;
         env.payload = Payload::Inline {
             gz: base64::engine::general_purpose::STANDARD.encode(gzip(&zeros)),
         };

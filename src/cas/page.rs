@@ -1,0 +1,252 @@
+//! One CAS list page, read leniently and kept as text.
+//!
+//! The page's body is repaired (see [`crate::lenient`]) so that no single odd record can
+//! fail the page, then its records are located in one pass and kept as spans of that text:
+//! they travel to the queue as the bytes CAS sent (repaired), never as `Value` trees, so a
+//! page costs about twice its size in memory and nothing more.
+
+use super::CasError;
+use crate::lenient::{self, Repairs};
+use crate::schema::Record;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::ops::Range;
+
+/// One record of a page: where its text is, and the fields the poll keys on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordKey {
+    span: Range<usize>,
+    /// The record's `_id`, when it has a string one.
+    pub id: Option<String>,
+    /// The record's position (`timestamp` for alerts, `created` for activities), when it
+    /// has an integer one.
+    pub pos: Option<i64>,
+    /// The raw text of the fields named by [`Keys::fingerprint`], joined with `/` (empty
+    /// for a missing field).
+    pub fingerprint: String,
+}
+
+/// Which fields of a list's records the poll keys on.
+#[derive(Clone, Copy, Debug)]
+pub struct Keys {
+    /// The field the list is ordered and windowed by.
+    pub pos: &'static str,
+    /// The fields whose change makes a record worth forwarding again.
+    pub fingerprint: &'static [&'static str],
+}
+
+/// Alerts: ordered by `date` (the record's `timestamp`); a change of resolution or
+/// severity is a change of the alert. (`statusValue` is only read/unread/archived: an
+/// analyst opening an alert is not a change.)
+pub const ALERT_KEYS: Keys = Keys {
+    pos: "timestamp",
+    fingerprint: &["resolutionStatusValue", "severityValue"],
+};
+
+/// Activities: windowed by `created`, when CAS stored the record.
+pub const ACTIVITY_KEYS: Keys = Keys {
+    pos: "created",
+    fingerprint: &[],
+};
+
+/// A page of records as CAS listed them.
+#[derive(Debug)]
+pub struct Page {
+    text: String,
+    /// The records, in the order CAS listed them.
+    pub records: Vec<RecordKey>,
+    /// Whether more records match.
+    pub has_next: bool,
+    /// Scan mode: the filters that fetch the next page.
+    pub next_query_filters: Option<Map<String, Value>>,
+    /// What had to be repaired for the page to be read.
+    pub repairs: Repairs,
+}
+
+impl Page {
+    /// A record's JSON text.
+    pub fn text(&self, record: &RecordKey) -> &str {
+        &self.text[record.span.clone()]
+    }
+
+    /// A page of records made here rather than listed by CAS (discovery's aggregates).
+    pub fn from_values(records: &[Value]) -> Page {
+        let mut text = String::from("[");
+        let mut keys = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            let start = text.len();
+            text.push_str(&r.to_string());
+            keys.push(RecordKey {
+                span: start..text.len(),
+                id: None,
+                pos: None,
+                fingerprint: String::new(),
+            });
+        }
+        text.push(']');
+        Page {
+            text,
+            records: keys,
+            has_next: false,
+            next_query_filters: None,
+            repairs: Repairs::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(rename = "hasNext", default)]
+    has_next: Option<Value>,
+    #[serde(rename = "nextQueryFilters", default)]
+    next_query_filters: Option<Value>,
+}
+
+/// Reads a list page's body, keying its records by `keys`.
+pub fn parse(path: &str, body: &[u8], keys: Keys) -> Result<Page, CasError> {
+    let shape = |detail: String| CasError::Shape {
+        path: path.into(),
+        detail,
+    };
+    let decoded = String::from_utf8_lossy(body);
+    let (text, mut repairs) =
+        lenient::repair(&decoded).map_err(|e| shape(format!("not JSON: {e}")))?;
+    if matches!(decoded, std::borrow::Cow::Owned(_)) {
+        // Invalid UTF-8 was replaced while decoding; count it with the escapes.
+        repairs.escapes += 1;
+    }
+    let text = text.into_owned();
+    drop(decoded);
+    let wire: Wire = match text.trim_start().as_bytes().first() {
+        Some(b'{') => serde_json::from_str(&text).map_err(|e| shape(e.to_string()))?,
+        _ => return Err(shape("the body is not a JSON object".into())),
+    };
+    let data = wire.data.ok_or_else(|| shape("no \"data\" field".into()))?;
+    if !data.get().starts_with('[') {
+        return Err(shape("\"data\" is not an array".into()));
+    }
+    let has_next = match wire.has_next {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(shape("\"hasNext\" is not a boolean".into())),
+    };
+    let next_query_filters = match wire.next_query_filters {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(f)) => Some(f),
+        Some(_) => return Err(shape("\"nextQueryFilters\" is not an object".into())),
+    };
+    let base = data.get().as_ptr() as usize - text.as_ptr() as usize;
+    let array = data.get();
+    let records = Record::batch(array)
+        .map_err(|e| shape(format!("\"data\": {e}")))?
+        .iter()
+        .map(|r| {
+            let start = r.text().as_ptr() as usize - array.as_ptr() as usize + base;
+            RecordKey {
+                span: start..start + r.text().len(),
+                id: r
+                    .pointer("/_id")
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                pos: r.get(keys.pos).and_then(|v| v.get().parse::<i64>().ok()),
+                fingerprint: keys
+                    .fingerprint
+                    .iter()
+                    .map(|f| r.get(f).map_or("", |v| v.get()))
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            }
+        })
+        .collect();
+    Ok(Page {
+        text,
+        records,
+        has_next,
+        next_query_filters,
+        repairs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_parse_from_the_documented_fixtures() {
+        let p = parse(
+            "api/v1/alerts/",
+            include_bytes!("../../tests/fixtures/cas-alerts-page.json"),
+            ALERT_KEYS,
+        )
+        .unwrap();
+        assert_eq!(p.records.len(), 1);
+        assert!(p.has_next);
+        assert!(p.records[0].id.is_some() && p.records[0].pos.is_some());
+        assert_eq!(p.records[0].fingerprint, "0/1", "resolution/severity");
+        let rec: Value = serde_json::from_str(p.text(&p.records[0])).unwrap();
+        assert_eq!(rec["_id"].as_str(), p.records[0].id.as_deref());
+        let p = parse(
+            "api/v1/activities/",
+            include_bytes!("../../tests/fixtures/cas-activities-scan-page.json"),
+            ACTIVITY_KEYS,
+        )
+        .unwrap();
+        assert!(p.next_query_filters.unwrap().contains_key("created"));
+    }
+
+    #[test]
+    fn wrong_shapes_are_named() {
+        let err = |body: &str| {
+            parse("/x", body.as_bytes(), ACTIVITY_KEYS)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#"{"data": {}}"#).contains("\"data\" is not an array"));
+        assert!(err("[]").contains("not a JSON object"));
+        assert!(err(r#"{"hasNext": true}"#).contains("no \"data\" field"));
+        assert!(err(r#"{"data": [], "hasNext": 1}"#).contains("not a boolean"));
+        assert!(err(r#"{"data": [{"a":1}"#).contains("not JSON"));
+    }
+
+    #[test]
+    fn hostile_records_are_repaired_and_the_rest_of_the_page_is_intact() {
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let body = format!(
+            r#"{{"data":[{{"_id":"a","created":1,"x":"\udc00"}},{{"_id":"b","created":2,"n":1e400}},
+            {{"_id":"c","created":3,"d":{deep}}},{{"_id":"d","created":4,"bin":"@"}},7,{{"created":"5"}}],"hasNext":false}}"#
+        );
+        // Invalid UTF-8 inside a string.
+        let bytes: Vec<u8> = body
+            .into_bytes()
+            .into_iter()
+            .map(|b| if b == b'@' { 0xff } else { b })
+            .collect();
+        let p = parse("api/v1/activities/", &bytes, ACTIVITY_KEYS).unwrap();
+        let ids: Vec<_> = p.records.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(
+            ids,
+            [
+                Some("a".into()),
+                Some("b".into()),
+                Some("c".into()),
+                Some("d".into()),
+                None,
+                None
+            ]
+        );
+        let pos: Vec<_> = p.records.iter().map(|r| r.pos).collect();
+        assert_eq!(pos, [Some(1), Some(2), Some(3), Some(4), None, None]);
+        assert_eq!(p.repairs.escapes, 2, "the surrogate and the invalid UTF-8");
+        assert_eq!(p.repairs.numbers, 1);
+        assert_eq!(p.repairs.deep, 1);
+        for r in &p.records {
+            serde_json::from_str::<Value>(p.text(r)).unwrap();
+        }
+        assert_eq!(p.text(&p.records[4]), "7");
+    }
+}
