@@ -146,3 +146,62 @@ async fn a_schema_mismatch_is_not_retried_in_the_invocation_and_says_so() {
     );
     assert_eq!(h.sink.stats().calls, 5, "one call per delivery");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_failing_part_way_sends_only_the_rest_even_after_the_call_size_changes() {
+    use cas_sentinel::model::{DataType, Window};
+    use cas_sentinel::queue::envelope::pack;
+    let mut h = harness(
+        "sink-parts",
+        &[
+            ("CAS_DATA_TYPES", "alerts"),
+            ("SENTINEL_MAX_CALL_BYTES", "65536"),
+        ],
+        SimConfig::default(),
+    )
+    .await;
+    // One message of 300 alerts whose rows need several 64 KiB calls (they compress well,
+    // so one queue message holds them all).
+    let now = now_ms();
+    let ids: Vec<String> = (0..300).map(|i| format!("part-{i:04}")).collect();
+    let records: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            json!({"_id": id, "timestamp": now, "title": "t", "description": "d".repeat(900)})
+                .to_string()
+        })
+        .collect();
+    let msgs = pack(
+        DataType::Alerts,
+        Window::new(now - 1, now).unwrap(),
+        &records,
+    );
+    assert_eq!(msgs.len(), 1, "one message");
+    h.queue
+        .send_text(&msgs[0].envelope.to_text())
+        .await
+        .unwrap();
+    // The first delivery: two calls accepted, then a refusal that fails the invocation.
+    h.sink.inject([
+        IngestFault::Pass,
+        IngestFault::Pass,
+        IngestFault::Status(403),
+    ]);
+    let first = h.host.drain_once().await.unwrap();
+    assert_eq!(first.failed, 1, "the first delivery fails part-way");
+    let sent_first = h.sink.stats().accepted_calls;
+    assert_eq!(sent_first, 2);
+    // A redeploy raises the call size: the rest now fits one call, and the rows already
+    // sent must not be sent again.
+    h.restart_handler_with(&[("SENTINEL_MAX_CALL_BYTES", "1048576")])
+        .await
+        .unwrap();
+    let d = h.host.drain(DRAIN).await.unwrap();
+    assert_eq!(d.poisoned, 0);
+    assert_eq!(
+        h.sink.stats().accepted_calls,
+        sent_first + 1,
+        "the rest in one call"
+    );
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &ids);
+}

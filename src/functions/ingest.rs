@@ -67,11 +67,14 @@ pub enum IngestError {
 
 /// Sends one batch given its message text.
 ///
-/// Each batch has one state blob, `batches/<type>/<batch>`, that is both the claim and
-/// the sent marker: created with If-None-Match as `sending` (the claim, with an expiry),
-/// then replaced with If-Match as `sent`. That is two storage calls on the common path,
-/// and exactly one of two simultaneous deliveries can hold the claim. A claim whose
-/// holder died (SIGKILL, instance recycled) blocks the batch only until it expires.
+/// Each batch has one state blob, `batches/<type>/<batch>`, that is the claim, the record
+/// of which rows have been sent, and the sent marker: created with If-None-Match as
+/// `sending` (the claim, with an expiry), then replaced with If-Match as `sent`. That is
+/// two storage calls on the common path, and exactly one of two simultaneous deliveries
+/// can hold the claim. A claim whose holder died (SIGKILL, instance recycled) blocks the
+/// batch only until it expires. Every write after the claim is conditional on the
+/// claim's own ETag, so a holder that outlived its claim can never overwrite (or delete)
+/// the state of the delivery that took over.
 pub async fn process(
     app: &App,
     text: &str,
@@ -81,28 +84,17 @@ pub async fn process(
     app.ensure_resources()
         .await
         .map_err(|e| IngestError::Setup(e.to_string()))?;
-    let name = state_name(&env, None);
-    let Some(claim_etag) = claim(app, &env, &name, deadline).await? else {
+    let name = state_name(&env);
+    let Some(mut claim) = claim(app, &env, &name, deadline).await? else {
         return Ok(IngestOutcome::AlreadySent(env.batch));
     };
-    match send(app, &env, deadline).await {
+    match send(app, &env, &mut claim, deadline).await {
         Ok((rows, calls)) => {
             let sent = BatchState::Sent {
                 rows,
                 window: env.window,
             };
-            match app
-                .blobs
-                .put(&name, sent.to_bytes(), WriteCondition::IfMatch(claim_etag))
-                .await
-            {
-                Ok(_) => {}
-                // Our claim expired and another delivery took it over: it may send again.
-                Err(BlobError::Conflict(_)) => {
-                    tracing::warn!(batch = %env.batch, "claim expired while sending; another delivery took the batch over")
-                }
-                Err(e) => return Err(e.into()),
-            }
+            mark_sent(app, &env, &name, &claim, sent, deadline).await?;
             Ok(IngestOutcome::Sent {
                 batch: env.batch,
                 rows,
@@ -110,11 +102,66 @@ pub async fn process(
             })
         }
         Err(e) => {
-            // Let the next delivery start at once rather than wait out the claim.
-            if let Err(release) = app.blobs.delete(&name).await {
+            // Let the next delivery start at once rather than wait out the claim, keeping
+            // the rows already sent so that it sends only the rest.
+            let partial = BatchState::Partial {
+                sent: claim.sent.clone(),
+            };
+            if let Err(release) = app
+                .blobs
+                .put(
+                    &name,
+                    partial.to_bytes(),
+                    WriteCondition::IfMatch(claim.etag.clone()),
+                )
+                .await
+            {
                 tracing::warn!("could not release the claim on {name}: {release}");
             }
             Err(e)
+        }
+    }
+}
+
+/// Writes the `sent` state, retrying storage failures within the budget: Logs Ingestion
+/// has accepted the rows, and a state that never says so would have them sent again.
+async fn mark_sent(
+    app: &App,
+    env: &Envelope,
+    name: &str,
+    claim: &Claim,
+    sent: BatchState,
+    deadline: Deadline,
+) -> Result<(), IngestError> {
+    let mut attempt = 0;
+    loop {
+        match app
+            .blobs
+            .put(
+                name,
+                sent.to_bytes(),
+                WriteCondition::IfMatch(claim.etag.clone()),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // Our claim expired and another delivery took it over: it may send again.
+            Err(BlobError::Conflict(_)) => {
+                tracing::warn!(batch = %env.batch, "claim expired while sending; another delivery took the batch over");
+                return Ok(());
+            }
+            Err(e) => {
+                let wait = crate::retry::backoff(
+                    attempt,
+                    std::time::Duration::from_millis(200),
+                    std::time::Duration::from_secs(5),
+                );
+                tracing::warn!(batch = %env.batch, attempt, "rows accepted but the sent state could not be written ({e}); retrying");
+                if !deadline.sleep_within(wait).await {
+                    return Err(e.into());
+                }
+                attempt += 1;
+            }
         }
     }
 }
@@ -123,8 +170,16 @@ pub async fn process(
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 enum BatchState {
-    /// An invocation is sending it, until this time (Unix ms).
-    Sending { until: i64 },
+    /// An invocation is sending it, until this time (Unix ms); `sent` are the row ranges
+    /// already accepted (a batch that needs several calls records each).
+    Sending {
+        until: i64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sent: Vec<[usize; 2]>,
+    },
+    /// A delivery failed part-way and let go: the next one takes over at once and sends
+    /// the rows not in `sent`.
+    Partial { sent: Vec<[usize; 2]> },
     /// Its rows were accepted by Logs Ingestion.
     Sent {
         rows: usize,
@@ -138,6 +193,13 @@ impl BatchState {
     }
 }
 
+/// A claim held: the state blob's ETag, and the row ranges (`[start, end)`, by the
+/// record's place in the batch, which no setting or clock changes) already sent.
+struct Claim {
+    etag: String,
+    sent: Vec<[usize; 2]>,
+}
+
 /// Takes the batch's claim; `None` when the batch is already sent (possibly by the holder
 /// we waited for). Waits while another live invocation holds it.
 async fn claim(
@@ -145,32 +207,35 @@ async fn claim(
     env: &Envelope,
     name: &str,
     deadline: Deadline,
-) -> Result<Option<String>, IngestError> {
+) -> Result<Option<Claim>, IngestError> {
     loop {
-        if let Some(etag) = try_claim(app, name, WriteCondition::IfAbsent, deadline).await? {
-            return Ok(Some(etag));
+        if let Some(c) =
+            try_claim(app, name, WriteCondition::IfAbsent, Vec::new(), deadline).await?
+        {
+            return Ok(Some(c));
         }
         let Some((bytes, etag)) = app.blobs.get(name).await? else {
             continue; // released between our two calls: try again
         };
-        match serde_json::from_slice::<BatchState>(&bytes) {
+        let sent = match serde_json::from_slice::<BatchState>(&bytes) {
             Ok(BatchState::Sent { .. }) => return Ok(None),
-            Ok(BatchState::Sending { until }) if until > now_ms() => {
+            Ok(BatchState::Sending { until, .. }) if until > now_ms() => {
                 if !deadline
                     .sleep_within(std::time::Duration::from_millis(250))
                     .await
                 {
                     return Err(IngestError::Busy(env.batch.clone()));
                 }
+                continue;
             }
-            // Expired (its holder died) or unreadable: take it over, if nobody else does first.
-            _ => {
-                if let Some(etag) =
-                    try_claim(app, name, WriteCondition::IfMatch(etag), deadline).await?
-                {
-                    return Ok(Some(etag));
-                }
-            }
+            // Expired (its holder died) or released: take it over with its progress.
+            Ok(BatchState::Sending { sent, .. } | BatchState::Partial { sent }) => sent,
+            // Unreadable: start over (the rows' ids let KQL drop what this repeats).
+            Err(_) => Vec::new(),
+        };
+        if let Some(c) = try_claim(app, name, WriteCondition::IfMatch(etag), sent, deadline).await?
+        {
+            return Ok(Some(c));
         }
     }
 }
@@ -181,22 +246,58 @@ async fn try_claim(
     app: &App,
     name: &str,
     condition: WriteCondition,
+    sent: Vec<[usize; 2]>,
     deadline: Deadline,
-) -> Result<Option<String>, IngestError> {
+) -> Result<Option<Claim>, IngestError> {
     let sending = BatchState::Sending {
-        until: now_ms() + deadline.remaining().as_millis() as i64 + 5_000,
+        until: claim_until(deadline),
+        sent,
     };
     match app.blobs.put(name, sending.to_bytes(), condition).await {
-        Ok(etag) => Ok(Some(etag)),
+        Ok(etag) => {
+            let BatchState::Sending { sent, .. } = sending else {
+                unreachable!("built as Sending above")
+            };
+            Ok(Some(Claim { etag, sent }))
+        }
         Err(BlobError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Sends a claimed batch; returns (rows sent in this invocation, calls made).
+fn claim_until(deadline: Deadline) -> i64 {
+    now_ms() + deadline.remaining().as_millis() as i64 + 5_000
+}
+
+/// The runs of rows `0..n` not covered by `sent`.
+fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize>> {
+    let mut done = vec![false; n];
+    for [a, b] in sent {
+        for d in &mut done[(*a).min(n)..(*b).min(n)] {
+            *d = true;
+        }
+    }
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < n {
+        if done[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && !done[i] {
+            i += 1;
+        }
+        runs.push(start..i);
+    }
+    runs
+}
+
+/// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made).
 async fn send(
     app: &App,
     env: &Envelope,
+    claim: &mut Claim,
     deadline: Deadline,
 ) -> Result<(usize, usize), IngestError> {
     let gz = match &env.payload {
@@ -254,39 +355,50 @@ async fn send(
     if truncated > 0 {
         tracing::warn!(batch = %env.batch, truncated, "rows had fields over 32,766 bytes; cut and named in TruncatedFields");
     }
-    let parts = pack::split(&rows, app.sentinel.max_call_bytes()).map_err(SentinelError::from)?;
     let stream = app.settings.sentinel.stream(env.data_type);
+    let runs = unsent(rows.len(), &claim.sent);
+    let mut parts = Vec::new();
+    for run in &runs {
+        let split = pack::split(&rows[run.clone()], app.sentinel.max_call_bytes())
+            .map_err(SentinelError::from)?;
+        parts.extend(
+            split
+                .into_iter()
+                .map(|r| r.start + run.start..r.end + run.start),
+        );
+    }
+    let several = parts.len() > 1 || !claim.sent.is_empty();
     let (mut sent_rows, mut calls) = (0, 0);
-    for (i, range) in parts.iter().enumerate() {
-        // A batch needing several calls marks each, so a retry resends only what failed.
-        let part = (parts.len() > 1).then(|| state_name(env, Some(i)));
-        if let Some(p) = &part {
-            if app.blobs.exists(p).await? {
-                continue;
-            }
-        }
+    for range in parts {
         calls += app
             .sentinel
             .send_rows(stream, &rows[range.clone()], deadline)
             .await?;
         sent_rows += range.len();
-        if let Some(p) = part {
-            app.blobs
-                .put(&p, Vec::new(), WriteCondition::Always)
+        claim.sent.push([range.start, range.end]);
+        if several {
+            // A batch needing several calls records each, so a retry resends only what
+            // failed, whatever SENTINEL_MAX_CALL_BYTES or the rows' bytes are by then.
+            let state = BatchState::Sending {
+                until: claim_until(deadline),
+                sent: claim.sent.clone(),
+            };
+            claim.etag = app
+                .blobs
+                .put(
+                    &state_name(env),
+                    state.to_bytes(),
+                    WriteCondition::IfMatch(claim.etag.clone()),
+                )
                 .await?;
         }
     }
     Ok((sent_rows, calls))
 }
 
-/// `batches/<type>/<batch>`: the batch's state; `batches/<type>/<batch>.part<N>` marks
-/// one call's worth of a batch that needs several.
-pub fn state_name(env: &Envelope, part: Option<usize>) -> String {
-    let prefix = state_prefix(env.data_type);
-    match part {
-        None => format!("{prefix}{}", env.batch),
-        Some(n) => format!("{prefix}{}{PART}{n}", env.batch),
-    }
+/// `batches/<type>/<batch>`: the batch's state.
+pub fn state_name(env: &Envelope) -> String {
+    format!("{}{}", state_prefix(env.data_type), env.batch)
 }
 
 /// Where a data type's batch states are.
@@ -294,9 +406,38 @@ pub fn state_prefix(data_type: DataType) -> String {
     format!("batches/{data_type}/")
 }
 
-/// Whether a name under [`state_prefix`] marks a part rather than a whole batch.
+/// Whether a name under [`state_prefix`] marks a part rather than a whole batch (as
+/// releases before the state blob recorded parts wrote them).
 pub fn is_part_marker(name: &str) -> bool {
     name.contains(PART)
 }
 
 const PART: &str = ".part";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsent_rows_are_the_gaps_between_recorded_ranges() {
+        assert_eq!(unsent(5, &[]), vec![0..5]);
+        assert_eq!(unsent(10, &[[0, 3], [5, 7]]), vec![3..5, 7..10]);
+        assert_eq!(
+            unsent(4, &[[0, 2], [2, 4]]),
+            Vec::<std::ops::Range<usize>>::new()
+        );
+        // A range recorded under another split overlaps the new one: no row is sent twice.
+        assert_eq!(unsent(6, &[[1, 4], [3, 5]]), vec![0..1, 5..6]);
+        // Ranges past the end (a state from a different batch layout) are clamped.
+        assert_eq!(unsent(3, &[[2, 99]]), vec![0..2]);
+    }
+
+    #[test]
+    fn states_of_earlier_releases_still_read() {
+        let old: BatchState = serde_json::from_str(r#"{"state":"sending","until":5}"#).unwrap();
+        assert!(matches!(old, BatchState::Sending { until: 5, ref sent } if sent.is_empty()));
+        let p: BatchState =
+            serde_json::from_slice(&BatchState::Partial { sent: vec![[0, 3]] }.to_bytes()).unwrap();
+        assert!(matches!(p, BatchState::Partial { ref sent } if sent == &[[0, 3]]));
+    }
+}

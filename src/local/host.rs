@@ -128,31 +128,49 @@ impl HostEmulator {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            let results = futures::future::join_all(batch.iter().map(|m| self.deliver(m))).await;
-            for (m, r) in batch.iter().zip(results) {
-                let (invocations, ok) = r?;
-                stats.invocations += invocations;
-                if ok {
-                    stats.succeeded += 1;
-                    self.queue.delete(m).await?;
-                } else {
-                    stats.failed += 1;
-                    if m.dequeue_count >= MAX_DEQUEUE_COUNT {
-                        self.poison.ensure().await?;
-                        self.poison.send_raw(m.raw_text.clone()).await?;
-                        self.queue.delete(m).await?;
-                        stats.poisoned += 1;
-                    } else {
-                        self.queue
-                            .update_visibility(m, self.retry_visibility_secs)
-                            .await?;
-                    }
-                }
-            }
+            self.settle(&batch, &mut stats).await?;
         }
         Err(LocalError::Handler(format!(
             "queue not drained within {within:?}"
         )))
+    }
+
+    /// One round of deliveries: the messages visible now, up to the host's batch size.
+    pub async fn drain_once(&self) -> Result<DrainStats, LocalError> {
+        let mut stats = DrainStats::default();
+        let batch = self
+            .queue
+            .receive(BATCH_SIZE, self.receive_visibility_secs)
+            .await?;
+        self.settle(&batch, &mut stats).await?;
+        Ok(stats)
+    }
+
+    /// Delivers `batch` at once and settles each message as the host does: deleted on
+    /// success, made visible again on failure, moved to poison on its last try.
+    async fn settle(&self, batch: &[Received], stats: &mut DrainStats) -> Result<(), LocalError> {
+        let results = futures::future::join_all(batch.iter().map(|m| self.deliver(m))).await;
+        for (m, r) in batch.iter().zip(results) {
+            let (invocations, ok) = r?;
+            stats.invocations += invocations;
+            if ok {
+                stats.succeeded += 1;
+                self.queue.delete(m).await?;
+            } else {
+                stats.failed += 1;
+                if m.dequeue_count >= MAX_DEQUEUE_COUNT {
+                    self.poison.ensure().await?;
+                    self.poison.send_raw(m.raw_text.clone()).await?;
+                    self.queue.delete(m).await?;
+                    stats.poisoned += 1;
+                } else {
+                    self.queue
+                        .update_visibility(m, self.retry_visibility_secs)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One delivery (two when duplicating); returns (invocations, succeeded).

@@ -192,6 +192,18 @@ impl Harness {
         }
     }
 
+    /// Restarts the handler with these settings changed, as a redeploy with new app
+    /// settings would; waits until it answers.
+    pub async fn restart_handler_with(
+        &mut self,
+        changes: &[(&str, &str)],
+    ) -> Result<Duration, LocalError> {
+        self.kill_handler().await;
+        self.env
+            .extend(changes.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.start_handler().await
+    }
+
     /// The settings the handler runs with, as environment variables.
     pub fn handler_env(&self) -> Vec<(String, String)> {
         self.env.clone()

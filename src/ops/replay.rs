@@ -163,7 +163,7 @@ pub async fn replay(
             continue;
         }
         if let (true, Some(e)) = (force, &env) {
-            for name in app.blobs.names(&state_name(e, None)).await? {
+            for name in app.blobs.names(&state_name(e)).await? {
                 app.blobs.delete(&name).await?;
                 report.markers_removed += 1;
             }

@@ -18,6 +18,8 @@ use warp::Filter;
 /// An answer to force on an upcoming call.
 #[derive(Clone, Debug)]
 pub enum IngestFault {
+    /// Answer this call normally (to place later faults after some good calls).
+    Pass,
     /// 429 with this `Retry-After` (seconds).
     Throttle(u64),
     /// This status (5xx, or 403 to model a missing role).
@@ -175,9 +177,14 @@ impl IngestionSim {
                 "the stream is not declared in the data collection rule",
             );
         };
-        if let Some(f) = st.faults.pop_front() {
+        if let Some(f) = st
+            .faults
+            .pop_front()
+            .filter(|f| !matches!(f, IngestFault::Pass))
+        {
             st.stats.faulted += 1;
             return match f {
+                IngestFault::Pass => unreachable!("filtered out above"),
                 IngestFault::Throttle(secs) => {
                     let mut r = error(
                         StatusCode::TOO_MANY_REQUESTS,
