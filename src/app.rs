@@ -100,7 +100,11 @@ impl App {
             &settings.poison_queue_name(),
             storage_cred.clone(),
         )?;
-        let blobs = Blobs::new(settings.storage.container_client(CONTAINER, storage_cred)?);
+        let blobs = Blobs::fresh(
+            settings
+                .storage
+                .fresh_container_client(CONTAINER, storage_cred)?,
+        );
         Ok(App {
             checkpoints: CheckpointStore::new(blobs.clone()),
             settings,

@@ -279,7 +279,26 @@ impl Settings {
             check_queue_name(get("CAS_QUEUE_NAME").unwrap_or_else(|| DEFAULT_QUEUE.into())),
             String::new(),
         );
+        let sas_lifetime = errs.take(
+            parse_duration(
+                "CAS_STORAGE_SAS_LIFETIME",
+                get("CAS_STORAGE_SAS_LIFETIME"),
+                "P1D",
+            )
+            .and_then(|d| {
+                if (10..=7 * 86_400).contains(&d.as_secs()) {
+                    Ok(d)
+                } else {
+                    Err(SettingError::Invalid {
+                        name: "CAS_STORAGE_SAS_LIFETIME",
+                        reason: "must be between PT10S and P7D".into(),
+                    })
+                }
+            }),
+            Duration::ZERO,
+        );
         let storage = StorageSettings::from_lookup(&|k| get(k))
+            .map(|s| StorageSettings { sas_lifetime, ..s })
             .map_err(|e| errs.0.push(e.into()))
             .ok();
 

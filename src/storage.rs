@@ -48,7 +48,13 @@ pub struct StorageSettings {
     pub blob_endpoint: Url,
     /// How to authorise.
     pub auth: StorageAuth,
+    /// How long each account SAS minted from an account key is valid; clients mint a new
+    /// one when half of it has passed (`CAS_STORAGE_SAS_LIFETIME`).
+    pub sas_lifetime: std::time::Duration,
 }
+
+/// The default lifetime of a minted account SAS.
+pub const DEFAULT_SAS_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A storage setting that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -94,6 +100,7 @@ impl StorageSettings {
             auth: StorageAuth::Identity {
                 client_id: get("AzureWebJobsStorage__clientId"),
             },
+            sas_lifetime: DEFAULT_SAS_LIFETIME,
         })
     }
 
@@ -153,6 +160,7 @@ impl StorageSettings {
             queue_endpoint,
             blob_endpoint,
             auth,
+            sas_lifetime: DEFAULT_SAS_LIFETIME,
         })
     }
 
@@ -165,6 +173,7 @@ impl StorageSettings {
                 account: DEV_ACCOUNT.into(),
                 key: Secret::new(DEV_KEY),
             },
+            sas_lifetime: DEFAULT_SAS_LIFETIME,
         })
     }
 
@@ -187,7 +196,9 @@ impl StorageSettings {
     fn sas_query(&self) -> Result<Option<String>, StorageConfigError> {
         match &self.auth {
             StorageAuth::AccountKey { account, key } => {
-                let expiry = time::OffsetDateTime::now_utc() + time::Duration::hours(24);
+                let lifetime = time::Duration::try_from(self.sas_lifetime)
+                    .map_err(|e| StorageConfigError::Invalid(format!("SAS lifetime: {e}")))?;
+                let expiry = time::OffsetDateTime::now_utc() + lifetime;
                 Ok(Some(account_sas(account, key, expiry)?))
             }
             StorageAuth::Sas(s) => Ok(Some(s.expose().to_string())),
@@ -202,6 +213,36 @@ impl StorageSettings {
         url.set_path(&format!("{base}/{path}"));
         url.set_query(self.sas_query()?.as_deref());
         Ok(url)
+    }
+
+    /// When a client built now must be built again: half-way through its SAS's life, for a
+    /// SAS minted here; never otherwise (a given SAS is what it is; tokens renew themselves).
+    fn renew_after(&self) -> Option<std::time::Duration> {
+        matches!(self.auth, StorageAuth::AccountKey { .. }).then_some(self.sas_lifetime / 2)
+    }
+
+    /// A queue client for `name` that renews its SAS (see [`Fresh`]).
+    pub fn fresh_queue_client(
+        &self,
+        name: &str,
+        credential: Option<Arc<dyn TokenCredential>>,
+    ) -> Result<Fresh<azure_storage_queue::QueueClient>, StorageConfigError> {
+        let (settings, name) = (self.clone(), name.to_string());
+        Fresh::new(self.renew_after(), move || {
+            settings.queue_client(&name, credential.clone())
+        })
+    }
+
+    /// A blob container client for `name` that renews its SAS (see [`Fresh`]).
+    pub fn fresh_container_client(
+        &self,
+        name: &str,
+        credential: Option<Arc<dyn TokenCredential>>,
+    ) -> Result<Fresh<azure_storage_blob::BlobContainerClient>, StorageConfigError> {
+        let (settings, name) = (self.clone(), name.to_string());
+        Fresh::new(self.renew_after(), move || {
+            settings.container_client(&name, credential.clone())
+        })
     }
 
     /// A queue client for `name`.
@@ -240,6 +281,59 @@ impl StorageSettings {
             }),
             _ => Ok(None),
         }
+    }
+}
+
+/// An SDK client that is built again, with a newly minted SAS, once `renew_after` has
+/// passed since it was built. The SDK clients take their SAS in their URL, fixed for their
+/// life; a handler process can live for days (Premium and Dedicated plans, `func start`),
+/// and a SAS minted once at start-up would fail every storage call, and poison every
+/// message, a day later.
+pub struct Fresh<T> {
+    build: Box<dyn Fn() -> Result<T, StorageConfigError> + Send + Sync>,
+    renew_after: Option<std::time::Duration>,
+    current: std::sync::Mutex<(Arc<T>, std::time::Instant)>,
+}
+
+impl<T> Fresh<T> {
+    /// Builds the client now with `build`, and again after `renew_after` (never if `None`).
+    pub fn new(
+        renew_after: Option<std::time::Duration>,
+        build: impl Fn() -> Result<T, StorageConfigError> + Send + Sync + 'static,
+    ) -> Result<Self, StorageConfigError> {
+        let first = build()?;
+        Ok(Fresh {
+            build: Box::new(build),
+            renew_after,
+            current: std::sync::Mutex::new((Arc::new(first), std::time::Instant::now())),
+        })
+    }
+
+    /// A client that is never rebuilt.
+    pub fn fixed(client: T) -> Self {
+        Fresh {
+            build: Box::new(|| {
+                Err(StorageConfigError::Invalid(
+                    "a fixed client is not rebuilt".into(),
+                ))
+            }),
+            renew_after: None,
+            current: std::sync::Mutex::new((Arc::new(client), std::time::Instant::now())),
+        }
+    }
+
+    /// The client to use now.
+    pub fn get(&self) -> Arc<T> {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if self.renew_after.is_some_and(|r| cur.1.elapsed() >= r) {
+            match (self.build)() {
+                Ok(c) => *cur = (Arc::new(c), std::time::Instant::now()),
+                // Signing is local and cannot fail once it has worked; were it to, the old
+                // client serves until its SAS runs out.
+                Err(e) => tracing::error!("could not renew the storage SAS: {e}"),
+            }
+        }
+        cur.0.clone()
     }
 }
 

@@ -232,3 +232,31 @@ async fn cas_storms_lose_nothing_and_resolved_alerts_arrive_again_as_new_rows() 
     );
     assert!(h.cas.stats().max_in_any_minute <= 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_outlives_its_storage_sas_renews_it() {
+    // The handler mints account SAS tokens from the connection string's key; with a
+    // 10-second lifetime, a process still serving 12 seconds later must have renewed it
+    // (Azurite refuses an expired SAS with 403).
+    let h = harness(
+        "sas-renewal",
+        &[
+            ("CAS_DATA_TYPES", "alerts"),
+            ("CAS_STORAGE_SAS_LIFETIME", "PT10S"),
+        ],
+        SimConfig::default(),
+    )
+    .await;
+    let mut expected = h.cas.add_alerts((0..20).map(|i| now_ms() - 60_000 + i));
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    assert_eq!(h.host.drain(DRAIN).await.unwrap().failed, 0);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    expected.extend(h.cas.add_alerts((0..20).map(|i| now_ms() - 5_000 + i)));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "PollCas after the first SAS expired: {logs:?}");
+    let d = h.host.drain(DRAIN).await.unwrap();
+    assert_eq!(d.failed, 0, "{d:?}");
+    assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &expected);
+}

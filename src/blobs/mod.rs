@@ -43,20 +43,27 @@ pub enum WriteCondition {
 /// Access to the cas-sentinel container.
 #[derive(Clone)]
 pub struct Blobs {
-    container: std::sync::Arc<BlobContainerClient>,
+    container: std::sync::Arc<crate::storage::Fresh<BlobContainerClient>>,
 }
 
 impl Blobs {
-    /// Wraps a container client.
-    pub fn new(container: BlobContainerClient) -> Self {
+    /// Wraps a container client that renews its SAS.
+    pub fn fresh(container: crate::storage::Fresh<BlobContainerClient>) -> Self {
         Blobs {
             container: std::sync::Arc::new(container),
         }
     }
 
+    /// Wraps a container client (used as it is for its whole life).
+    pub fn new(container: BlobContainerClient) -> Self {
+        Blobs {
+            container: std::sync::Arc::new(crate::storage::Fresh::fixed(container)),
+        }
+    }
+
     /// Creates the container if it does not exist.
     pub async fn ensure_container(&self) -> Result<(), BlobError> {
-        match self.container.create(None).await {
+        match self.container.get().create(None).await {
             Ok(_) => Ok(()),
             Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
             Err(e) => Err(storage_err("create container", CONTAINER, e)),
@@ -65,7 +72,7 @@ impl Blobs {
 
     /// Reads a blob and its ETag; `None` when it does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<(Vec<u8>, String)>, BlobError> {
-        let client = self.container.blob_client(name);
+        let client = self.container.get().blob_client(name);
         let opts = BlobClientDownloadOptions {
             parallel: std::num::NonZero::new(1),
             ..Default::default()
@@ -93,6 +100,7 @@ impl Blobs {
     /// Whether a blob exists.
     pub async fn exists(&self, name: &str) -> Result<bool, BlobError> {
         self.container
+            .get()
             .blob_client(name)
             .exists()
             .await
@@ -108,6 +116,7 @@ impl Blobs {
         };
         let mut pages = self
             .container
+            .get()
             .list_blobs(Some(opts))
             .map_err(|e| storage_err("list", prefix, e))?
             .into_pages();
@@ -127,7 +136,7 @@ impl Blobs {
 
     /// Deletes a blob; a blob that is already gone is not an error.
     pub async fn delete(&self, name: &str) -> Result<(), BlobError> {
-        match self.container.blob_client(name).delete(None).await {
+        match self.container.get().blob_client(name).delete(None).await {
             Ok(_) => Ok(()),
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(()),
             Err(e) => Err(storage_err("delete", name, e)),
@@ -152,7 +161,7 @@ impl Blobs {
             WriteCondition::IfAbsent => opts = opts.if_not_exists(),
             WriteCondition::IfMatch(etag) => opts.if_match = Some(Etag::from(etag.clone())),
         }
-        let client = self.container.blob_client(name);
+        let client = self.container.get().blob_client(name);
         match client.upload(RequestContent::from(bytes), Some(opts)).await {
             Ok(r) => Ok(r.etag.map(|e| e.to_string()).unwrap_or_default()),
             Err(e)

@@ -48,7 +48,7 @@ pub struct Received {
 #[derive(Clone)]
 pub struct Queue {
     name: String,
-    client: std::sync::Arc<QueueClient>,
+    client: std::sync::Arc<crate::storage::Fresh<QueueClient>>,
 }
 
 impl Queue {
@@ -61,7 +61,7 @@ impl Queue {
     ) -> Result<Self, crate::storage::StorageConfigError> {
         Ok(Queue {
             name: name.to_string(),
-            client: std::sync::Arc::new(storage.queue_client(name, credential)?),
+            client: std::sync::Arc::new(storage.fresh_queue_client(name, credential)?),
         })
     }
 
@@ -80,7 +80,7 @@ impl Queue {
 
     /// Creates the queue if it does not exist.
     pub async fn ensure(&self) -> Result<(), QueueError> {
-        match self.client.create(None).await {
+        match self.client.get().create(None).await {
             Ok(_) => Ok(()),
             Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
             Err(e) => Err(self.err("create", e)),
@@ -100,6 +100,7 @@ impl Queue {
         };
         let content = msg.try_into().map_err(|e| self.err("encode", e))?;
         self.client
+            .get()
             .send_message(content, None)
             .await
             .map_err(|e| self.err("send", e))?;
@@ -119,6 +120,7 @@ impl Queue {
         };
         let rsp = self
             .client
+            .get()
             .receive_messages(Some(opts))
             .await
             .map_err(|e| self.err("receive", e))?;
@@ -148,6 +150,7 @@ impl Queue {
         };
         let rsp = self
             .client
+            .get()
             .peek_messages(Some(opts))
             .await
             .map_err(|e| self.err("peek", e))?;
@@ -164,6 +167,7 @@ impl Queue {
     pub async fn delete(&self, msg: &Received) -> Result<(), QueueError> {
         match self
             .client
+            .get()
             .delete_message(&msg.id, &msg.pop_receipt, None)
             .await
         {
@@ -179,6 +183,7 @@ impl Queue {
     pub async fn update_visibility(&self, msg: &Received, secs: u32) -> Result<(), QueueError> {
         match self
             .client
+            .get()
             .update_message(&msg.id, &msg.pop_receipt, secs as i32, None)
             .await
         {
@@ -192,6 +197,7 @@ impl Queue {
     pub async fn approximate_len(&self) -> Result<u64, QueueError> {
         let rsp = self
             .client
+            .get()
             .get_properties(None)
             .await
             .map_err(|e| self.err("properties", e))?;
