@@ -32,6 +32,9 @@ param casApiToken string = ''
 @description('Fan-out queue name.')
 param queueName string = 'cas-batches'
 
+@description('PollCas timer schedule (NCRONTAB, six fields). Every 2 minutes: a caught-up poll costs about one CAS request per data type, 1.5 a minute of the tenant\'s 30, and a record reaches Sentinel about 2 to 4 minutes after CAS stored it.')
+param casSchedule string = '0 */2 * * * *'
+
 @description('Most instances Flex Consumption may scale the queue consumers out to.')
 @minValue(40)
 @maxValue(1000)
@@ -230,6 +233,7 @@ var baseSettings = [
   { name: 'CAS_API_URL', value: casApiUrl }
   { name: 'CAS_DATA_TYPES', value: casDataTypes }
   { name: 'CAS_QUEUE_NAME', value: queueName }
+  { name: 'CAS_SCHEDULE', value: casSchedule }
   { name: 'SENTINEL_INGESTION_ENDPOINT', value: dcr.properties.endpoints.logsIngestion }
   { name: 'SENTINEL_DCR_IMMUTABLE_ID', value: dcr.properties.immutableId }
 ]

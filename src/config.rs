@@ -27,6 +27,45 @@ pub struct Settings {
     /// How long one invocation may spend (keep it below functionTimeout); a poll stops
     /// there and leaves the rest to the next run, an ingest stops retrying.
     pub invocation_budget: Duration,
+    /// The PollCas timer's NCRONTAB schedule (`CAS_SCHEDULE`): the host reads it from the
+    /// app setting through `%CAS_SCHEDULE%` in `function.json`; it is checked here so a
+    /// typo is named at start-up and by `validate`, not only in the host's own logs.
+    pub schedule: String,
+}
+
+/// The default PollCas schedule: every 2 minutes. A poll that is caught up costs about one
+/// CAS request per data type, so this uses about 1.5 of the tenant's 30 requests a minute
+/// (leaving the rest for catching up, and for other tools that share the tenant), and a
+/// record reaches Sentinel about `CAS_SETTLE_DELAY` plus 1 to 2 minutes after CAS stored it.
+pub const DEFAULT_SCHEDULE: &str = "0 */2 * * * *";
+
+/// Checks an NCRONTAB schedule (`second minute hour day month day-of-week`). The second
+/// must be one fixed value: firing more than once a minute reads nothing new (windows end
+/// `CAS_SETTLE_DELAY` before now) and only spends CAS's request budget.
+fn check_schedule(value: String) -> Result<String, SettingError> {
+    let bad = |reason: String| SettingError::Invalid {
+        name: "CAS_SCHEDULE",
+        reason,
+    };
+    let fields: Vec<&str> = value.split_whitespace().collect();
+    if fields.len() != 6 {
+        return Err(bad(format!(
+            "{value:?} has {} fields; NCRONTAB takes six: second minute hour day month day-of-week, e.g. {DEFAULT_SCHEDULE:?}",
+            fields.len()
+        )));
+    }
+    if let Some(f) = fields.iter().find(|f| {
+        !f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "*/,-".contains(c))
+    }) {
+        return Err(bad(format!("{value:?}: field {f:?} is not NCRONTAB")));
+    }
+    if !fields[0].parse::<u8>().is_ok_and(|s| s < 60) {
+        return Err(bad(format!(
+            "{value:?} fires more than once a minute (the seconds field must be one number, 0-59); a poll cannot find anything newer than CAS_SETTLE_DELAY ago"
+        )));
+    }
+    Ok(fields.join(" "))
 }
 
 /// How to reach the Defender for Cloud Apps API.
@@ -279,6 +318,10 @@ impl Settings {
             check_queue_name(get("CAS_QUEUE_NAME").unwrap_or_else(|| DEFAULT_QUEUE.into())),
             String::new(),
         );
+        let schedule = errs.take(
+            check_schedule(get("CAS_SCHEDULE").unwrap_or_else(|| DEFAULT_SCHEDULE.into())),
+            String::new(),
+        );
         let sas_lifetime = errs.take(
             parse_duration(
                 "CAS_STORAGE_SAS_LIFETIME",
@@ -335,6 +378,7 @@ impl Settings {
             storage,
             queue_name,
             invocation_budget,
+            schedule,
         })
     }
 
@@ -650,6 +694,35 @@ mod tests {
             "Custom-McasShadowItReporting"
         );
         assert!(s.cas.token.is_none());
+        assert_eq!(s.schedule, DEFAULT_SCHEDULE);
+        assert_eq!(s.storage.sas_lifetime, crate::storage::DEFAULT_SAS_LIFETIME);
+    }
+
+    #[test]
+    fn schedules_and_sas_lifetimes_are_checked_and_the_fix_named() {
+        for (value, why) in [
+            ("*/5 * * * *", "has 5 fields"),
+            ("* */2 * * * *", "more than once a minute"),
+            ("*/10 * * * * *", "more than once a minute"),
+            ("0 */2 * * * ?", "not NCRONTAB"),
+        ] {
+            let mut m = base();
+            m.insert("CAS_SCHEDULE", value);
+            let err = read(&m).unwrap_err().to_string();
+            assert!(
+                err.contains("CAS_SCHEDULE") && err.contains(why),
+                "{value}: {err}"
+            );
+        }
+        let mut m = base();
+        m.insert("CAS_SCHEDULE", "30  */10 * * * Mon-Fri");
+        assert_eq!(read(&m).unwrap().schedule, "30 */10 * * * Mon-Fri");
+        for bad in ["PT5S", "P30D"] {
+            let mut m = base();
+            m.insert("CAS_STORAGE_SAS_LIFETIME", bad);
+            let err = read(&m).unwrap_err().to_string();
+            assert!(err.contains("CAS_STORAGE_SAS_LIFETIME"), "{err}");
+        }
     }
 
     #[test]

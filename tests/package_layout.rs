@@ -47,7 +47,10 @@ fn function_definitions_use_the_binding_names_the_handler_reads() {
         t["runOnStartup"], false,
         "never run on start-up in production"
     );
-    assert_eq!(t["schedule"], "0 */5 * * * *");
+    assert_eq!(
+        t["schedule"], "%CAS_SCHEDULE%",
+        "the schedule is an app setting"
+    );
 
     let ingest = read(&format!(
         "function-definitions/{INGEST_FUNCTION}/function.json"

@@ -51,8 +51,12 @@ pub struct Step {
     /// When the changes were seen: their rows' `TimeGenerated`. Fixed for a whole
     /// re-check, so a page read again packs the same batches.
     pub observed: Option<i64>,
-    /// The cursor to store once the records are enqueued.
-    pub cursor: Cursor,
+    /// Whether [`Puller::cursor`] must be stored once the records are enqueued, before the
+    /// next page is read. False for a re-check page that found nothing: storing the watch
+    /// (which can hold tens of thousands of alerts) after each such page would cost more
+    /// than reading a few pages again after a crash; the poll stores it from time to time
+    /// and when it stops.
+    pub commit: bool,
 }
 
 impl Step {
@@ -216,7 +220,7 @@ impl Puller {
         matches!(self.main, Main::Done)
     }
 
-    /// The cursor after the last step.
+    /// The cursor after the last step: what to store once its records are enqueued.
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
     }
@@ -291,7 +295,7 @@ impl Puller {
                 }
             }
         }
-        let cursor = if done {
+        self.cursor = if done {
             self.main = Main::Done;
             self.finished()
         } else {
@@ -303,14 +307,13 @@ impl Puller {
                 ..self.partial()
             }
         };
-        self.cursor = cursor.clone();
         Ok(Step {
             page,
             window: self.window,
             new,
             changed: Vec::new(),
             observed: None,
-            cursor,
+            commit: true,
         })
     }
 
@@ -342,7 +345,7 @@ impl Puller {
                 self.seen.admit(r.id.as_deref(), r.pos)
             })
             .collect();
-        let cursor = match next {
+        self.cursor = match next {
             None => {
                 self.main = Main::Done;
                 self.finished()
@@ -367,14 +370,13 @@ impl Puller {
                 }
             }
         };
-        self.cursor = cursor.clone();
         Ok(Step {
             page,
             window: self.window,
             new,
             changed: Vec::new(),
             observed: None,
-            cursor,
+            commit: true,
         })
     }
 
@@ -409,6 +411,7 @@ impl Puller {
         let mut pages = AlertPages::from_resume(pass.next);
         let page = pages.next(client, &self.cas, deadline).await?;
         let since = w.since_ms.unwrap_or(i64::MAX);
+        let finished_before = self.watch_finished;
         let (mut new, mut changed) = (Vec::new(), Vec::new());
         for (i, r) in page.records.iter().enumerate() {
             let (Some(id), Some(pos)) = (&r.id, r.pos) else {
@@ -440,13 +443,15 @@ impl Puller {
             });
         }
         w.alerts.retain(|_, (ts, _)| *ts >= oldest);
+        let commit =
+            !new.is_empty() || !changed.is_empty() || self.watch_finished != finished_before;
         Ok(Step {
             page,
             window,
             new,
             changed,
             observed: Some(pass.started_ms),
-            cursor: self.cursor.clone(),
+            commit,
         })
     }
 
@@ -470,7 +475,7 @@ impl Puller {
             window: self.window,
             changed: Vec::new(),
             observed: None,
-            cursor: self.cursor.clone(),
+            commit: true,
         })
     }
 }

@@ -79,6 +79,9 @@ struct State {
     stats: SimStats,
     next_id: u64,
     activity_padding: usize,
+    /// Records served as this text instead of their value (which still drives filters):
+    /// the text real records hold that no strict JSON reader accepts.
+    raw: std::collections::HashMap<String, String>,
 }
 
 /// The simulated tenant.
@@ -176,6 +179,21 @@ impl CasSim {
             ids.push(id);
         }
         st.activities.sort_by_key(|a| key(a, "created"));
+        ids
+    }
+
+    /// Adds activities whose text is hostile as real records are (see [`hostile_text`]),
+    /// stored at `created`; returns their ids.
+    pub fn add_hostile_activities(&self, created: impl IntoIterator<Item = i64>) -> Vec<String> {
+        let ids = self.add_activities(created, |_| 1_000);
+        let mut st = self.lock();
+        for (k, id) in ids.iter().enumerate() {
+            let Some(a) = st.activities.iter().find(|a| a["_id"] == id.as_str()) else {
+                continue;
+            };
+            let text = hostile_text(a, k);
+            st.raw.insert(id.clone(), text);
+        }
         ids
     }
 
@@ -304,8 +322,8 @@ impl CasSim {
             }
         };
         match (method.as_str(), path) {
-            ("POST", "/api/v1/alerts/") => list_alerts(&st.alerts, &body),
-            ("POST", "/api/v1/activities/") => list_activities(&st.activities, &body),
+            ("POST", "/api/v1/alerts/") => list_alerts(&st.alerts, &body, &st.raw),
+            ("POST", "/api/v1/activities/") => list_activities(&st.activities, &body, &st.raw),
             ("GET", "/api/discovery/streams/") => reply(
                 StatusCode::OK,
                 json!({"streams": st.streams, "total": st.streams.len()}),
@@ -327,7 +345,7 @@ impl CasSim {
                         json!({"data": apps, "hasNext": false, "total": apps.len()}),
                     );
                 }
-                paged(&apps.iter().collect::<Vec<_>>(), &body)
+                paged(&apps.iter().collect::<Vec<_>>(), &body, &st.raw)
             }
             _ => reply(StatusCode::NOT_FOUND, json!({"detail": "Not found"})),
         }
@@ -347,12 +365,28 @@ fn reply(status: StatusCode, body: Value) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
-fn page(data: Vec<Value>, has_next: bool, total: usize) -> warp::reply::Response {
-    reply(
-        StatusCode::OK,
-        json!({"data": data, "hasNext": has_next, "total": total, "moreThanTotal": false}),
-    )
+/// A list page: `records` (each as its raw text when it has one) and the other members.
+fn page(records: &[&Value], raw: &Raw, rest: Value) -> warp::reply::Response {
+    use warp::Reply;
+    let mut body = String::from("{\"data\":[");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        match r["_id"].as_str().and_then(|id| raw.get(id)) {
+            Some(text) => body.push_str(text),
+            None => body.push_str(&r.to_string()),
+        }
+    }
+    body.push(']');
+    for (k, v) in rest.as_object().into_iter().flatten() {
+        body.push_str(&format!(",{}:{v}", Value::from(k.as_str())));
+    }
+    body.push('}');
+    warp::reply::with_header(body, "content-type", "application/json").into_response()
 }
+
+type Raw = std::collections::HashMap<String, String>;
 
 fn key(v: &Value, field: &str) -> (i64, String) {
     (
@@ -362,15 +396,11 @@ fn key(v: &Value, field: &str) -> (i64, String) {
 }
 
 /// One skip/limit page (at most 100) of `matching`.
-fn paged(matching: &[&Value], body: &Value) -> warp::reply::Response {
+fn paged(matching: &[&Value], body: &Value, raw: &Raw) -> warp::reply::Response {
     let (skip, limit) = skip_limit(body, 100);
-    let data: Vec<Value> = matching
-        .iter()
-        .skip(skip)
-        .take(limit)
-        .map(|v| (*v).clone())
-        .collect();
-    page(data, skip + limit < matching.len(), matching.len())
+    let data: Vec<&Value> = matching.iter().skip(skip).take(limit).copied().collect();
+    let rest = json!({"hasNext": skip + limit < matching.len(), "total": matching.len(), "moreThanTotal": false});
+    page(&data, raw, rest)
 }
 
 fn skip_limit(body: &Value, max: usize) -> (usize, usize) {
@@ -473,7 +503,7 @@ fn select<'a>(
     Ok(out)
 }
 
-fn list_alerts(alerts: &[Value], body: &Value) -> warp::reply::Response {
+fn list_alerts(alerts: &[Value], body: &Value, raw: &Raw) -> warp::reply::Response {
     let mut matching = match select(alerts.iter(), &filters(body), ALERT_FIELDS) {
         Ok(m) => m,
         Err(why) => return reply(StatusCode::BAD_REQUEST, json!({ "detail": why })),
@@ -487,10 +517,10 @@ fn list_alerts(alerts: &[Value], body: &Value) -> warp::reply::Response {
             json!({"detail": "skip may not exceed 5000"}),
         );
     }
-    paged(&matching, body)
+    paged(&matching, body, raw)
 }
 
-fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response {
+fn list_activities(activities: &[Value], body: &Value, raw: &Raw) -> warp::reply::Response {
     let f = filters(body);
     // Newest first, as scans walk back from the upper bound.
     let matching = match select(activities.iter().rev(), &f, ACTIVITY_FIELDS) {
@@ -498,7 +528,7 @@ fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response 
         Err(why) => return reply(StatusCode::BAD_REQUEST, json!({ "detail": why })),
     };
     if body.get("isScan").and_then(Value::as_bool) != Some(true) {
-        return paged(&matching, body);
+        return paged(&matching, body, raw);
     }
     let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(500);
     if !(500..=5000).contains(&limit) {
@@ -509,10 +539,10 @@ fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response 
     }
     let limit = limit as usize;
     if matching.len() <= limit {
-        let data: Vec<Value> = matching.iter().map(|v| (*v).clone()).collect();
-        return reply(
-            StatusCode::OK,
-            json!({"data": data, "hasNext": false, "total": matching.len()}),
+        return page(
+            &matching,
+            raw,
+            json!({"hasNext": false, "total": matching.len()}),
         );
     }
     // Hold back the trailing records that share the boundary value, so each record is
@@ -531,7 +561,7 @@ fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response 
     } else {
         boundary
     };
-    let data: Vec<Value> = matching[..end].iter().map(|v| (*v).clone()).collect();
+    let data = &matching[..end];
     let mut next = f.clone();
     let mut created = f
         .get("created")
@@ -540,9 +570,10 @@ fn list_activities(activities: &[Value], body: &Value) -> warp::reply::Response 
         .unwrap_or_default();
     created.insert("lte".into(), json!(next_lte));
     next.insert("created".into(), Value::Object(created));
-    reply(
-        StatusCode::OK,
-        json!({"data": data, "hasNext": end < matching.len(), "total": matching.len(), "nextQueryFilters": next}),
+    page(
+        data,
+        raw,
+        json!({"hasNext": end < matching.len(), "total": matching.len(), "nextQueryFilters": next}),
     )
 }
 
@@ -610,6 +641,23 @@ fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
         "description": op,
         "severity": "INFO",
     })
+}
+
+/// The record's text with one hostile member added, by `k % 6`: a lone surrogate (half
+/// an emoji), numbers no `f64` holds and Python's `NaN`/`-Infinity`, nesting deeper than
+/// `serde_json` reads, a 100,000-byte field, a raw control character, and invalid UTF-8
+/// is left to the HTTP layer (a `String` cannot hold it), so a sixth kind repeats a key.
+pub fn hostile_text(record: &Value, k: usize) -> String {
+    let text = record.to_string();
+    let extra = match k % 6 {
+        0 => r#","note":"half an emoji: \udc00 and \ud83d""#.to_string(),
+        1 => r#","ratio":1e400,"score":NaN,"delta":-Infinity"#.to_string(),
+        2 => format!(r#","nested":{}1{}"#, "[".repeat(300), "]".repeat(300)),
+        3 => format!(r#","blob":"{}""#, "x".repeat(100_000)),
+        4 => ",\"ctl\":\"tab\there\"".to_string(),
+        _ => r#","description":"first","description":"second""#.to_string(),
+    };
+    format!("{}{extra}}}", &text[..text.len() - 1])
 }
 
 /// One realistic activity record (as the tenant would list it) with about `padding` bytes

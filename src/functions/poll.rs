@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::cas::pull::Puller;
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::model::{now_ms, DataType, Window};
 use crate::queue::envelope::{pack, pack_observed};
 use crate::retry::Deadline;
@@ -28,6 +28,8 @@ pub struct PollReport {
     pub repaired: usize,
     /// Whether the window was read to its end (else the next run continues it).
     pub complete: bool,
+    /// Why the run stopped before the end, when the invocation's time ran out mid-request.
+    pub stopped: Option<String>,
 }
 
 impl fmt::Display for PollReport {
@@ -46,6 +48,9 @@ impl fmt::Display for PollReport {
         }
         if !self.complete {
             write!(f, ", incomplete (continues next run)")?;
+        }
+        if let Some(why) = &self.stopped {
+            write!(f, ": {why}")?;
         }
         Ok(())
     }
@@ -66,6 +71,26 @@ pub enum PollError {
     /// The queue or container could not be created.
     #[error("storage: {0}")]
     Setup(String),
+}
+
+/// How often a lane stores its cursor when its pages enqueue nothing (a change watch
+/// re-reading thousands of unchanged alerts), so a crash costs at most this much re-reading.
+const SAVE_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Stores the puller's cursor over `previous` (unless it is unchanged).
+async fn save(
+    app: &App,
+    dt: DataType,
+    previous: &Checkpoint,
+    puller: &Puller,
+) -> Result<Checkpoint, PollError> {
+    if previous.cursor.as_ref() == Some(puller.cursor()) {
+        return Ok(previous.clone());
+    }
+    app.checkpoints
+        .advance(dt, previous, puller.cursor().clone())
+        .await
+        .map_err(|e| PollError::Checkpoint(dt, e))
 }
 
 /// Polls every enabled data type; one failing does not stop the others.
@@ -111,19 +136,26 @@ pub async fn poll_one(
         pages: 0,
         repaired: 0,
         complete: false,
+        stopped: None,
     };
     // Before the first enqueue, note the window being enqueued: if this run dies part-way,
     // the next one reads the same window and produces the same batch ids (skipped as sent).
     let mut intent = puller.intent();
-    loop {
+    // Progress read but not yet stored (re-check pages that found nothing), and when the
+    // cursor was last stored.
+    let mut unsaved = false;
+    let mut saved_at = std::time::Instant::now();
+    let failure = loop {
         let step = match puller.next(&app.cas, deadline).await {
             Ok(Some(step)) => step,
-            Ok(None) => break,
-            Err(e) => {
-                // What was read before is enqueued and its position saved.
-                tracing::warn!(data_type = %dt, records = report.records, "pull stopped early; what was read is enqueued");
-                return Err(PollError::Cas(dt, e));
+            Ok(None) => break None,
+            // Out of time (a slot or an answer would come after the deadline): an
+            // ordinary end for a run with a backlog; the next run goes on from here.
+            Err(e @ crate::cas::CasError::OutOfTime { .. }) => {
+                report.stopped = Some(e.to_string());
+                break None;
             }
+            Err(e) => break Some(PollError::Cas(dt, e)),
         };
         let mut messages = pack(dt, step.window, &step.new_records());
         if !step.changed.is_empty() {
@@ -148,15 +180,6 @@ pub async fn poll_one(
                 .await
                 .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
         }
-        if checkpoint.cursor.as_ref() != Some(&step.cursor) {
-            checkpoint = app
-                .checkpoints
-                .advance(dt, &checkpoint, step.cursor)
-                .await
-                .map_err(|e| PollError::Checkpoint(dt, e))?;
-            // The stored cursor now names the window itself.
-            intent = None;
-        }
         let repairs = step.page.repairs;
         if repairs.any() {
             tracing::warn!(data_type = %dt, ?repairs, "CAS records held text no JSON reader accepts (lone surrogates, numbers beyond f64, over-deep nesting); repaired and forwarded");
@@ -166,6 +189,20 @@ pub async fn poll_one(
         report.records += step.new.len();
         report.changed += step.changed.len();
         report.messages += messages.len();
+        unsaved = true;
+        if step.commit || saved_at.elapsed() >= SAVE_AT_LEAST_EVERY {
+            checkpoint = save(app, dt, &checkpoint, &puller).await?;
+            (unsaved, saved_at, intent) = (false, std::time::Instant::now(), None);
+        }
+    };
+    if unsaved {
+        checkpoint = save(app, dt, &checkpoint, &puller).await?;
+    }
+    drop(checkpoint);
+    if let Some(e) = failure {
+        // What was read before is enqueued and its position saved.
+        tracing::warn!(data_type = %dt, records = report.records, "pull stopped early; what was read is enqueued");
+        return Err(e);
     }
     report.complete = puller.complete();
     Ok(report)
