@@ -271,6 +271,12 @@ impl Repairer<'_> {
     fn string(&mut self) -> Result<(), Broken> {
         self.i += 1;
         loop {
+            // Most of a record's bytes are inside strings: step over the plain ones in one go.
+            let rest = &self.b[self.i..];
+            self.i += rest
+                .iter()
+                .position(|&c| STRING_STOP[c as usize])
+                .unwrap_or(rest.len());
             let Some(c) = self.peek() else {
                 return Err(self.broken("the text ends inside a string"));
             };
@@ -280,13 +286,12 @@ impl Repairer<'_> {
                     return Ok(());
                 }
                 b'\\' => self.escape()?,
-                0x00..=0x1f => {
+                _ => {
                     let with = format!("\\u{:04x}", c);
                     self.replace(self.i, self.i + 1, &with);
                     self.i += 1;
                     self.repairs.controls += 1;
                 }
-                _ => self.i += 1,
             }
         }
     }
@@ -369,6 +374,20 @@ impl Repairer<'_> {
         Ok(())
     }
 }
+
+/// The bytes that end a run of plain string content: the closing quote, an escape, and
+/// the control characters JSON does not allow raw.
+static STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t
+};
 
 /// Whether `s` is JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
 fn json_number(s: &str) -> bool {
@@ -497,6 +516,36 @@ mod tests {
             assert!(repair(bad).is_err(), "{bad:?}");
         }
         assert_eq!(repair("[1]x").unwrap_err().offset, 3);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_a_repair_is_always_strict_json() {
+        let seeds: Vec<Vec<u8>> = [
+            r#"{"data":[{"_id":"a","s":"x\u00e9\ud83d\ude00","n":[1,-2.5e3,true,null]}],"hasNext":false}"#,
+            r#"[{"a":{"b":[[[{"c":"\"q\\"}]]]}},"\udc00",1e400,NaN]"#,
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let (mut ok, mut broken) = (0, 0);
+        for input in crate::fuzz::mutations(&seeds, 30_000, 11) {
+            let text = String::from_utf8_lossy(&input);
+            match repair(&text) {
+                Ok((out, _)) => {
+                    serde_json::from_str::<serde::de::IgnoredAny>(&out)
+                        .unwrap_or_else(|e| panic!("{text:?} repaired to {out:?}: {e}"));
+                    ok += 1;
+                }
+                Err(e) => {
+                    assert!(e.offset <= text.len());
+                    broken += 1;
+                }
+            }
+        }
+        assert!(
+            ok > 1_000 && broken > 1_000,
+            "{ok} repaired, {broken} refused"
+        );
     }
 
     #[test]

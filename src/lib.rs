@@ -20,6 +20,8 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod functions;
+#[cfg(test)]
+mod fuzz;
 pub mod lenient;
 pub mod local;
 pub mod loopback;

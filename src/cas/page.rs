@@ -249,4 +249,24 @@ mod tests {
         }
         assert_eq!(p.text(&p.records[4]), "7");
     }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_every_record_read_is_strict_json() {
+        let seeds = vec![
+            include_bytes!("../../tests/fixtures/cas-alerts-page.json").to_vec(),
+            include_bytes!("../../tests/fixtures/cas-activities-scan-page.json").to_vec(),
+        ];
+        let mut read = 0;
+        for input in crate::fuzz::mutations(&seeds, 20_000, 7) {
+            for keys in [ALERT_KEYS, ACTIVITY_KEYS] {
+                if let Ok(p) = parse("/x", &input, keys) {
+                    read += 1;
+                    for r in &p.records {
+                        serde_json::from_str::<serde::de::IgnoredAny>(p.text(r)).unwrap();
+                    }
+                }
+            }
+        }
+        assert!(read > 1_000, "{read}");
+    }
 }

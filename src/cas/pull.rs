@@ -422,11 +422,7 @@ impl Puller {
                 Some(_) => changed.push(i),
                 // Dated where everything was forwarded, yet never forwarded: it became
                 // visible after the listing had passed its date. Sent now, as new.
-                None if pos >= since => {
-                    if self.seen.admit(Some(id), Some(pos)) {
-                        new.push(i);
-                    }
-                }
+                None if pos >= since && self.seen.admit(Some(id), Some(pos)) => new.push(i),
                 // Before the deployment's first window: a baseline, not ours to send.
                 None => {}
             }

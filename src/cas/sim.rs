@@ -233,6 +233,22 @@ impl CasSim {
             .collect()
     }
 
+    /// When CAS stored each record (Unix ms), by id: an alert's `timestamp`, an
+    /// activity's `created`.
+    pub fn stored_at(&self) -> std::collections::HashMap<String, i64> {
+        let st = self.lock();
+        let of = |records: &[Value], field: &str| {
+            records
+                .iter()
+                .filter_map(|r| Some((r["_id"].as_str()?.to_string(), r[field].as_i64()?)))
+                .collect::<Vec<_>>()
+        };
+        of(&st.alerts, "timestamp")
+            .into_iter()
+            .chain(of(&st.activities, "created"))
+            .collect()
+    }
+
     /// Every activity id the tenant holds.
     pub fn activity_ids(&self) -> Vec<String> {
         self.lock()

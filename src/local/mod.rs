@@ -299,6 +299,10 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
         totals.failed += d.failed;
         totals.poisoned += d.poisoned;
     }
+    println!(
+        "\nlive: records created every 200 ms for 20 s, PollCas every 5 s (settle delay 1 s)…"
+    );
+    let live = live_latency(&h, Duration::from_secs(20), Duration::from_secs(5)).await?;
     let cas = h.cas.stats();
     let sink = h.sink.stats();
     println!("\nsummary");
@@ -315,6 +319,9 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
         println!("  rows ingested:        {table:<26} {rows}");
     }
     println!("  API calls:            CAS {} (at most {} in any minute, limit 30), Logs Ingestion {} ({} accepted, {} KiB)", cas.requests, cas.max_in_any_minute, sink.calls, sink.accepted_calls, sink.bytes / 1024);
+    let (median, p95) = live.deployed(Duration::from_secs(60), Duration::from_secs(120));
+    println!("  end-to-end latency:   {live}");
+    println!("                        deployed with the defaults (settle 1 min, a tick every 2 min): about {median:.0} s at the median, {p95:.0} s at p95");
     println!("  output files:");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&out_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -325,6 +332,114 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     }
     h.kill_handler().await;
     Ok(())
+}
+
+/// Latency from a record's being stored by CAS to its row being accepted by Logs Ingestion.
+#[derive(Clone, Copy, Debug)]
+pub struct Latency {
+    /// Records measured.
+    pub records: usize,
+    /// Records stored in the run whose row never arrived (should be none).
+    pub missing: usize,
+    /// Median, in milliseconds.
+    pub median_ms: i64,
+    /// 95th percentile, in milliseconds.
+    pub p95_ms: i64,
+    /// How often PollCas ran.
+    pub tick_every: Duration,
+}
+
+impl Latency {
+    /// The latency to expect deployed with a `settle` delay and a tick every `schedule`,
+    /// as (median, p95) seconds: the pipeline's own part (what was measured, less the wait
+    /// for the next tick) plus the settle delay and the wait for the next tick there.
+    pub fn deployed(&self, settle: Duration, schedule: Duration) -> (f64, f64) {
+        let own = |measured_ms: i64, q: f64| {
+            (measured_ms as f64 / 1000.0 - self.tick_every.as_secs_f64() * q).max(0.0)
+        };
+        (
+            settle.as_secs_f64() + schedule.as_secs_f64() * 0.5 + own(self.median_ms, 0.5),
+            settle.as_secs_f64() + schedule.as_secs_f64() * 0.95 + own(self.p95_ms, 0.95),
+        )
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "median {:.1} s, p95 {:.1} s over {} records (PollCas every {} s)",
+            self.median_ms as f64 / 1000.0,
+            self.p95_ms as f64 / 1000.0,
+            self.records,
+            self.tick_every.as_secs()
+        )?;
+        if self.missing > 0 {
+            write!(f, "; {} records never arrived", self.missing)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the pipeline live for `run_for`: the tenant stores an alert and two activities
+/// every 200 ms while PollCas runs every `tick_every` and the queue is drained after each
+/// run, as the host would; then measures, for every record stored in that time, the delay
+/// from CAS's `created` (an alert's date) to its first row accepted by Logs Ingestion.
+pub async fn live_latency(
+    h: &Harness,
+    run_for: Duration,
+    tick_every: Duration,
+) -> Result<Latency, LocalError> {
+    let started = crate::model::now_ms();
+    let generator = {
+        let cas = h.cas.clone();
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + run_for;
+            while tokio::time::Instant::now() < until {
+                let now = crate::model::now_ms();
+                cas.add_alerts([now]);
+                cas.add_activities([now, now], |_| 30_000);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut next = tokio::time::Instant::now() + tick_every;
+    // Ticks until everything stored in the run has been polled (a settle delay past its end).
+    let last = tokio::time::Instant::now() + run_for + tick_every + Duration::from_secs(2);
+    while next <= last {
+        tokio::time::sleep_until(next).await;
+        next += tick_every;
+        h.host.tick(false).await?;
+        h.host.drain(Duration::from_secs(120)).await?;
+    }
+    generator
+        .await
+        .map_err(|e| LocalError::Handler(e.to_string()))?;
+    let accepted = h.sink.first_accepted();
+    let stored: Vec<(String, i64)> = h
+        .cas
+        .stored_at()
+        .into_iter()
+        .filter(|(_, at)| *at >= started)
+        .collect();
+    let mut delays: Vec<i64> = stored
+        .iter()
+        .filter_map(|(id, at)| Some(accepted.get(id)? - at))
+        .collect();
+    delays.sort_unstable();
+    let pick = |q: f64| {
+        delays
+            .get(((delays.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(Latency {
+        missing: stored.len() - delays.len(),
+        records: delays.len(),
+        median_ms: pick(0.5),
+        p95_ms: pick(0.95),
+        tick_every,
+    })
 }
 
 fn display(p: &Path) -> String {

@@ -18,7 +18,7 @@ pub struct TypeStatus {
     pub checkpoint: Option<String>,
     /// Seconds between the checkpoint and now.
     pub lag_seconds: Option<i64>,
-    /// An activities scan is part-way through its window.
+    /// A window is part-way read (an activities scan, or an alerts listing).
     pub scan_in_progress: bool,
     /// Alerts watched for status changes.
     pub watched_alerts: Option<usize>,
@@ -60,7 +60,9 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
             enabled: app.settings.data_types.contains(&dt),
             checkpoint: cursor.as_ref().map(|c| format_ms(c.position_ms)),
             lag_seconds: cursor.as_ref().map(|c| (now - c.position_ms) / 1000),
-            scan_in_progress: cursor.as_ref().is_some_and(|c| c.scan.is_some()),
+            scan_in_progress: cursor
+                .as_ref()
+                .is_some_and(|c| c.scan.is_some() || c.pages.is_some()),
             watched_alerts: cursor
                 .as_ref()
                 .and_then(|c| c.watch.as_ref())

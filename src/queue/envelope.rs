@@ -664,4 +664,43 @@ mod tests {
             Err(EnvelopeError::TooLarge { .. })
         ));
     }
+
+    #[test]
+    fn arbitrary_messages_never_panic_the_decoder_or_the_record_reader() {
+        let good = pack(DataType::Alerts, window(), &noisy_records(20, 50));
+        let seeds: Vec<Vec<u8>> = good
+            .iter()
+            .map(|m| m.envelope.to_text().into_bytes())
+            .chain([br#"{"v":1,"type":"alerts","batch":"00000000000000000000000000000000","window":{"from":1,"to":2},"count":1,"payload":"blob","blob":"x"}"#.to_vec()])
+            .collect();
+        for input in crate::fuzz::mutations(&seeds, 5_000, 3) {
+            let text = String::from_utf8_lossy(&input);
+            if let Ok(env) = Envelope::parse(&text) {
+                if let Ok(gz) = env.inline_gzip() {
+                    if let Ok(t) = decode_text(&env, &gz) {
+                        let _ = env.read_records(&t, crate::schema::Record::batch);
+                    }
+                }
+            }
+        }
+        // The record reader on its own, over mutated batches of records.
+        let arrays: Vec<Vec<u8>> = vec![
+            json_array(&noisy_records(5, 20)),
+            br#"[{"a":{"b":[1,"\"x"]}},5,"s",{}]"#.to_vec(),
+        ];
+        for input in crate::fuzz::mutations(&arrays, 20_000, 5) {
+            let text = String::from_utf8_lossy(&input);
+            if let Ok(records) = crate::schema::Record::batch(&text) {
+                for r in &records {
+                    let _ = r.pointer("/_id");
+                    let mut out = Vec::new();
+                    r.without("noise").write_to(&mut out);
+                    for dt in DataType::ALL {
+                        let row = crate::schema::row_bytes(dt, r, Some(1));
+                        serde_json::from_slice::<serde::de::IgnoredAny>(&row).unwrap();
+                    }
+                }
+            }
+        }
+    }
 }

@@ -51,6 +51,8 @@ struct State {
     stats: IngestStats,
     /// Accepted rows per table, kept when `keep_rows` is on.
     kept: HashMap<String, Vec<Value>>,
+    /// When each CAS id's first row was accepted (Unix ms), for end-to-end latency.
+    first_accepted: HashMap<String, i64>,
 }
 
 /// The simulated endpoint.
@@ -134,6 +136,11 @@ impl IngestionSim {
     /// Counters so far.
     pub fn stats(&self) -> IngestStats {
         self.lock().stats.clone()
+    }
+
+    /// When the first row of each CAS id (alert or activity) was accepted (Unix ms).
+    pub fn first_accepted(&self) -> HashMap<String, i64> {
+        self.lock().first_accepted.clone()
     }
 
     /// Accepted rows of a table (when started with `keep_rows`).
@@ -262,6 +269,16 @@ impl IngestionSim {
                     "SinkWrite",
                     &e.to_string(),
                 );
+            }
+        }
+        let at = crate::model::now_ms();
+        for row in &rows {
+            let id = row
+                .get("VendorOriginalId")
+                .or_else(|| row.get("ReportId"))
+                .and_then(Value::as_str);
+            if let Some(id) = id {
+                st.first_accepted.entry(id.to_string()).or_insert(at);
             }
         }
         st.stats.accepted_calls += 1;
