@@ -129,7 +129,7 @@ impl App {
                 )
                 .await?;
         }
-        self.queue.send_text(&m.envelope.to_text()).await?;
+        self.queue.send_text(&m.text).await?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 use super::CasError;
 use crate::lenient::{self, Repairs};
 use crate::schema::Record;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -108,13 +109,63 @@ struct Wire<'a> {
     next_query_filters: Option<Value>,
 }
 
+/// A page's members, its records borrowed from its text.
+type Members<'a> = (Vec<Record<'a>>, Option<Value>, Option<Value>);
+
+/// Reads the page and its records in one pass; fails on a record that is not an object.
+fn one_pass(text: &str) -> Result<Members<'_>, serde_json::Error> {
+    struct PageVisitor<'a> {
+        text: &'a str,
+    }
+    impl<'a> Visitor<'a> for PageVisitor<'a> {
+        type Value = Members<'a>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a CAS list page")
+        }
+        fn visit_map<M: MapAccess<'a>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+            let (mut data, mut has_next, mut next) = (None, None, None);
+            while let Some(key) = map.next_key::<std::borrow::Cow<'a, str>>()? {
+                match key.as_ref() {
+                    "data" => data = Some(map.next_value_seed(Record::array_seed(self.text))?),
+                    "hasNext" => has_next = Some(map.next_value()?),
+                    "nextQueryFilters" => next = Some(map.next_value()?),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let data = data.ok_or_else(|| de::Error::custom("no \"data\" field"))?;
+            Ok((data, has_next, next))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let members = de.deserialize_map(PageVisitor { text })?;
+    de.end()?;
+    Ok(members)
+}
+
+/// Reads the page, then its records (any JSON values) on their own.
+fn two_passes(text: &str) -> Result<Members<'_>, String> {
+    let wire: Wire = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let data = wire.data.ok_or_else(|| "no \"data\" field".to_string())?;
+    if !data.get().starts_with('[') {
+        return Err("\"data\" is not an array".into());
+    }
+    let records = Record::batch(data.get()).map_err(|e| format!("\"data\": {e}"))?;
+    Ok((records, wire.has_next, wire.next_query_filters))
+}
+
 /// Reads a list page's body, keying its records by `keys`.
 pub fn parse(path: &str, body: &[u8], keys: Keys) -> Result<Page, CasError> {
     let shape = |detail: String| CasError::Shape {
         path: path.into(),
         detail,
     };
-    let decoded = String::from_utf8_lossy(body);
+    // Checked first (fast) and decoded lossily only when that fails: most pages are UTF-8.
+    let decoded = match std::str::from_utf8(body) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(body),
+    };
     let (text, mut repairs) =
         lenient::repair(&decoded).map_err(|e| shape(format!("not JSON: {e}")))?;
     if matches!(decoded, std::borrow::Cow::Owned(_)) {
@@ -123,31 +174,30 @@ pub fn parse(path: &str, body: &[u8], keys: Keys) -> Result<Page, CasError> {
     }
     let text = text.into_owned();
     drop(decoded);
-    let wire: Wire = match text.trim_start().as_bytes().first() {
-        Some(b'{') => serde_json::from_str(&text).map_err(|e| shape(e.to_string()))?,
-        _ => return Err(shape("the body is not a JSON object".into())),
-    };
-    let data = wire.data.ok_or_else(|| shape("no \"data\" field".into()))?;
-    if !data.get().starts_with('[') {
-        return Err(shape("\"data\" is not an array".into()));
+    if !text.trim_start().starts_with('{') {
+        return Err(shape("the body is not a JSON object".into()));
     }
-    let has_next = match wire.has_next {
+    // One pass over the page when every record is an object (the rule); the page and
+    // then its records separately otherwise, so that odd records are still kept.
+    let (records, has_next, next_query_filters) = match one_pass(&text) {
+        Ok(read) => read,
+        Err(_) => two_passes(&text).map_err(shape)?,
+    };
+    let has_next = match has_next {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
         Some(_) => return Err(shape("\"hasNext\" is not a boolean".into())),
     };
-    let next_query_filters = match wire.next_query_filters {
+    let next_query_filters = match next_query_filters {
         None | Some(Value::Null) => None,
         Some(Value::Object(f)) => Some(f),
         Some(_) => return Err(shape("\"nextQueryFilters\" is not an object".into())),
     };
-    let base = data.get().as_ptr() as usize - text.as_ptr() as usize;
-    let array = data.get();
-    let records = Record::batch(array)
-        .map_err(|e| shape(format!("\"data\": {e}")))?
+    let base = text.as_ptr() as usize;
+    let records = records
         .iter()
         .map(|r| {
-            let start = r.text().as_ptr() as usize - array.as_ptr() as usize + base;
+            let start = r.text().as_ptr() as usize - base;
             RecordKey {
                 span: start..start + r.text().len(),
                 id: r

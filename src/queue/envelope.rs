@@ -304,6 +304,8 @@ pub struct Outgoing {
     pub envelope: Envelope,
     /// For a spilled batch, the gzip payload to write to its blob before enqueueing.
     pub spill: Option<Vec<u8>>,
+    /// The message text ([`Envelope::to_text`]), made once while packing.
+    pub text: String,
 }
 
 /// Packs records into as few messages as fit, each as full as it can be.
@@ -379,26 +381,29 @@ impl Head {
 /// Builds the fullest message starting at `start`; returns where the next one starts.
 fn fill_one(head: &Head, encoded: &[&[u8]], start: usize, ratio: &mut f64) -> (usize, Outgoing) {
     let gz_budget = (MAX_MESSAGE_TEXT - 512) * 3 / 4;
-    let target_raw = ((gz_budget as f64 * *ratio * 0.9) as usize).min(MAX_INLINE_RAW);
+    // Aim a little under the limit: with the ratio learned from the previous message, the
+    // first try usually fits and is full enough, so a message is compressed once.
+    let target_raw = ((gz_budget as f64 * *ratio * 0.93) as usize).min(MAX_INLINE_RAW);
     let mut end = start;
     let mut raw = 0;
     while end < encoded.len() && (end == start || raw + encoded[end].len() < target_raw) {
         raw += encoded[end].len() + 1;
         end += 1;
     }
-    let mut best: Option<(usize, Envelope)> = None;
+    let mut best: Option<(usize, Envelope, String)> = None;
     let mut too_big_at = usize::MAX;
     for _ in 0..8 {
         let (env, gz_len, raw_len) = build(head, &encoded[start..end]);
-        let len = env.to_text().len();
+        let text = env.to_text();
+        let len = text.len();
         *ratio = (raw_len as f64 / gz_len.max(1) as f64).max(1.0);
         // How full the message is: of the queue's limit, or of the raw cap, whichever
         // binds first.
         let fill =
             (len as f64 / MAX_MESSAGE_TEXT as f64).max(raw_len as f64 / MAX_INLINE_RAW as f64);
         if len <= MAX_MESSAGE_TEXT && raw_len <= MAX_INLINE_RAW {
-            best = Some((end, env));
-            if end == encoded.len() || fill > 0.9 || end + 1 >= too_big_at {
+            best = Some((end, env, text));
+            if end == encoded.len() || fill > 0.85 || end + 1 >= too_big_at {
                 break;
             }
             let grow = ((end - start) as f64 * (0.95 / fill)).ceil() as usize;
@@ -419,11 +424,12 @@ fn fill_one(head: &Head, encoded: &[&[u8]], start: usize, ratio: &mut f64) -> (u
         }
     }
     match best {
-        Some((end, envelope)) => (
+        Some((end, envelope, text)) => (
             end,
             Outgoing {
                 envelope,
                 spill: None,
+                text,
             },
         ),
         None => {
@@ -435,6 +441,7 @@ fn fill_one(head: &Head, encoded: &[&[u8]], start: usize, ratio: &mut f64) -> (u
             (
                 start + 1,
                 Outgoing {
+                    text: envelope.to_text(),
                     envelope,
                     spill: Some(gzip(&body)),
                 },

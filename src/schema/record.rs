@@ -58,6 +58,13 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Reads an array of records in place within a larger document whose whole text is
+    /// `text` (a CAS page's `data`): the same one-pass reading as [`Record::batch`], for a
+    /// caller deserializing the document around it. Fails on anything but non-empty objects.
+    pub fn array_seed(text: &'a str) -> impl DeserializeSeed<'a, Value = Vec<Record<'a>>> {
+        BatchSeed { text }
+    }
+
     /// The whole record, as sent by CAS.
     pub fn text(&self) -> &'a str {
         self.text
