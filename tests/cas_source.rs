@@ -227,6 +227,59 @@ async fn an_interrupted_scan_resumes_where_cas_said_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn an_interrupted_scan_of_sixty_thousand_and_an_overlap_holding_them_all_repeat_nothing() {
+    // Earlier releases kept at most 50,000 overlap ids in a cursor and dropped the oldest:
+    // a window re-reading an overlap that held more sent those records again.
+    let (sim, url) = tenant(SimConfig {
+        per_minute: 1_000_000,
+        ..Default::default()
+    })
+    .await;
+    let now = now_ms();
+    let expected = sim.add_activities((0..60_000).map(|i| now - 1_200_000 + i / 60), |_| 0);
+    let cas = settings(&url, &[("CAS_SCAN_LIMIT", "5000"), ("CAS_OVERLAP", "PT1H")]);
+    let c = fast_client(&url);
+    // The first scan stops after six pages (30,000 records).
+    sim.inject((0..6).map(|_| Fault::Pass).chain([Fault::Status(400)]));
+    let first = pull(&c, &cas, DataType::Activities, None, now_ms(), minute())
+        .await
+        .unwrap();
+    assert!(!first.complete && first.cursor.scan.is_some());
+    // Scan pages hold back the records sharing their last `created`: a little under 5,000 each.
+    assert!(
+        (29_000..=30_000).contains(&first.records.len()),
+        "{}",
+        first.records.len()
+    );
+    let (rest, cursor) = pull_all(&c, &cas, DataType::Activities, Some(first.cursor)).await;
+    assert_eq!(
+        cursor.recent.len(),
+        60_000,
+        "every id in the overlap is kept"
+    );
+    // The next window re-reads the whole hour: all 60,000 are listed again, none is new.
+    let again = pull(
+        &c,
+        &cas,
+        DataType::Activities,
+        Some(&cursor),
+        now_ms(),
+        minute(),
+    )
+    .await
+    .unwrap();
+    assert!(again.complete && again.error.is_none());
+    assert_eq!(
+        again.records.len(),
+        0,
+        "nothing from the overlap is sent twice"
+    );
+    let mut got = ids(&first.records);
+    got.extend(ids(&rest));
+    assert_once(&got, &expected);
+}
+
+#[tokio::test]
 async fn throttling_and_server_errors_are_waited_out_and_nothing_is_lost() {
     let (sim, url) = tenant(SimConfig::default()).await;
     let expected = sim.add_alerts((0..450).map(|i| now_ms() - 600_000 + i / 7));

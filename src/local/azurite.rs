@@ -45,18 +45,31 @@ pub fn free_port() -> std::io::Result<u16> {
 
 impl Azurite {
     /// Starts Azurite keeping its data in `dir`.
+    ///
+    /// The ports are picked free and then handed to Azurite, so another process can take
+    /// one in between (an outgoing connection's ephemeral port, on a busy machine); a
+    /// start that fails is tried again on new ports.
     pub async fn start(dir: &Path) -> Result<Azurite, LocalError> {
-        let (blob_port, queue_port, table_port) = (free_port()?, free_port()?, free_port()?);
-        let child = spawn(dir, blob_port, queue_port, table_port)?;
-        let mut az = Azurite {
-            child,
-            blob_port,
-            queue_port,
-            table_port,
-            dir: dir.to_path_buf(),
-        };
-        az.wait_ready().await?;
-        Ok(az)
+        let mut last = None;
+        for _ in 0..3 {
+            let (blob_port, queue_port, table_port) = (free_port()?, free_port()?, free_port()?);
+            let child = spawn(dir, blob_port, queue_port, table_port)?;
+            let mut az = Azurite {
+                child,
+                blob_port,
+                queue_port,
+                table_port,
+                dir: dir.to_path_buf(),
+            };
+            match az.wait_ready().await {
+                Ok(()) => return Ok(az),
+                Err(e) => {
+                    let _ = az.child.kill().await;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("three attempts were made"))
     }
 
     /// Stops and starts it again on the same ports and data (a storage outage).
