@@ -298,4 +298,36 @@ mod tests {
             "a permit past the deadline is refused"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_lanes_are_served_in_turn() {
+        // Three lanes asking as fast as they can through a 30-a-minute limiter, as the
+        // poll's data types do: over ten minutes each gets a third of the permits.
+        let l = Arc::new(RateLimiter::new(30, Duration::from_secs(60)));
+        let d = Deadline::after(Duration::from_secs(600));
+        let lanes: Vec<_> = (0..3)
+            .map(|_| {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let mut got = 0;
+                    while l.acquire(d).await {
+                        got += 1;
+                        // The page's work, between two requests.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for lane in lanes {
+            counts.push(lane.await.unwrap());
+        }
+        let total: i32 = counts.iter().sum();
+        assert!((290..=300).contains(&total), "{counts:?}");
+        assert!(
+            counts.iter().all(|c| (c - total / 3).abs() <= 2),
+            "shares {counts:?}"
+        );
+    }
 }
