@@ -254,6 +254,18 @@ impl Puller {
         self.window.to_ms() - ms(self.cas.overlap)
     }
 
+    /// A step of the main listing: new records only, its cursor always stored.
+    fn main_step(&self, page: Page, new: Vec<usize>) -> Step {
+        Step {
+            page,
+            window: self.window,
+            new,
+            changed: Vec::new(),
+            observed: None,
+            commit: true,
+        }
+    }
+
     /// The cursor once the whole window is enqueued.
     fn finished(&mut self) -> Cursor {
         let end = self.window.to_ms();
@@ -307,14 +319,7 @@ impl Puller {
                 ..self.partial()
             }
         };
-        Ok(Step {
-            page,
-            window: self.window,
-            new,
-            changed: Vec::new(),
-            observed: None,
-            commit: true,
-        })
+        Ok(self.main_step(page, new))
     }
 
     async fn activities_step(
@@ -370,14 +375,7 @@ impl Puller {
                 }
             }
         };
-        Ok(Step {
-            page,
-            window: self.window,
-            new,
-            changed: Vec::new(),
-            observed: None,
-            commit: true,
-        })
+        Ok(self.main_step(page, new))
     }
 
     /// Whether the change watch has a re-check to run or continue.
@@ -465,14 +463,8 @@ impl Puller {
             position_ms: day + DAY_MS,
             ..Default::default()
         };
-        Ok(Step {
-            new: (0..page.records.len()).collect(),
-            page,
-            window: self.window,
-            changed: Vec::new(),
-            observed: None,
-            commit: true,
-        })
+        let new = (0..page.records.len()).collect();
+        Ok(self.main_step(page, new))
     }
 }
 
