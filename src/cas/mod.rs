@@ -124,7 +124,7 @@ impl CasClient {
         let bytes = self
             .request(reqwest::Method::POST, path, Some(body), deadline)
             .await?;
-        page::parse(path, &bytes, keys)
+        page::parse(path, bytes, keys)
     }
 
     /// Sends one request and reads the answer as a JSON value (repaired if need be).

@@ -155,25 +155,35 @@ fn two_passes(text: &str) -> Result<Members<'_>, String> {
     Ok((records, wire.has_next, wire.next_query_filters))
 }
 
-/// Reads a list page's body, keying its records by `keys`.
-pub fn parse(path: &str, body: &[u8], keys: Keys) -> Result<Page, CasError> {
+/// Reads a list page's body, keying its records by `keys`. The body's buffer becomes the
+/// page's text when it needs no repair (the rule), so a page is never copied whole.
+pub fn parse(path: &str, body: impl Into<Vec<u8>>, keys: Keys) -> Result<Page, CasError> {
     let shape = |detail: String| CasError::Shape {
         path: path.into(),
         detail,
     };
-    // Checked first (fast) and decoded lossily only when that fails: most pages are UTF-8.
-    let decoded = match std::str::from_utf8(body) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(body),
+    let (text, mut repairs) = match String::from_utf8(body.into()) {
+        Ok(text) => (text, Repairs::default()),
+        Err(e) => {
+            // Invalid UTF-8 is replaced while decoding; counted with the escapes.
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let repairs = Repairs {
+                escapes: 1,
+                ..Repairs::default()
+            };
+            (text, repairs)
+        }
     };
-    let (text, mut repairs) =
-        lenient::repair(&decoded).map_err(|e| shape(format!("not JSON: {e}")))?;
-    if matches!(decoded, std::borrow::Cow::Owned(_)) {
-        // Invalid UTF-8 was replaced while decoding; count it with the escapes.
-        repairs.escapes += 1;
-    }
-    let text = text.into_owned();
-    drop(decoded);
+    let (fixed, found) = lenient::repair(&text).map_err(|e| shape(format!("not JSON: {e}")))?;
+    let rewritten = match fixed {
+        std::borrow::Cow::Owned(s) => Some(s),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    let text = rewritten.unwrap_or(text);
+    repairs.escapes += found.escapes;
+    repairs.controls += found.controls;
+    repairs.numbers += found.numbers;
+    repairs.deep += found.deep;
     if !text.trim_start().starts_with('{') {
         return Err(shape("the body is not a JSON object".into()));
     }
@@ -276,7 +286,7 @@ mod tests {
             .into_iter()
             .map(|b| if b == b'@' { 0xff } else { b })
             .collect();
-        let p = parse("api/v1/activities/", &bytes, ACTIVITY_KEYS).unwrap();
+        let p = parse("api/v1/activities/", bytes, ACTIVITY_KEYS).unwrap();
         let ids: Vec<_> = p.records.iter().map(|r| r.id.clone()).collect();
         assert_eq!(
             ids,
@@ -309,7 +319,7 @@ mod tests {
         let mut read = 0;
         for input in crate::fuzz::mutations(&seeds, 20_000, 7) {
             for keys in [ALERT_KEYS, ACTIVITY_KEYS] {
-                if let Ok(p) = parse("/x", &input, keys) {
+                if let Ok(p) = parse("/x", &input[..], keys) {
                     read += 1;
                     for r in &p.records {
                         serde_json::from_str::<serde::de::IgnoredAny>(p.text(r)).unwrap();
