@@ -227,10 +227,7 @@ impl StorageSettings {
         name: &str,
         credential: Option<Arc<dyn TokenCredential>>,
     ) -> Result<Fresh<azure_storage_queue::QueueClient>, StorageConfigError> {
-        let (settings, name) = (self.clone(), name.to_string());
-        Fresh::new(self.renew_after(), move || {
-            settings.queue_client(&name, credential.clone())
-        })
+        self.fresh(name, credential, Self::queue_client)
     }
 
     /// A blob container client for `name` that renews its SAS (see [`Fresh`]).
@@ -239,9 +236,19 @@ impl StorageSettings {
         name: &str,
         credential: Option<Arc<dyn TokenCredential>>,
     ) -> Result<Fresh<azure_storage_blob::BlobContainerClient>, StorageConfigError> {
+        self.fresh(name, credential, Self::container_client)
+    }
+
+    /// A [`Fresh`] client for `name`, made (and made again) by `client`.
+    fn fresh<T: 'static>(
+        &self,
+        name: &str,
+        credential: Option<Arc<dyn TokenCredential>>,
+        client: MakeClient<T>,
+    ) -> Result<Fresh<T>, StorageConfigError> {
         let (settings, name) = (self.clone(), name.to_string());
         Fresh::new(self.renew_after(), move || {
-            settings.container_client(&name, credential.clone())
+            client(&settings, &name, credential.clone())
         })
     }
 
@@ -283,6 +290,10 @@ impl StorageSettings {
         }
     }
 }
+
+/// Makes an SDK client for a queue or container name.
+type MakeClient<T> =
+    fn(&StorageSettings, &str, Option<Arc<dyn TokenCredential>>) -> Result<T, StorageConfigError>;
 
 /// An SDK client that is built again, with a newly minted SAS, once `renew_after` has
 /// passed since it was built. The SDK clients take their SAS in their URL, fixed for their
