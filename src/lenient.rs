@@ -64,6 +64,23 @@ pub struct Broken {
     pub what: &'static str,
 }
 
+/// Bytes from a service as strict JSON text: invalid UTF-8 becomes U+FFFD (counted with
+/// the escapes), then [`repair`]. The bytes' own buffer becomes the text when nothing
+/// needed changing (the rule), so a large answer is not copied.
+pub fn repair_bytes(body: impl Into<Vec<u8>>) -> Result<(String, Repairs), Broken> {
+    let (text, utf8) = match String::from_utf8(body.into()) {
+        Ok(text) => (text, 0),
+        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), 1),
+    };
+    let (fixed, mut repairs) = repair(&text)?;
+    repairs.escapes += utf8;
+    let rewritten = match fixed {
+        Cow::Owned(s) => Some(s),
+        Cow::Borrowed(_) => None,
+    };
+    Ok((rewritten.unwrap_or(text), repairs))
+}
+
 /// Returns `text` as strict JSON (borrowed when it already was), and what was changed.
 pub fn repair(text: &str) -> Result<(Cow<'_, str>, Repairs), Broken> {
     let mut r = Repairer {

@@ -136,13 +136,12 @@ impl CasClient {
         deadline: Deadline,
     ) -> Result<Value, CasError> {
         let bytes = self.request(method, path, body, deadline).await?;
-        let text = String::from_utf8_lossy(&bytes);
         let shape = |detail: String| CasError::Shape {
             path: path.into(),
             detail,
         };
         let (text, _) =
-            crate::lenient::repair(&text).map_err(|e| shape(format!("not JSON: {e}")))?;
+            crate::lenient::repair_bytes(bytes).map_err(|e| shape(format!("not JSON: {e}")))?;
         serde_json::from_str(&text).map_err(|e| shape(format!("not JSON: {e}")))
     }
 

@@ -155,35 +155,15 @@ fn two_passes(text: &str) -> Result<Members<'_>, String> {
     Ok((records, wire.has_next, wire.next_query_filters))
 }
 
-/// Reads a list page's body, keying its records by `keys`. The body's buffer becomes the
-/// page's text when it needs no repair (the rule), so a page is never copied whole.
+/// Reads a list page's body, keying its records by `keys`; the body's buffer becomes the
+/// page's text (see [`lenient::repair_bytes`]).
 pub fn parse(path: &str, body: impl Into<Vec<u8>>, keys: Keys) -> Result<Page, CasError> {
     let shape = |detail: String| CasError::Shape {
         path: path.into(),
         detail,
     };
-    let (text, mut repairs) = match String::from_utf8(body.into()) {
-        Ok(text) => (text, Repairs::default()),
-        Err(e) => {
-            // Invalid UTF-8 is replaced while decoding; counted with the escapes.
-            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let repairs = Repairs {
-                escapes: 1,
-                ..Repairs::default()
-            };
-            (text, repairs)
-        }
-    };
-    let (fixed, found) = lenient::repair(&text).map_err(|e| shape(format!("not JSON: {e}")))?;
-    let rewritten = match fixed {
-        std::borrow::Cow::Owned(s) => Some(s),
-        std::borrow::Cow::Borrowed(_) => None,
-    };
-    let text = rewritten.unwrap_or(text);
-    repairs.escapes += found.escapes;
-    repairs.controls += found.controls;
-    repairs.numbers += found.numbers;
-    repairs.deep += found.deep;
+    let (text, repairs) =
+        lenient::repair_bytes(body).map_err(|e| shape(format!("not JSON: {e}")))?;
     if !text.trim_start().starts_with('{') {
         return Err(shape("the body is not a JSON object".into()));
     }

@@ -196,9 +196,8 @@ pub async fn poll_one(
         }
     };
     if unsaved {
-        checkpoint = save(app, dt, &checkpoint, &puller).await?;
+        save(app, dt, &checkpoint, &puller).await?;
     }
-    drop(checkpoint);
     if let Some(e) = failure {
         // What was read before is enqueued and its position saved.
         tracing::warn!(data_type = %dt, records = report.records, "pull stopped early; what was read is enqueued");
