@@ -272,8 +272,10 @@ fn claim_until(deadline: Deadline) -> i64 {
 /// The runs of rows `0..n` not covered by `sent`.
 fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize>> {
     let mut done = vec![false; n];
-    for [a, b] in sent {
-        for d in &mut done[(*a).min(n)..(*b).min(n)] {
+    // The ranges come from a blob: clamped to the batch and read in either order, so a
+    // damaged state cannot make the slice panic.
+    for &[a, b] in sent {
+        for d in &mut done[a.min(b).min(n)..a.max(b).min(n)] {
             *d = true;
         }
     }
@@ -430,6 +432,11 @@ mod tests {
         assert_eq!(unsent(6, &[[1, 4], [3, 5]]), vec![0..1, 5..6]);
         // Ranges past the end (a state from a different batch layout) are clamped.
         assert_eq!(unsent(3, &[[2, 99]]), vec![0..2]);
+        assert_eq!(
+            unsent(6, &[[5, 2]]),
+            vec![0..2, 5..6],
+            "a reversed range reads as [2, 5)"
+        );
     }
 
     #[test]
