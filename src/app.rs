@@ -1,10 +1,11 @@
 //! Everything an invocation needs, built once from the settings and shared by all
-//! concurrent invocations: the CAS and Logs Ingestion clients, the queues and blobs.
+//! concurrent invocations: the CAS, Graph and Logs Ingestion clients, the queues and blobs.
 
 use crate::blobs::{BlobError, Blobs, WriteCondition, CONTAINER};
 use crate::cas::{CasAuth, CasClient};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Settings;
+use crate::graph::GraphClient;
 use crate::queue::envelope::{spill_blob_name, Outgoing};
 use crate::queue::{Queue, QueueError};
 use crate::sentinel::LogsIngestion;
@@ -17,6 +18,9 @@ pub struct App {
     pub settings: Settings,
     /// The CAS API client (shares one rate limiter across all invocations).
     pub cas: CasClient,
+    /// The Microsoft Graph client, for discovery (with the Entra identity, never the
+    /// legacy CAS token).
+    pub graph: GraphClient,
     /// The Logs Ingestion client.
     pub sentinel: LogsIngestion,
     /// The fan-out queue.
@@ -83,6 +87,11 @@ impl App {
                 settings.cas.requests_per_minute as usize,
                 Duration::from_secs(60),
             );
+        let graph = GraphClient::new(
+            http.clone(),
+            settings.discovery.graph_url.clone(),
+            credential.clone(),
+        );
         let sentinel = LogsIngestion::new(
             http,
             settings.sentinel.endpoint.clone(),
@@ -109,6 +118,7 @@ impl App {
             checkpoints: CheckpointStore::new(blobs.clone()),
             settings,
             cas,
+            graph,
             sentinel,
             queue,
             poison,

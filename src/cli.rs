@@ -334,7 +334,12 @@ async fn serve(port: u16) -> Result<()> {
         .map_err(|e| e.to_string())
         .and_then(|s| App::new(s).map_err(|e| e.to_string()))
     {
-        Ok(app) => Handler::Ready(Arc::new(app)),
+        Ok(app) => {
+            if let Some(why) = app.settings.discovery_off {
+                tracing::warn!("{why}");
+            }
+            Handler::Ready(Arc::new(app))
+        }
         Err(why) => {
             tracing::error!("cas-sentinel is misconfigured: {why}");
             Handler::Misconfigured(why)
@@ -353,6 +358,9 @@ async fn serve(port: u16) -> Result<()> {
 async fn run_once() -> Result<()> {
     let settings = Settings::from_env().map_err(|e| anyhow::anyhow!(e))?;
     let app = App::new(settings)?;
+    if let Some(why) = app.settings.discovery_off {
+        println!("note: {why}");
+    }
     let deadline = Deadline::after(app.settings.invocation_budget);
     let mut failed = false;
     for r in poll::run(&app, deadline).await {

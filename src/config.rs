@@ -2,6 +2,7 @@
 //! whole, so one start-up reports every problem at once and names the setting to change.
 
 use crate::duration::parse_iso8601;
+use crate::graph::DiscoverySettings;
 use crate::model::DataType;
 use crate::secret::Secret;
 use crate::storage::{StorageConfigError, StorageSettings};
@@ -16,6 +17,10 @@ pub struct Settings {
     pub data_types: Vec<DataType>,
     /// The CAS tenant and how to read it.
     pub cas: CasSettings,
+    /// Shadow IT discovery through Microsoft Graph.
+    pub discovery: DiscoverySettings,
+    /// Why discovery is off although `CAS_DATA_TYPES` did not leave it out, if it is.
+    pub discovery_off: Option<&'static str>,
     /// The Logs Ingestion target.
     pub sentinel: SentinelSettings,
     /// The Entra identity used for CAS (when no legacy token) and for Logs Ingestion.
@@ -79,8 +84,6 @@ pub struct CasSettings {
     pub alerts_filter: Map<String, Value>,
     /// Extra filter ANDed into every activities query.
     pub activities_filter: Map<String, Value>,
-    /// Continuous reports to read (`None`: all of them).
-    pub discovery_streams: Option<Vec<String>>,
     /// How far back the first run reaches.
     pub lookback: Duration,
     /// How long after `now` a record must be before it is pulled, so CAS has stored
@@ -209,7 +212,19 @@ impl Settings {
         let mut errs = Collector(Vec::new());
         let placeholder = || Url::parse("http://127.0.0.1/").expect("a valid URL");
 
-        let data_types = errs.take(parse_data_types(get("CAS_DATA_TYPES")), Vec::new());
+        let mut data_types = errs.take(parse_data_types(get("CAS_DATA_TYPES")), Vec::new());
+        let discovery = DiscoverySettings::from_lookup(&|k| get(k))
+            .map_err(|e| errs.0.extend(e))
+            .ok();
+        // Discovery reads Graph with the Entra identity, never with CAS_API_TOKEN. A
+        // deployment that chose the legacy token and did not ask for discovery by name has
+        // most likely not granted that identity Graph's permission: leave discovery out
+        // and say so, rather than fail every run with 403.
+        let discovery_off = (get("CAS_API_TOKEN").is_some() && get("CAS_DATA_TYPES").is_none())
+            .then_some(DISCOVERY_NEEDS_ENTRA);
+        if discovery_off.is_some() {
+            data_types.retain(|d| *d != DataType::Discovery);
+        }
         let api_url = errs.take(
             required(
                 &get,
@@ -346,22 +361,18 @@ impl Settings {
             .ok();
 
         // Placeholders stand in for failed settings only until here: any failure returns.
-        let (Some(storage), true) = (storage, errs.0.is_empty()) else {
+        let (Some(storage), Some(discovery), true) = (storage, discovery, errs.0.is_empty()) else {
             return Err(SettingsErrors(errs.0));
         };
         Ok(Settings {
             data_types,
+            discovery,
+            discovery_off,
             cas: CasSettings {
                 api_url,
                 token: get("CAS_API_TOKEN").map(Secret::new),
                 alerts_filter,
                 activities_filter,
-                discovery_streams: get("CAS_DISCOVERY_STREAMS").map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                }),
                 lookback,
                 settle,
                 scan_limit,
@@ -385,6 +396,26 @@ impl Settings {
     /// The poison queue the host moves failed messages to.
     pub fn poison_queue_name(&self) -> String {
         format!("{}-poison", self.queue_name)
+    }
+}
+
+/// Why discovery is off when only a legacy CAS token is configured, and what to grant.
+pub const DISCOVERY_NEEDS_ENTRA: &str = "discovery is off: it reads Microsoft Graph with the Entra identity (managed identity or AZURE_CLIENT_SECRET), not CAS_API_TOKEN. To turn it on, grant that identity the Microsoft Graph application permission CloudApp-Discovery.Read.All (docs/deploy.md) and list discovery in CAS_DATA_TYPES";
+
+/// An on/off setting (`on`, `true`, `1`, `yes` / `off`, `false`, `0`, `no`).
+pub(crate) fn parse_switch(
+    name: &'static str,
+    value: Option<String>,
+    default: bool,
+) -> Result<bool, SettingError> {
+    match value.map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("on" | "true" | "1" | "yes") => Ok(true),
+        Some("off" | "false" | "0" | "no") => Ok(false),
+        Some(other) => Err(SettingError::Invalid {
+            name,
+            reason: format!("{other:?}: expected on or off"),
+        }),
     }
 }
 
@@ -434,7 +465,7 @@ fn parse_data_types(value: Option<String>) -> Result<Vec<DataType>, SettingError
     Ok(out)
 }
 
-fn parse_duration(
+pub(crate) fn parse_duration(
     name: &'static str,
     value: Option<String>,
     default: &str,
@@ -447,7 +478,7 @@ fn parse_duration(
 
 /// A whole number setting within `range`, `default` when unset; `explain` completes the
 /// error, after the value given.
-fn parse_count<T>(
+pub(crate) fn parse_count<T>(
     name: &'static str,
     value: Option<String>,
     default: T,

@@ -22,6 +22,7 @@ pub mod duration;
 pub mod functions;
 #[cfg(test)]
 mod fuzz;
+pub mod graph;
 pub mod lenient;
 pub mod local;
 pub mod loopback;

@@ -1,4 +1,8 @@
-//! Deadlines and back-off shared by the CAS and Logs Ingestion clients.
+//! Deadlines, back-off and the one retry loop the HTTP clients share.
+//!
+//! Each client decides what an answer means ([`Attempt`]: done, retry after a wait, or
+//! fail) from the status, headers and body alone; [`drive`] does the waiting, the jitter,
+//! the logging and the deadline for all of them.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -62,9 +66,136 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
+/// What one try of a call came to.
+#[derive(Debug)]
+pub enum Attempt<T, E> {
+    /// The call succeeded.
+    Done(T),
+    /// A failure that waiting may cure: wait `wait` (the service's `Retry-After`), or
+    /// back off when it gave none.
+    Retry {
+        /// The service's own wait, if it named one.
+        wait: Option<Duration>,
+        /// What went wrong, for the log and for the error if time runs out.
+        reason: String,
+    },
+    /// A failure that retrying will not fix.
+    Fail(E),
+}
+
+impl<T, E> Attempt<T, E> {
+    /// A retry with the service's wait (or back-off when `None`).
+    pub fn retry(wait: Option<Duration>, reason: impl Into<String>) -> Self {
+        Attempt::Retry {
+            wait,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How one service is retried.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// The service's name, for the log.
+    pub service: &'static str,
+    /// The first back-off step.
+    pub base: Duration,
+    /// The longest back-off step.
+    pub max: Duration,
+}
+
+/// Runs `attempt` until it is done or fails, waiting between tries as it asks (or with
+/// jittered back-off), but never past `deadline`: then `out_of_time` makes the error from
+/// the last reason. `attempt` is given the number of the try, from 0.
+pub async fn drive<T, E, F, Fut>(
+    policy: Policy,
+    what: &str,
+    deadline: Deadline,
+    mut attempt: F,
+    out_of_time: impl FnOnce(String) -> E,
+) -> Result<T, E>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Attempt<T, E>>,
+{
+    let mut n = 0u32;
+    loop {
+        let (wait, reason) = match attempt(n).await {
+            Attempt::Done(v) => return Ok(v),
+            Attempt::Fail(e) => return Err(e),
+            Attempt::Retry { wait, reason } => (
+                wait.unwrap_or_else(|| backoff(n, policy.base, policy.max)),
+                reason,
+            ),
+        };
+        tracing::warn!(
+            service = policy.service,
+            what,
+            attempt = n,
+            wait_ms = wait.as_millis() as u64,
+            %reason,
+            "call failed; retrying"
+        );
+        if !deadline.sleep_within(wait).await {
+            return Err(out_of_time(reason));
+        }
+        n += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drive_waits_as_asked_and_gives_up_at_the_deadline() {
+        let policy = Policy {
+            service: "test",
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let start = Instant::now();
+        let got: Result<u32, String> = drive(
+            policy,
+            "x",
+            Deadline::after(Duration::from_secs(60)),
+            |n| async move {
+                match n {
+                    0 => Attempt::retry(Some(Duration::from_secs(7)), "429"),
+                    1 => Attempt::retry(None, "503"),
+                    _ => Attempt::Done(n),
+                }
+            },
+            |last| last,
+        )
+        .await;
+        assert_eq!(got, Ok(2));
+        let waited = Instant::now() - start;
+        assert!(
+            waited >= Duration::from_millis(7050) && waited <= Duration::from_millis(7200),
+            "{waited:?}"
+        );
+
+        let failed: Result<(), String> = drive(
+            policy,
+            "x",
+            Deadline::after(Duration::from_secs(5)),
+            |_| async { Attempt::retry(Some(Duration::from_secs(10)), "429 throttled") },
+            |last| format!("out of time: {last}"),
+        )
+        .await;
+        assert_eq!(failed, Err("out of time: 429 throttled".into()));
+
+        let fatal: Result<(), &str> = drive(
+            policy,
+            "x",
+            Deadline::after(Duration::from_secs(5)),
+            |_| async { Attempt::Fail("403") },
+            |_| "late",
+        )
+        .await;
+        assert_eq!(fatal, Err("403"));
+    }
 
     #[test]
     fn backoff_grows_and_stays_within_bounds() {

@@ -1,8 +1,9 @@
 //! The CAS side against the simulated tenant, in process: paging, windows, overlap,
-//! scan resumption, filters, discovery, alert changes, errors and throttling.
+//! scan resumption, filters, alert changes, errors and throttling (discovery, which
+//! reads Microsoft Graph, is in graph_discovery.rs).
 
 use cas_sentinel::cas::pull::{pull, Pull};
-use cas_sentinel::cas::sim::{client_settings, discovered_app, CasSim, Fault, SimConfig};
+use cas_sentinel::cas::sim::{client_settings, CasSim, Fault, SimConfig};
 use cas_sentinel::cas::{CasAuth, CasClient, CasError};
 use cas_sentinel::checkpoint::Cursor;
 use cas_sentinel::config::CasSettings;
@@ -396,58 +397,6 @@ async fn extra_filters_are_anded_with_the_window_on_every_page() {
         acts.len() / 5,
         "the filter holds on every scan page"
     );
-}
-
-#[tokio::test]
-async fn discovery_reads_the_chosen_reports_once_a_day_even_from_a_server_that_ignores_paging() {
-    let (sim, url) = tenant(SimConfig {
-        discovery_ignores_paging: true,
-        ..Default::default()
-    })
-    .await;
-    sim.add_stream(
-        "Global View",
-        (0..250)
-            .map(|i| discovered_app(1000 + i, "App", "Cloud storage"))
-            .collect(),
-    );
-    sim.add_stream(
-        "Marketing Department",
-        (0..3)
-            .map(|i| discovered_app(2000 + i, "App", "CRM"))
-            .collect(),
-    );
-    sim.add_stream(
-        "Finance",
-        (0..4)
-            .map(|i| discovered_app(3000 + i, "App", "CRM"))
-            .collect(),
-    );
-    let cas = settings(
-        &url,
-        &[("CAS_DISCOVERY_STREAMS", "Global View, Marketing Department")],
-    );
-    let c = client(&url);
-    let p = pull(&c, &cas, DataType::Discovery, None, now_ms(), minute())
-        .await
-        .unwrap();
-    assert_eq!(
-        p.records.len(),
-        253,
-        "250 + 3 apps, each once, Finance not chosen"
-    );
-    assert!(p.records.iter().all(|r| r["streamName"] != "Finance"));
-    let again = pull(
-        &c,
-        &cas,
-        DataType::Discovery,
-        Some(&p.cursor),
-        now_ms(),
-        minute(),
-    )
-    .await
-    .unwrap();
-    assert!(again.records.is_empty(), "a day is reported once");
 }
 
 #[tokio::test]

@@ -142,10 +142,12 @@ async fn legacy_token_auth_and_run_once_do_a_whole_cycle_without_the_host() {
     .await;
     h.kill_handler().await;
     let ids = h.cas.add_alerts((0..120).map(|i| now_ms() - 300_000 + i));
-    h.cas.add_stream(
+    // Discovery, named in CAS_DATA_TYPES, reads Graph with the managed identity even
+    // though CAS takes the legacy token.
+    h.graph.add_report(
         "Global View",
         (0..3)
-            .map(|i| cas_sentinel::cas::sim::discovered_app(100 + i, "App", "Cloud storage"))
+            .map(|i| cas_sentinel::graph::sim::app(100 + i, "App", "cloudStorage", 2, 1))
             .collect(),
     );
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cas-sentinel"))
@@ -167,7 +169,16 @@ async fn legacy_token_auth_and_run_once_do_a_whole_cycle_without_the_host() {
         "{stdout}"
     );
     assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &ids);
-    assert_eq!(h.sink.rows("McasShadowItReporting_CL").len(), 3);
+    let shadow = h.sink.rows("McasShadowItReporting_CL");
+    assert_eq!(
+        shadow.len(),
+        3 * (1 + 2 + 1),
+        "3 apps, each with 2 users and 1 IP"
+    );
+    assert!(
+        shadow.iter().all(|r| r.get("MappingIssues").is_none()),
+        "{shadow:?}"
+    );
     assert!(
         !stdout.contains("legacy-secret"),
         "the token never appears in output"

@@ -9,7 +9,7 @@ pub mod sim;
 pub use page::{Keys, Page, RecordKey, ACTIVITY_KEYS, ALERT_KEYS};
 
 use crate::auth::{self, AuthError, CAS_SCOPE};
-use crate::retry::{backoff, retry_after, Deadline};
+use crate::retry::{drive, retry_after, Attempt, Deadline, Policy};
 use crate::secret::Secret;
 use azure_core::credentials::TokenCredential;
 use serde_json::Value;
@@ -158,69 +158,109 @@ impl CasClient {
             path: path.into(),
             detail: e.to_string(),
         })?;
-        let mut attempt = 0u32;
-        loop {
-            let out_of_time = |last: String| CasError::OutOfTime {
+        let call = |_| self.attempt(&method, path, &url, body, deadline);
+        let out_of_time = |last| CasError::OutOfTime {
+            path: path.into(),
+            last,
+        };
+        drive(POLICY, path, deadline, call, out_of_time).await
+    }
+
+    /// One try: a permit from the rate limiter, the request, and what its answer means.
+    async fn attempt(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        url: &Url,
+        body: Option<&Value>,
+        deadline: Deadline,
+    ) -> Attempt<bytes::Bytes, CasError> {
+        if !self.limiter.acquire(deadline).await {
+            return Attempt::Fail(CasError::OutOfTime {
                 path: path.into(),
-                last,
-            };
-            if !self.limiter.acquire(deadline).await {
-                return Err(out_of_time(format!(
-                    "client-side rate limit: {} requests per {} s",
+                last: format!(
+                    "client-side rate limit (CAS_REQUESTS_PER_MINUTE): {} requests per {} s",
                     self.limiter.max,
                     self.limiter.per.as_secs()
-                )));
-            }
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .timeout(deadline.remaining().min(Duration::from_secs(60)));
-            req = match &self.auth {
-                CasAuth::LegacyToken(t) => {
-                    req.header("Authorization", format!("Token {}", t.expose()))
-                }
-                CasAuth::Entra(c) => req.bearer_auth(auth::bearer(c.as_ref(), CAS_SCOPE).await?),
-            };
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let (wait, last) = match req.send().await {
-                Err(e) => (
-                    backoff(attempt, Duration::from_secs(1), Duration::from_secs(30)),
-                    format!("transport: {e}"),
                 ),
-                Ok(rsp) => {
-                    let status = rsp.status().as_u16();
-                    let hinted = retry_after(rsp.headers());
-                    if (200..=299).contains(&status) {
-                        match rsp.bytes().await {
-                            Ok(b) => return Ok(b),
-                            // The body was cut off: as retryable as a failed connection.
-                            Err(e) => (
-                                backoff(attempt, Duration::from_secs(1), Duration::from_secs(30)),
-                                format!("reading the body: {e}"),
-                            ),
-                        }
-                    } else {
-                        let text = rsp.text().await.unwrap_or_default();
-                        match status {
-                        429 => (hinted.unwrap_or(Duration::from_secs(60)), "429 throttled".into()),
-                        _ if text.to_ascii_lowercase().contains("throttl") => (hinted.unwrap_or(Duration::from_secs(60)), format!("{status} throttled")),
-                        500 | 502 | 503 | 504 => (hinted.unwrap_or_else(|| backoff(attempt, Duration::from_secs(1), Duration::from_secs(30))), format!("{status}")),
-                        401 => return Err(CasError::Denied { path: path.into(), status, hint: "the token was not accepted: check CAS_API_TOKEN (legacy tokens can be revoked or expire) or that the Entra app/managed identity token is for this tenant" }),
-                        403 => return Err(CasError::Denied { path: path.into(), status, hint: "the identity lacks permission: grant the Microsoft Cloud App Security API application permission Investigation.Read (and Discovery.read for discovery) with admin consent" }),
-                        _ => return Err(CasError::Status { path: path.into(), status, body: text.chars().take(300).collect() }),
-                    }
-                    }
-                }
-            };
-            tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, %last, "CAS call failed; retrying");
-            if !deadline.sleep_within(wait).await {
-                return Err(out_of_time(last));
-            }
-            attempt += 1;
+            });
         }
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .timeout(deadline.remaining().min(Duration::from_secs(60)));
+        req = match &self.auth {
+            CasAuth::LegacyToken(t) => req.header("Authorization", format!("Token {}", t.expose())),
+            CasAuth::Entra(c) => match auth::bearer(c.as_ref(), CAS_SCOPE).await {
+                Ok(token) => req.bearer_auth(token),
+                Err(e) => return Attempt::Fail(e.into()),
+            },
+        };
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let rsp = match req.send().await {
+            Ok(rsp) => rsp,
+            Err(e) => return Attempt::retry(None, format!("transport: {e}")),
+        };
+        let status = rsp.status().as_u16();
+        if rsp.status().is_success() {
+            return match rsp.bytes().await {
+                Ok(b) => Attempt::Done(b),
+                // The body was cut off: as retryable as a failed connection.
+                Err(e) => Attempt::retry(None, format!("reading the body: {e}")),
+            };
+        }
+        let hinted = retry_after(rsp.headers());
+        let text = rsp.text().await.unwrap_or_default();
+        classify(path, status, hinted, &text)
+    }
+}
+
+/// How CAS calls back off: from 1 s up to 30 s between tries.
+const POLICY: Policy = Policy {
+    service: "CAS",
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
+
+/// How long to wait after a throttled answer that names no wait: CAS counts requests per
+/// minute, so a minute always clears it.
+const THROTTLED_WAIT: Duration = Duration::from_secs(60);
+
+/// What a CAS answer that is not a success means, from its status, `Retry-After` and body.
+///
+/// CAS answers throttling with 429, and sometimes with another status whose text says
+/// "throttled"; both wait for `Retry-After` or a minute. 5xx backs off. 401 and 403 name
+/// their fix. Anything else is the request's own fault and is not retried.
+pub fn classify<T>(
+    path: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> Attempt<T, CasError> {
+    let throttled = status == 429 || body.to_ascii_lowercase().contains("throttl");
+    let denied = |hint| {
+        Attempt::Fail(CasError::Denied {
+            path: path.into(),
+            status,
+            hint,
+        })
+    };
+    match status {
+        _ if throttled => Attempt::retry(
+            Some(retry_after.unwrap_or(THROTTLED_WAIT)),
+            format!("{status} throttled"),
+        ),
+        500 | 502 | 503 | 504 => Attempt::retry(retry_after, format!("{status}")),
+        401 => denied("the token was not accepted: check CAS_API_TOKEN (legacy tokens can be revoked or expire) or that the Entra app/managed identity token is for this tenant"),
+        403 => denied("the identity lacks permission: grant the Microsoft Cloud App Security API application permission Investigation.Read with admin consent"),
+        _ => Attempt::Fail(CasError::Status {
+            path: path.into(),
+            status,
+            body: body.chars().take(300).collect(),
+        }),
     }
 }
 
@@ -276,6 +316,55 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wait_of(a: Attempt<(), CasError>) -> Option<Option<Duration>> {
+        match a {
+            Attempt::Retry { wait, .. } => Some(wait),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn classify_reads_status_headers_and_body_alone() {
+        let p = "api/v1/alerts/";
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(wait_of(classify(p, 429, secs(7), "")), Some(secs(7)));
+        assert_eq!(
+            wait_of(classify(p, 429, None, "")),
+            Some(secs(60)),
+            "a minute when CAS names no wait"
+        );
+        assert_eq!(
+            wait_of(classify(
+                p,
+                400,
+                None,
+                "{\"detail\":\"Request was throttled\"}"
+            )),
+            Some(secs(60)),
+            "a throttled text under another status"
+        );
+        assert_eq!(
+            wait_of(classify(p, 503, None, "")),
+            Some(None),
+            "5xx backs off"
+        );
+        assert_eq!(wait_of(classify(p, 502, secs(3), "")), Some(secs(3)));
+        assert!(matches!(
+            classify::<()>(p, 401, None, ""),
+            Attempt::Fail(CasError::Denied { status: 401, .. })
+        ));
+        match classify::<()>(p, 403, None, "") {
+            Attempt::Fail(e) => assert!(e.to_string().contains("Investigation.Read"), "{e}"),
+            _ => panic!("403 is not retried"),
+        }
+        match classify::<()>(p, 400, None, "{\"detail\":\"bad filter\"}") {
+            Attempt::Fail(e @ CasError::Status { status: 400, .. }) => {
+                assert!(e.to_string().contains("bad filter"))
+            }
+            _ => panic!("400 is not retried"),
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn limiter_never_allows_more_than_max_per_window() {

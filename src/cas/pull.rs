@@ -35,7 +35,6 @@ pub const LARGE_RECENT: usize = 100_000;
 pub const ALERTS_PATH: &str = "api/v1/alerts/";
 /// The activities list.
 pub const ACTIVITIES_PATH: &str = "api/v1/activities/";
-const DAY_MS: i64 = 86_400_000;
 
 /// One page read: what of it to enqueue, and the cursor to store once it is enqueued.
 #[derive(Debug)]
@@ -81,7 +80,6 @@ impl Step {
 enum Main {
     Alerts(AlertPages),
     Activities { filters: Map<String, Value> },
-    Discovery,
     Done,
 }
 
@@ -111,10 +109,7 @@ impl Puller {
         now_ms: i64,
     ) -> Puller {
         let start = cursor.cloned().unwrap_or_else(|| Cursor {
-            position_ms: match data_type {
-                DataType::Discovery => day_start(upper_bound(cas, now_ms)) - DAY_MS,
-                _ => now_ms - ms(cas.lookback),
-            },
+            position_ms: now_ms - ms(cas.lookback),
             ..Default::default()
         });
         let from = start.query_from();
@@ -147,17 +142,8 @@ impl Puller {
                 }
                 None => (None, None),
             },
-            DataType::Discovery => {
-                let today = day_start(upper_bound(cas, now_ms));
-                if start.position_ms > today - DAY_MS {
-                    (None, None)
-                } else {
-                    (
-                        Window::new(today - DAY_MS, today - 1).ok(),
-                        Some(Main::Discovery),
-                    )
-                }
-            }
+            // Discovery is read from Microsoft Graph, by [`crate::graph::discovery`].
+            DataType::Discovery => (None, None),
         };
         let (window, main) = match (window, main) {
             (Some(w), Some(m)) => (w, m),
@@ -205,10 +191,10 @@ impl Puller {
 
     /// The cursor to store before enqueueing anything from this pull: the window being
     /// enqueued, so a run that dies part-way reads exactly it again. `None` when it is
-    /// stored already (or for discovery, whose window is a whole day).
+    /// stored already.
     pub fn intent(&self) -> Option<Cursor> {
         let end = self.window.to_ms();
-        let reading = !matches!(self.main, Main::Done | Main::Discovery);
+        let reading = !matches!(self.main, Main::Done);
         (reading && self.start.pending_upper_ms != Some(end)).then(|| Cursor {
             pending_upper_ms: Some(end),
             ..self.start.clone()
@@ -246,7 +232,6 @@ impl Puller {
             Main::Done => Ok(None),
             Main::Alerts(_) => self.alerts_step(client, deadline).await.map(Some),
             Main::Activities { .. } => self.activities_step(client, deadline).await.map(Some),
-            Main::Discovery => self.discovery_step(client, deadline).await.map(Some),
         }
     }
 
@@ -285,6 +270,7 @@ impl Puller {
             pages: None,
             pending_upper_ms: Some(self.window.to_ms()),
             watch: self.cursor.watch.clone(),
+            snapshot: None,
         }
     }
 
@@ -448,24 +434,6 @@ impl Puller {
             commit,
         })
     }
-
-    /// Discovery: once a UTC day is over, one record per continuous report and discovered app.
-    async fn discovery_step(
-        &mut self,
-        client: &CasClient,
-        deadline: Deadline,
-    ) -> Result<Step, CasError> {
-        let day = self.window.from_ms();
-        let records = discovery(client, &self.cas, day, deadline).await?;
-        self.main = Main::Done;
-        let page = Page::from_values(&records);
-        self.cursor = Cursor {
-            position_ms: day + DAY_MS,
-            ..Default::default()
-        };
-        let new = (0..page.records.len()).collect();
-        Ok(self.main_step(page, new))
-    }
 }
 
 /// Whether two fingerprints describe the same state. A fingerprint stored by an earlier
@@ -521,8 +489,6 @@ pub async fn pull(
                 updates.extend(step.changed_records().into_iter().map(parse));
             }
             Ok(None) => break None,
-            // Discovery is read in one step: its failure is the pull's.
-            Err(e) if data_type == DataType::Discovery => return Err(e),
             Err(e) => break Some(e),
         }
     };
@@ -550,10 +516,6 @@ fn window_end(start: &Cursor, cas: &CasSettings, now_ms: i64) -> i64 {
     start
         .pending_upper_ms
         .unwrap_or_else(|| upper_bound(cas, now_ms))
-}
-
-fn day_start(t: i64) -> i64 {
-    t.div_euclid(DAY_MS) * DAY_MS
 }
 
 fn with_extra(mut filters: Map<String, Value>, extra: &Map<String, Value>) -> Map<String, Value> {
@@ -684,86 +646,6 @@ impl AlertPages {
         }
         Ok(page)
     }
-}
-
-/// Discovery: the discovered-apps aggregate of each chosen continuous report for `day`,
-/// deduplicated by app id.
-async fn discovery(
-    client: &CasClient,
-    cas: &CasSettings,
-    day: i64,
-    deadline: Deadline,
-) -> Result<Vec<Value>, CasError> {
-    let streams_path = "api/discovery/streams/";
-    let listed = client
-        .call(reqwest::Method::GET, streams_path, None, deadline)
-        .await?;
-    let streams = listed
-        .get("streams")
-        .and_then(Value::as_array)
-        .ok_or_else(|| CasError::Shape {
-            path: streams_path.into(),
-            detail: "no \"streams\" array".into(),
-        })?;
-    let wanted = cas.discovery_streams.as_ref();
-    if let Some(names) = wanted {
-        for n in names {
-            if !streams
-                .iter()
-                .any(|s| s.get("displayName").and_then(Value::as_str) == Some(n))
-            {
-                tracing::warn!(stream = %n, "CAS_DISCOVERY_STREAMS names a continuous report the tenant does not have");
-            }
-        }
-    }
-    let mut records = Vec::new();
-    for s in streams {
-        let (Some(id), Some(name)) = (
-            s.get("_id").and_then(Value::as_str),
-            s.get("displayName").and_then(Value::as_str),
-        ) else {
-            return Err(CasError::Shape {
-                path: streams_path.into(),
-                detail: format!("a stream without _id or displayName: {s}"),
-            });
-        };
-        if wanted.is_some_and(|w| !w.iter().any(|n| n == name)) {
-            continue;
-        }
-        let mut apps_seen = HashSet::new();
-        let mut skip = 0;
-        loop {
-            let body = json!({"streamId": id, "timeframe": 1, "skip": skip, "limit": PAGE});
-            let page = client
-                .list(
-                    "api/v1/discovery/discovered_apps/",
-                    &body,
-                    ACTIVITY_KEYS,
-                    deadline,
-                )
-                .await?;
-            let n = page.records.len();
-            let mut new = 0;
-            for r in &page.records {
-                let app: Value = serde_json::from_str(page.text(r)).unwrap_or(Value::Null);
-                // Dedupe by app id: a server that ignores paging repeats the same apps.
-                let key = app
-                    .get("appId")
-                    .map(Value::to_string)
-                    .unwrap_or_else(|| app.to_string());
-                if apps_seen.insert(key) {
-                    new += 1;
-                    records
-                        .push(json!({"streamId": id, "streamName": name, "day": day, "app": app}));
-                }
-            }
-            if !page.has_next || n == 0 || new == 0 {
-                break;
-            }
-            skip += n;
-        }
-    }
-    Ok(records)
 }
 
 #[cfg(test)]

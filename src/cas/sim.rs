@@ -8,7 +8,7 @@
 //! answers. Requests are counted so tests can check the client's manners.
 
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use url::Url;
@@ -40,8 +40,6 @@ pub struct SimConfig {
     pub accept_entra: bool,
     /// Requests allowed per 60 s before 429 (CAS: 30).
     pub per_minute: usize,
-    /// Discovered-apps endpoint ignores `skip`/`limit` (seen in the wild for undocumented APIs).
-    pub discovery_ignores_paging: bool,
 }
 
 impl Default for SimConfig {
@@ -50,7 +48,6 @@ impl Default for SimConfig {
             legacy_token: None,
             accept_entra: true,
             per_minute: 30,
-            discovery_ignores_paging: false,
         }
     }
 }
@@ -72,8 +69,6 @@ pub struct SimStats {
 struct State {
     alerts: Vec<Value>,
     activities: Vec<Value>,
-    streams: Vec<Value>,
-    apps: BTreeMap<String, Vec<Value>>,
     arrivals: VecDeque<Instant>,
     faults: VecDeque<Fault>,
     stats: SimStats,
@@ -203,16 +198,6 @@ impl CasSim {
         self.lock().activity_padding = bytes;
     }
 
-    /// Adds a continuous report with these discovered apps; returns its id.
-    pub fn add_stream(&self, name: &str, apps: Vec<Value>) -> String {
-        let mut st = self.lock();
-        let id = format!("5f{:022x}", st.streams.len() + 1);
-        st.streams
-            .push(json!({"_id": id, "displayName": name, "streamType": 1}));
-        st.apps.insert(id.clone(), apps);
-        id
-    }
-
     /// Changes an alert's status and resolution, as an analyst would in the portal.
     pub fn set_alert_state(&self, id: &str, status: u64, resolution: u64) -> bool {
         let mut st = self.lock();
@@ -340,29 +325,6 @@ impl CasSim {
         match (method.as_str(), path) {
             ("POST", "/api/v1/alerts/") => list_alerts(&st.alerts, &body, &st.raw),
             ("POST", "/api/v1/activities/") => list_activities(&st.activities, &body, &st.raw),
-            ("GET", "/api/discovery/streams/") => reply(
-                StatusCode::OK,
-                json!({"streams": st.streams, "total": st.streams.len()}),
-            ),
-            ("POST", "/api/v1/discovery/discovered_apps/") => {
-                let stream = body
-                    .get("streamId")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let Some(apps) = st.apps.get(stream) else {
-                    return reply(
-                        StatusCode::BAD_REQUEST,
-                        json!({"detail": "unknown streamId"}),
-                    );
-                };
-                if self.config.discovery_ignores_paging {
-                    return reply(
-                        StatusCode::OK,
-                        json!({"data": apps, "hasNext": false, "total": apps.len()}),
-                    );
-                }
-                paged(&apps.iter().collect::<Vec<_>>(), &body, &st.raw)
-            }
             _ => reply(StatusCode::NOT_FOUND, json!({"detail": "Not found"})),
         }
     }
@@ -723,14 +685,4 @@ pub fn client_settings(url: &Url, extra: &[(&str, &str)]) -> crate::config::CasS
     crate::config::Settings::from_pairs(&pairs)
         .expect("simulator client settings are valid")
         .cas
-}
-
-/// A discovered-app aggregate in the shape public tooling reports.
-pub fn discovered_app(app_id: i64, name: &str, category: &str) -> Value {
-    json!({
-        "appId": app_id, "name": name, "category": category, "score": (app_id % 10) + 1, "tags": ["sanctioned"],
-        "trafficTotalBytes": app_id * 1000 + 4000, "trafficUploadedBytes": app_id * 400, "trafficDownloadedBytes": app_id * 600 + 4000,
-        "trafficTotalEvents": app_id % 500 + 10, "trafficBlockedEvents": 0, "usersCount": app_id % 40 + 1, "ipAddressesCount": app_id % 20 + 1,
-        "lastUsed": 1_795_940_000_000i64
-    })
 }

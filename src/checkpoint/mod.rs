@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cursor {
     /// Everything CAS had stored up to this position (Unix ms; `date` for alerts,
-    /// `created` for activities, the next day for discovery) has been enqueued.
+    /// `created` for activities). For discovery: when the next snapshot is due.
     pub position_ms: i64,
     /// The next pull asks from here (`gte`), a little before `position_ms`, so records that
     /// became visible late are still caught; `None` means `position_ms`.
@@ -35,6 +35,9 @@ pub struct Cursor {
     /// packs the same batches, which the ingest side then recognises as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_upper_ms: Option<i64>,
+    /// Discovery only: the snapshot being taken, when one was interrupted part-way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotResume>,
     /// Alerts only: what each recently forwarded alert looked like, to forward changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<AlertWatch>,
@@ -47,6 +50,23 @@ impl Cursor {
             .unwrap_or(self.position_ms)
             .min(self.position_ms)
     }
+}
+
+/// How far a discovery snapshot has got. Every row of a snapshot carries its `taken_ms`,
+/// so the rows written before an interruption and after it belong to the same snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotResume {
+    /// When the snapshot was started (Unix ms): its rows' `TimeGenerated`.
+    pub taken_ms: i64,
+    /// Ids of the continuous reports whose apps are all enqueued.
+    #[serde(default)]
+    pub streams_done: Vec<String>,
+    /// The page of apps being read (its URL; `None`: the report's first page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// Ids of that page's apps whose rows are enqueued (at most one page's worth).
+    #[serde(default)]
+    pub apps_done: Vec<String>,
 }
 
 /// The rest of an interrupted scan: everything in the window that `next_filters` does

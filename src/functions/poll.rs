@@ -1,9 +1,11 @@
-//! `PollCas`: for each enabled data type, pull what is new since the checkpoint, enqueue
-//! it, and only then advance the checkpoint.
+//! `PollCas`: for each enabled data type, pull what is new since the checkpoint (from CAS,
+//! or a discovery snapshot from Microsoft Graph), enqueue it, and only then advance the
+//! checkpoint.
 
 use crate::app::App;
-use crate::cas::pull::Puller;
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::cas::pull::{Puller, Step};
+use crate::checkpoint::{Checkpoint, CheckpointError, Cursor};
+use crate::graph::discovery::Snapshot;
 use crate::model::{now_ms, DataType, Window};
 use crate::queue::envelope::{pack, pack_observed};
 use crate::retry::Deadline;
@@ -65,6 +67,9 @@ pub enum PollError {
     /// CAS failed.
     #[error("{0}: CAS: {1}")]
     Cas(DataType, crate::cas::CasError),
+    /// Microsoft Graph failed (discovery); the snapshot continues on the next run.
+    #[error("{0}: {1}")]
+    Graph(DataType, crate::graph::GraphError),
     /// Enqueueing failed; the checkpoint was not advanced, so the next run pulls the window again.
     #[error("{0}: enqueue: {1}")]
     Enqueue(DataType, String),
@@ -77,20 +82,94 @@ pub enum PollError {
 /// re-reading thousands of unchanged alerts), so a crash costs at most this much re-reading.
 const SAVE_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Stores the puller's cursor over `previous` (unless it is unchanged).
+/// Stores the reader's cursor over `previous` (unless it is unchanged).
 async fn save(
     app: &App,
     dt: DataType,
     previous: &Checkpoint,
-    puller: &Puller,
+    reader: &Reader,
 ) -> Result<Checkpoint, PollError> {
-    if previous.cursor.as_ref() == Some(puller.cursor()) {
+    if previous.cursor.as_ref() == Some(reader.cursor()) {
         return Ok(previous.clone());
     }
     app.checkpoints
-        .advance(dt, previous, puller.cursor().clone())
+        .advance(dt, previous, reader.cursor().clone())
         .await
         .map_err(|e| PollError::Checkpoint(dt, e))
+}
+
+/// What a lane reads from: CAS for alerts and activities, Graph for discovery. Both hand
+/// out the same [`Step`]s, so the enqueue-then-store loop is one.
+enum Reader {
+    Cas(Puller),
+    Graph(Snapshot),
+}
+
+/// A read that did not produce a step.
+enum ReadError {
+    /// The invocation's time ran out mid-request: an ordinary end for a run with a backlog.
+    OutOfTime(String),
+    /// Anything else.
+    Failed(PollError),
+}
+
+impl Reader {
+    fn new(app: &App, dt: DataType, cursor: Option<&Cursor>, now: i64) -> Reader {
+        match dt {
+            DataType::Discovery => {
+                Reader::Graph(Snapshot::new(&app.settings.discovery, cursor, now))
+            }
+            _ => Reader::Cas(Puller::new(&app.settings.cas, dt, cursor, now)),
+        }
+    }
+
+    fn window(&self) -> Window {
+        match self {
+            Reader::Cas(p) => p.window(),
+            Reader::Graph(s) => s.window(),
+        }
+    }
+
+    fn intent(&self) -> Option<Cursor> {
+        match self {
+            Reader::Cas(p) => p.intent(),
+            Reader::Graph(s) => s.intent(),
+        }
+    }
+
+    fn cursor(&self) -> &Cursor {
+        match self {
+            Reader::Cas(p) => p.cursor(),
+            Reader::Graph(s) => s.cursor(),
+        }
+    }
+
+    fn complete(&self) -> bool {
+        match self {
+            Reader::Cas(p) => p.complete(),
+            Reader::Graph(s) => s.complete(),
+        }
+    }
+
+    async fn next(
+        &mut self,
+        app: &App,
+        dt: DataType,
+        deadline: Deadline,
+    ) -> Result<Option<Step>, ReadError> {
+        use crate::cas::CasError;
+        use crate::graph::GraphError;
+        match self {
+            Reader::Cas(p) => p.next(&app.cas, deadline).await.map_err(|e| match e {
+                e @ CasError::OutOfTime { .. } => ReadError::OutOfTime(e.to_string()),
+                e => ReadError::Failed(PollError::Cas(dt, e)),
+            }),
+            Reader::Graph(s) => s.next(&app.graph, deadline).await.map_err(|e| match e {
+                e @ GraphError::OutOfTime { .. } => ReadError::OutOfTime(e.to_string()),
+                e => ReadError::Failed(PollError::Graph(dt, e)),
+            }),
+        }
+    }
 }
 
 /// Polls every enabled data type; one failing does not stop the others.
@@ -126,7 +205,7 @@ pub async fn poll_one(
         .load(dt)
         .await
         .map_err(|e| PollError::Checkpoint(dt, e))?;
-    let mut puller = Puller::new(&app.settings.cas, dt, checkpoint.cursor.as_ref(), now_ms());
+    let mut puller = Reader::new(app, dt, checkpoint.cursor.as_ref(), now_ms());
     let mut report = PollReport {
         data_type: dt,
         window: puller.window(),
@@ -146,16 +225,16 @@ pub async fn poll_one(
     let mut unsaved = false;
     let mut saved_at = std::time::Instant::now();
     let failure = loop {
-        let step = match puller.next(&app.cas, deadline).await {
+        let step = match puller.next(app, dt, deadline).await {
             Ok(Some(step)) => step,
             Ok(None) => break None,
             // Out of time (a slot or an answer would come after the deadline): an
             // ordinary end for a run with a backlog; the next run goes on from here.
-            Err(e @ crate::cas::CasError::OutOfTime { .. }) => {
-                report.stopped = Some(e.to_string());
+            Err(ReadError::OutOfTime(why)) => {
+                report.stopped = Some(why);
                 break None;
             }
-            Err(e) => break Some(PollError::Cas(dt, e)),
+            Err(ReadError::Failed(e)) => break Some(e),
         };
         let mut messages = pack(dt, step.window, &step.new_records());
         if !step.changed.is_empty() {

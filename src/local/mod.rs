@@ -1,5 +1,5 @@
 //! The whole pipeline on one machine, with no Azure account: Azurite for storage, the
-//! simulated CAS tenant, identity endpoint and Logs Ingestion endpoint, the real handler
+//! simulated CAS tenant, Microsoft Graph, identity endpoint and Logs Ingestion endpoint, the real handler
 //! binary started as the Functions host starts it, and [`host::HostEmulator`] driving it.
 //!
 //! [`Harness`] assembles these; the `demo` command and the end-to-end tests both use it.
@@ -10,6 +10,7 @@ pub mod host;
 use crate::auth::sim::{IdentitySim, HEADER_SECRET};
 use crate::cas::sim::{CasSim, SimConfig};
 use crate::config::Settings;
+use crate::graph::sim::GraphSim;
 use crate::queue::{Queue, QueueError};
 use crate::sentinel::sim::{IngestionSim, SIM_DCR};
 use azurite::{free_port, Azurite};
@@ -63,6 +64,9 @@ pub struct Harness {
     pub azurite: Azurite,
     /// The simulated tenant.
     pub cas: Arc<CasSim>,
+    /// The simulated Microsoft Graph (discovery); pages of 3 apps and of 4 users or IPs,
+    /// so every snapshot pages.
+    pub graph: Arc<GraphSim>,
     /// The simulated Logs Ingestion endpoint.
     pub sink: Arc<IngestionSim>,
     /// The simulated managed-identity endpoint.
@@ -87,10 +91,12 @@ impl Harness {
         let azurite = Azurite::start(&opts.work_dir.join("azurite")).await?;
         let (identity, identity_url) = IdentitySim::start().await;
         let (cas, cas_url) = CasSim::start(opts.cas).await;
+        let (graph, graph_url) = GraphSim::start(3, 4).await;
         let (sink, sink_url) = IngestionSim::start(opts.out_dir, opts.keep_rows).await;
         let storage = azurite.storage();
         let mut env: Vec<(String, String)> = vec![
             ("CAS_API_URL".into(), cas_url.to_string()),
+            ("GRAPH_API_URL".into(), graph_url.to_string()),
             ("SENTINEL_INGESTION_ENDPOINT".into(), sink_url.to_string()),
             ("SENTINEL_DCR_IMMUTABLE_ID".into(), SIM_DCR.into()),
             (
@@ -118,6 +124,7 @@ impl Harness {
         let h = Harness {
             azurite,
             cas,
+            graph,
             sink,
             identity,
             host: HostEmulator::new(handler_url, queue.clone(), poison.clone()),
@@ -255,19 +262,21 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
         .add_activities((0..300).map(|i| now - 20 * 3_600_000 + i * 230_000), |n| {
             (n as i64 % 7) * 60_000
         });
-    let apps = |base: i64| {
-        (0..4)
+    let apps = |first: u64, n: u64| {
+        (first..first + n)
             .map(|i| {
-                crate::cas::sim::discovered_app(
-                    base + i,
-                    &format!("App {}", base + i),
-                    "Cloud storage",
+                crate::graph::sim::app(
+                    i,
+                    &format!("App {i}"),
+                    "cloudStorage",
+                    (i % 6) as usize + 1,
+                    (i % 4) as usize + 1,
                 )
             })
             .collect()
     };
-    h.cas.add_stream("Global View", apps(15600));
-    h.cas.add_stream("Marketing Department", apps(20100));
+    h.graph.add_report("Global View", apps(1, 7));
+    h.graph.add_report("Marketing Department", apps(40, 4));
 
     let mut totals = host::DrainStats::default();
     for tick in 1..=opts.ticks {
@@ -318,7 +327,13 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     for (table, rows) in &sink.rows {
         println!("  rows ingested:        {table:<26} {rows}");
     }
-    println!("  API calls:            CAS {} (at most {} in any minute, limit 30), Logs Ingestion {} ({} accepted, {} KiB)", cas.requests, cas.max_in_any_minute, sink.calls, sink.accepted_calls, sink.bytes / 1024);
+    println!("  API calls:            CAS {} (at most {} in any minute, limit 30), Microsoft Graph {}, Logs Ingestion {} ({} accepted, {} KiB)", cas.requests, cas.max_in_any_minute, h.graph.stats().requests, sink.calls, sink.accepted_calls, sink.bytes / 1024);
+    for line in discovery_summary(&out_dir.join(format!(
+        "{}.ndjson",
+        crate::model::DataType::Discovery.table()
+    ))) {
+        println!("  discovery rows:       {line}");
+    }
     let (median, p95) = live.deployed(Duration::from_secs(60), Duration::from_secs(120));
     println!("  end-to-end latency:   {live}");
     println!("                        deployed with the defaults (settle 1 min, a tick every 2 min): about {median:.0} s at the median, {p95:.0} s at p95");
@@ -332,6 +347,35 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     }
     h.kill_handler().await;
     Ok(())
+}
+
+/// Per continuous report, the discovery rows written: apps, users and IP addresses, and
+/// the snapshots they belong to.
+fn discovery_summary(ndjson: &Path) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let text = std::fs::read_to_string(ndjson).unwrap_or_default();
+    let mut per: BTreeMap<String, (BTreeMap<String, usize>, BTreeSet<String>)> = BTreeMap::new();
+    for row in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let field = |k: &str| row[k].as_str().unwrap_or("?").to_string();
+        let e = per.entry(field("StreamName")).or_default();
+        *e.0.entry(field("RowType")).or_default() += 1;
+        e.1.insert(field("TimeGenerated"));
+    }
+    per.into_iter()
+        .map(|(report, (kinds, snapshots))| {
+            let n = |k: &str| kinds.get(k).copied().unwrap_or(0);
+            format!(
+                "{report}: {} apps, {} users, {} IP addresses, in {} snapshot(s)",
+                n("App"),
+                n("User"),
+                n("IpAddress"),
+                snapshots.len()
+            )
+        })
+        .collect()
 }
 
 /// Latency from a record's being stored by CAS to its row being accepted by Logs Ingestion.

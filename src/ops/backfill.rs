@@ -35,7 +35,7 @@ pub async fn backfill(
 ) -> Result<BackfillReport, OpsError> {
     if data_type == DataType::Discovery {
         return Err(OpsError::Input(
-            "discovery has no history to backfill: the API reports only the last day".into(),
+            "discovery has no history to backfill: Microsoft Graph gives only rolling 7, 30 or 90-day aggregates as they stand now (the next run takes a snapshot)".into(),
         ));
     }
     app.ensure_resources().await?;

@@ -24,6 +24,9 @@ pub struct TypeStatus {
     pub watched_alerts: Option<usize>,
     /// Batches marked as sent.
     pub sent_batches: usize,
+    /// Anything else a reader should know (a discovery snapshot's progress, why a data
+    /// type is off).
+    pub notes: Vec<String>,
 }
 
 /// The whole picture.
@@ -55,11 +58,37 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
             .iter()
             .filter(|n| !is_part_marker(n))
             .count();
+        let discovery = dt == DataType::Discovery;
+        let mut notes = Vec::new();
+        if discovery {
+            if let Some(why) = app.settings.discovery_off {
+                notes.push(why.to_string());
+            }
+            match cursor.as_ref() {
+                Some(c) => match &c.snapshot {
+                    Some(s) => notes.push(format!(
+                        "snapshot of {} in progress ({} report(s) done)",
+                        format_ms(s.taken_ms),
+                        s.streams_done.len()
+                    )),
+                    None => notes.push(format!("next snapshot due {}", format_ms(c.position_ms))),
+                },
+                None => notes.push("no snapshot yet".into()),
+            }
+        }
         data_types.push(TypeStatus {
             data_type: dt,
             enabled: app.settings.data_types.contains(&dt),
-            checkpoint: cursor.as_ref().map(|c| format_ms(c.position_ms)),
-            lag_seconds: cursor.as_ref().map(|c| (now - c.position_ms) / 1000),
+            // A discovery cursor holds when the next snapshot is due, not a position
+            // in the data, so it has no lag.
+            checkpoint: cursor
+                .as_ref()
+                .filter(|_| !discovery)
+                .map(|c| format_ms(c.position_ms)),
+            lag_seconds: cursor
+                .as_ref()
+                .filter(|_| !discovery)
+                .map(|c| (now - c.position_ms) / 1000),
             scan_in_progress: cursor
                 .as_ref()
                 .is_some_and(|c| c.scan.is_some() || c.pages.is_some()),
@@ -68,6 +97,7 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
                 .and_then(|c| c.watch.as_ref())
                 .map(|w| w.alerts.len()),
             sent_batches,
+            notes,
         });
     }
     Ok(Status {
@@ -90,7 +120,7 @@ impl Status {
         );
         for t in &self.data_types {
             let lag = t.lag_seconds.map(human).unwrap_or_else(|| "-".into());
-            let mut notes = Vec::new();
+            let mut notes = t.notes.clone();
             if t.scan_in_progress {
                 notes.push("scan in progress".to_string());
             }
@@ -102,7 +132,13 @@ impl Status {
                 "{:<11} {:<8} {:<26} {:>10} {:>13}  {}",
                 t.data_type,
                 if t.enabled { "yes" } else { "no" },
-                t.checkpoint.as_deref().unwrap_or("never run"),
+                t.checkpoint
+                    .as_deref()
+                    .unwrap_or(if t.data_type == DataType::Discovery {
+                        "-"
+                    } else {
+                        "never run"
+                    }),
                 lag,
                 t.sent_batches,
                 notes.join(", ")

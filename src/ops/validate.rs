@@ -17,6 +17,51 @@ pub struct Check {
     pub outcome: Result<String, String>,
 }
 
+/// Discovery: off (and why), or one page of Graph's continuous reports read with the
+/// identity discovery uses.
+async fn discovery_check(app: &App, deadline: Deadline) -> Check {
+    let name = "Microsoft Graph (discovery)";
+    if let Some(why) = app.settings.discovery_off {
+        return Check {
+            name,
+            outcome: Ok(why.to_string()),
+        };
+    }
+    if !app
+        .settings
+        .data_types
+        .contains(&crate::model::DataType::Discovery)
+    {
+        return Check {
+            name,
+            outcome: Ok("discovery is not in CAS_DATA_TYPES".into()),
+        };
+    }
+    let outcome = match app.graph.url(crate::graph::STREAMS_PATH) {
+        Ok(url) => app.graph.page(&url, deadline).await.map(|p| {
+            let names: Vec<&str> = p
+                .items
+                .iter()
+                .filter_map(|r| r.get("displayName").and_then(|n| n.as_str()))
+                .collect();
+            format!(
+                "continuous reports readable{}: {}",
+                if p.next.is_some() {
+                    " (first page)"
+                } else {
+                    ""
+                },
+                names.join(", ")
+            )
+        }),
+        Err(e) => Err(e),
+    };
+    Check {
+        name,
+        outcome: outcome.map_err(|e| e.to_string()),
+    }
+}
+
 /// Runs the checks; settings problems stop before any network call.
 pub async fn validate(lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
     let settings = match Settings::from_lookup(lookup) {
@@ -55,7 +100,7 @@ pub async fn validate(lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
     if app.settings.cas.token.is_none() {
         let outcome = match &credential {
             Ok(c) => auth::bearer(c.as_ref(), CAS_SCOPE).await.map(|_| "token obtained".to_string()).map_err(|e| {
-                format!("{e}: give the identity the Microsoft Cloud App Security API application permission Investigation.Read (and Discovery.read), with admin consent, or set CAS_API_TOKEN")
+                format!("{e}: give the identity the Microsoft Cloud App Security API application permission Investigation.Read, with admin consent, or set CAS_API_TOKEN")
             }),
             Err(e) => Err(e.to_string()),
         };
@@ -85,6 +130,7 @@ pub async fn validate(lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
         name: "CAS API",
         outcome,
     });
+    checks.push(discovery_check(&app, deadline()).await);
     let scope = crate::sentinel::scope_for(&app.settings.sentinel.endpoint);
     let outcome = match &credential {
         Ok(c) => auth::bearer(c.as_ref(), scope).await.map(|_| format!("token for {scope} obtained")).map_err(|e| format!("{e}: the function app's identity needs the Monitoring Metrics Publisher role on the DCR")),

@@ -199,6 +199,25 @@ impl Issues {
         }
     }
 
+    /// An RFC 3339 time field (as Graph writes them), normalized to UTC.
+    pub(crate) fn datetime(&mut self, rec: &Record, pointer: &str) -> Option<String> {
+        use time::format_description::well_known::Rfc3339;
+        match rec.pointer(pointer) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => match time::OffsetDateTime::parse(&s, &Rfc3339) {
+                Ok(t) => Some(format_ms((t.unix_timestamp_nanos() / 1_000_000) as i64)),
+                Err(_) => {
+                    self.note(format!("{pointer} is not an RFC 3339 time ({s:?})"));
+                    None
+                }
+            },
+            Some(other) => {
+                self.note(format!("{pointer} is not a time ({})", type_name(&other)));
+                None
+            }
+        }
+    }
+
     /// A Unix-ms time field as RFC 3339.
     pub(crate) fn time(&mut self, rec: &Record, pointer: &str, required: bool) -> Option<String> {
         match self.int(rec, pointer) {

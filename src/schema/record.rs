@@ -145,7 +145,7 @@ fn child<'a>(raw: &'a RawValue, key: &str) -> Option<&'a RawValue> {
 
 /// The text of a `SourceRecord`: a record, possibly with one member cut out, as two
 /// borrowed pieces, so the cut costs no copy before the row is written.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct SourceText<'a> {
     head: &'a str,
     tail: &'a str,

@@ -6,7 +6,7 @@ pub mod sim;
 
 use crate::auth::{self, AuthError};
 use crate::queue::envelope::gzip_fast;
-use crate::retry::{backoff, retry_after, Deadline};
+use crate::retry::{drive, retry_after, Attempt, Deadline, Policy};
 use azure_core::credentials::TokenCredential;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,16 +45,6 @@ pub enum SentinelError {
     /// No token.
     #[error(transparent)]
     Auth(#[from] AuthError),
-}
-
-impl SentinelError {
-    /// Whether a later attempt (a redelivery of the message) may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SentinelError::OutOfTime { .. } | SentinelError::Auth(_)
-        )
-    }
 }
 
 /// Where and how to send.
@@ -154,64 +144,78 @@ impl LogsIngestion {
         ));
         url.set_query(Some(&format!("api-version={API_VERSION}")));
         let compressed = gzip_fast(body);
-        let mut attempt = 0u32;
-        loop {
-            let token = auth::bearer(self.credential.as_ref(), &self.scope).await?;
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let sent = self
-                .http
-                .post(url.clone())
-                .bearer_auth(token)
-                .header("Content-Type", "application/json")
-                .header("Content-Encoding", "gzip")
-                .timeout(deadline.remaining().min(Duration::from_secs(60)))
-                .body(compressed.clone())
-                .send()
-                .await;
-            let (wait, last) = match sent {
-                Err(e) => (
-                    backoff(attempt, Duration::from_millis(500), Duration::from_secs(30)),
-                    format!("transport: {e}"),
-                ),
-                Ok(rsp) if rsp.status().is_success() => return Ok(()),
-                Ok(rsp) => {
-                    let status = rsp.status().as_u16();
-                    let hinted = retry_after(rsp.headers());
-                    let text = rsp.text().await.unwrap_or_default();
-                    let (code, message) = error_parts(&text);
-                    match status {
-                        429 => (
-                            hinted.unwrap_or(Duration::from_secs(5)),
-                            format!("429 {code}"),
-                        ),
-                        500..=599 | 408 => (
-                            hinted.unwrap_or_else(|| {
-                                backoff(
-                                    attempt,
-                                    Duration::from_millis(500),
-                                    Duration::from_secs(30),
-                                )
-                            }),
-                            format!("{status} {code}"),
-                        ),
-                        _ => {
-                            return Err(SentinelError::Rejected {
-                                stream: stream.into(),
-                                status,
-                                hint: hint_for(status, &code),
-                                code,
-                                message,
-                            });
-                        }
-                    }
-                }
-            };
-            tracing::warn!(stream, attempt, wait_ms = wait.as_millis() as u64, %last, "Logs Ingestion call failed; retrying");
-            if !deadline.sleep_within(wait).await {
-                return Err(SentinelError::OutOfTime { last });
+        let call = |_| self.attempt(stream, &url, &compressed, deadline);
+        let out_of_time = |last| SentinelError::OutOfTime { last };
+        drive(POLICY, stream, deadline, call, out_of_time).await
+    }
+
+    /// One try of one call, and what its answer means.
+    async fn attempt(
+        &self,
+        stream: &str,
+        url: &Url,
+        gzipped: &[u8],
+        deadline: Deadline,
+    ) -> Attempt<(), SentinelError> {
+        let token = match auth::bearer(self.credential.as_ref(), &self.scope).await {
+            Ok(t) => t,
+            Err(e) => return Attempt::Fail(e.into()),
+        };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let sent = self
+            .http
+            .post(url.clone())
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "gzip")
+            .timeout(deadline.remaining().min(Duration::from_secs(60)))
+            .body(gzipped.to_vec())
+            .send()
+            .await;
+        match sent {
+            Err(e) => Attempt::retry(None, format!("transport: {e}")),
+            Ok(rsp) if rsp.status().is_success() => Attempt::Done(()),
+            Ok(rsp) => {
+                let status = rsp.status().as_u16();
+                let hinted = retry_after(rsp.headers());
+                let text = rsp.text().await.unwrap_or_default();
+                classify(stream, status, hinted, &text)
             }
-            attempt += 1;
         }
+    }
+}
+
+/// How Logs Ingestion calls back off: from 0.5 s up to 30 s between tries.
+const POLICY: Policy = Policy {
+    service: "Logs Ingestion",
+    base: Duration::from_millis(500),
+    max: Duration::from_secs(30),
+};
+
+/// What a Logs Ingestion answer that is not a success means, from its status,
+/// `Retry-After` and `{"error":{"code","message"}}` body: 429 waits (`Retry-After`, else
+/// 5 s: the limits are per minute but clear gradually), 408 and 5xx back off, and every
+/// other status is a refusal that names its fix.
+pub fn classify<T>(
+    stream: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> Attempt<T, SentinelError> {
+    let (code, message) = error_parts(body);
+    match status {
+        429 => Attempt::retry(
+            Some(retry_after.unwrap_or(Duration::from_secs(5))),
+            format!("429 {code}"),
+        ),
+        500..=599 | 408 => Attempt::retry(retry_after, format!("{status} {code}")),
+        _ => Attempt::Fail(SentinelError::Rejected {
+            stream: stream.into(),
+            status,
+            hint: hint_for(status, &code),
+            code,
+            message,
+        }),
     }
 }
 
@@ -273,6 +277,39 @@ mod tests {
             scope_for(&u("https://x.chinaeast2-1.ingest.monitor.azure.cn")),
             "https://monitor.azure.cn/.default"
         );
+    }
+
+    #[test]
+    fn classify_reads_status_headers_and_body_alone() {
+        let s = "Custom-McasAlerts";
+        let wait = |a: Attempt<(), SentinelError>| match a {
+            Attempt::Retry { wait, .. } => Some(wait),
+            _ => None,
+        };
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(wait(classify(s, 429, secs(12), "")), Some(secs(12)));
+        assert_eq!(wait(classify(s, 429, None, "")), Some(secs(5)));
+        assert_eq!(wait(classify(s, 503, None, "")), Some(None));
+        assert_eq!(wait(classify(s, 408, secs(2), "")), Some(secs(2)));
+        let body = r#"{"error":{"code":"InvalidStream","message":"no such stream"}}"#;
+        match classify::<()>(s, 400, None, body) {
+            Attempt::Fail(e @ SentinelError::Rejected { status: 400, .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("InvalidStream") && text.contains("not declared in the DCR"),
+                    "{text}"
+                );
+            }
+            other => panic!("400 is a refusal: {other:?}"),
+        }
+        match classify::<()>(s, 403, None, "") {
+            Attempt::Fail(e) => assert!(e.to_string().contains("Monitoring Metrics Publisher")),
+            other => panic!("403 is a refusal: {other:?}"),
+        }
+        assert!(matches!(
+            classify::<()>(s, 413, None, ""),
+            Attempt::Fail(SentinelError::Rejected { status: 413, .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! The discovery settings: where Microsoft Graph is, which continuous reports to read,
+//! over what rolling period, how often, and how many user and IP rows per app.
+
+use crate::config::{is_loopback, parse_count, parse_duration, parse_switch, SettingError};
+use std::time::Duration;
+use url::Url;
+
+/// The rolling period Graph aggregates discovered apps over. Graph accepts these three
+/// and answers 400 for any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoveryPeriod {
+    /// The last 7 days.
+    P7D,
+    /// The last 30 days.
+    P30D,
+    /// The last 90 days.
+    P90D,
+}
+
+impl DiscoveryPeriod {
+    /// The ISO 8601 form Graph's `period=duration'…'` parameter takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryPeriod::P7D => "P7D",
+            DiscoveryPeriod::P30D => "P30D",
+            DiscoveryPeriod::P90D => "P90D",
+        }
+    }
+
+    /// The period's length in days.
+    pub fn days(self) -> i64 {
+        match self {
+            DiscoveryPeriod::P7D => 7,
+            DiscoveryPeriod::P30D => 30,
+            DiscoveryPeriod::P90D => 90,
+        }
+    }
+}
+
+/// How discovery snapshots are taken.
+#[derive(Clone, Debug)]
+pub struct DiscoverySettings {
+    /// Microsoft Graph's base URL (`GRAPH_API_URL`).
+    pub graph_url: Url,
+    /// Continuous reports to read, by display name (`None`: all of them).
+    pub streams: Option<Vec<String>>,
+    /// The rolling period each snapshot covers.
+    pub period: DiscoveryPeriod,
+    /// How often a snapshot is taken.
+    pub interval: Duration,
+    /// Whether each app's users are written as rows of their own.
+    pub users: bool,
+    /// Whether each app's IP addresses are written as rows of their own.
+    pub ip_addresses: bool,
+    /// At most this many user rows, and as many IP rows, per app and snapshot.
+    pub max_per_app: usize,
+}
+
+/// The public Graph endpoint (national clouds have their own).
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
+
+/// The Graph hosts a token may be sent to: the public and national clouds.
+const GRAPH_HOSTS: &[&str] = &[
+    "graph.microsoft.com",
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "microsoftgraph.chinacloudapi.cn",
+];
+
+impl DiscoverySettings {
+    /// Reads the discovery section through `get`, gathering every problem.
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<SettingError>> {
+        let mut errors = Vec::new();
+        let e = &mut errors;
+        let graph_url = take(
+            e,
+            parse_graph_url(&get("GRAPH_API_URL").unwrap_or_else(|| DEFAULT_GRAPH_URL.into())),
+        );
+        let period = take(e, parse_period(get("CAS_DISCOVERY_PERIOD")));
+        let interval = take(
+            e,
+            parse_duration(
+                "CAS_DISCOVERY_INTERVAL",
+                get("CAS_DISCOVERY_INTERVAL"),
+                "P1D",
+            )
+            .and_then(|d| {
+                if (3600..=30 * 86_400).contains(&d.as_secs()) {
+                    Ok(d)
+                } else {
+                    Err(SettingError::Invalid {
+                        name: "CAS_DISCOVERY_INTERVAL",
+                        reason: "must be between PT1H and P30D (Graph's aggregates move slowly; a snapshot costs two Graph calls per app)".into(),
+                    })
+                }
+            }),
+        );
+        let users = take(
+            e,
+            parse_switch("CAS_DISCOVERY_USERS", get("CAS_DISCOVERY_USERS"), true),
+        );
+        let ip_addresses = take(
+            e,
+            parse_switch(
+                "CAS_DISCOVERY_IP_ADDRESSES",
+                get("CAS_DISCOVERY_IP_ADDRESSES"),
+                true,
+            ),
+        );
+        let max_per_app = take(e, parse_count(
+            "CAS_DISCOVERY_MAX_PER_APP",
+            get("CAS_DISCOVERY_MAX_PER_APP"),
+            1000,
+            1..=10_000,
+            "expected a whole number from 1 to 10000 (user rows, and IP rows, per app and snapshot)",
+        ));
+        let streams = get("CAS_DISCOVERY_STREAMS").map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        });
+        match (
+            graph_url,
+            period,
+            interval,
+            users,
+            ip_addresses,
+            max_per_app,
+        ) {
+            (Some(graph_url), Some(period), Some(interval), Some(users), Some(ips), Some(max))
+                if errors.is_empty() =>
+            {
+                Ok(DiscoverySettings {
+                    graph_url,
+                    streams,
+                    period,
+                    interval,
+                    users,
+                    ip_addresses: ips,
+                    max_per_app: max,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The value, or `None` with the error recorded.
+fn take<T>(errors: &mut Vec<SettingError>, r: Result<T, SettingError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
+fn parse_period(value: Option<String>) -> Result<DiscoveryPeriod, SettingError> {
+    match value.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("P7D") => Ok(DiscoveryPeriod::P7D),
+        Some("P30D") => Ok(DiscoveryPeriod::P30D),
+        Some("P90D") => Ok(DiscoveryPeriod::P90D),
+        Some(other) => Err(SettingError::Invalid {
+            name: "CAS_DISCOVERY_PERIOD",
+            reason: format!(
+                "{other:?}: Graph aggregates discovered apps over P7D, P30D or P90D only"
+            ),
+        }),
+    }
+}
+
+/// Graph's URL: https on a Graph host (a token for Graph is sent there), or http on a
+/// loopback address for local work.
+fn parse_graph_url(text: &str) -> Result<Url, SettingError> {
+    let bad = |reason: String| SettingError::Invalid {
+        name: "GRAPH_API_URL",
+        reason,
+    };
+    let url = Url::parse(text).map_err(|e| bad(format!("{text:?} is not a URL: {e}")))?;
+    if is_loopback(&url) && matches!(url.scheme(), "http" | "https") {
+        return Ok(url);
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    if url.scheme() != "https" || !GRAPH_HOSTS.contains(&host.as_str()) {
+        return Err(bad(format!(
+            "{text:?} must be https on {} (or http on a loopback address for local work)",
+            GRAPH_HOSTS.join(", ")
+        )));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<DiscoverySettings, Vec<SettingError>> {
+        DiscoverySettings::from_lookup(&|k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_are_a_daily_seven_day_snapshot_of_every_report() {
+        let s = read(&[]).unwrap();
+        assert_eq!(s.graph_url.as_str(), "https://graph.microsoft.com/");
+        assert_eq!(s.period, DiscoveryPeriod::P7D);
+        assert_eq!(s.interval, Duration::from_secs(86_400));
+        assert!(s.users && s.ip_addresses);
+        assert_eq!((s.max_per_app, s.streams), (1000, None));
+    }
+
+    #[test]
+    fn each_bad_value_is_named() {
+        let errs = read(&[
+            ("GRAPH_API_URL", "http://graph.microsoft.com"),
+            ("CAS_DISCOVERY_PERIOD", "P1D"),
+            ("CAS_DISCOVERY_INTERVAL", "PT5M"),
+            ("CAS_DISCOVERY_USERS", "maybe"),
+            ("CAS_DISCOVERY_MAX_PER_APP", "0"),
+        ])
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        for name in [
+            "GRAPH_API_URL",
+            "CAS_DISCOVERY_PERIOD",
+            "CAS_DISCOVERY_INTERVAL",
+            "CAS_DISCOVERY_USERS",
+            "CAS_DISCOVERY_MAX_PER_APP",
+        ] {
+            assert!(text.iter().any(|t| t.starts_with(name)), "{name}: {text:?}");
+        }
+        assert!(read(&[("GRAPH_API_URL", "https://evil.example.com")]).is_err());
+        assert!(read(&[("GRAPH_API_URL", "https://graph.microsoft.us")]).is_ok());
+        assert!(read(&[("GRAPH_API_URL", "http://127.0.0.1:9000/")]).is_ok());
+        assert_eq!(
+            read(&[("CAS_DISCOVERY_PERIOD", "p90d")]).unwrap().period,
+            DiscoveryPeriod::P90D
+        );
+    }
+}

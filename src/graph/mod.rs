@@ -1,0 +1,420 @@
+//! Shadow IT discovery through Microsoft Graph (beta), the supported API for discovered
+//! apps: the client ([`GraphClient`]), the snapshot reader ([`discovery`]), its settings
+//! ([`config`]) and the simulated Graph the local run and the tests use ([`sim`]).
+//!
+//! The Defender for Cloud Apps API itself has no supported discovered-apps call: Graph
+//! lists each continuous report (`uploadedStreams`), the apps discovered in it over a
+//! rolling 7, 30 or 90 days (`aggregatedAppsDetails`), and each app's users and IP
+//! addresses, all paged with `@odata.nextLink`.
+
+pub mod config;
+pub mod discovery;
+pub mod sim;
+
+pub use config::{DiscoveryPeriod, DiscoverySettings};
+
+use crate::auth::{self, AuthError};
+use crate::retry::{drive, retry_after, Attempt, Deadline, Policy};
+use azure_core::credentials::TokenCredential;
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// The application permission every discovery call needs.
+pub const PERMISSION: &str = "CloudApp-Discovery.Read.All";
+
+/// Where Graph keeps the continuous reports.
+pub const STREAMS_PATH: &str = "beta/security/dataDiscovery/cloudAppDiscovery/uploadedStreams";
+
+/// A Graph call that did not produce a usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// 401 or 403: the token or its permission is wrong.
+    #[error("Microsoft Graph refused {what} with {status} ({code}): {hint}")]
+    Denied {
+        /// What was asked for.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// Graph's error code.
+        code: String,
+        /// The likely cause and fix.
+        hint: &'static str,
+    },
+    /// Any other answer that retrying will not fix.
+    #[error("Microsoft Graph answered {what} with {status} ({code}): {message}")]
+    Status {
+        /// What was asked for.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// Graph's error code.
+        code: String,
+        /// Graph's message.
+        message: String,
+    },
+    /// Throttling or server errors went on until the run's time budget ran out.
+    #[error("Microsoft Graph {what} still failing ({last}) when the run's time budget ran out; the snapshot continues next run")]
+    OutOfTime {
+        /// What was asked for.
+        what: String,
+        /// The last failure seen.
+        last: String,
+    },
+    /// The answer was not the documented shape.
+    #[error("Microsoft Graph {what} answered with an unexpected shape: {detail}")]
+    Shape {
+        /// What was asked for.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// No token could be had.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// One page of a Graph collection.
+#[derive(Debug)]
+pub struct GraphPage {
+    /// The page's items, in Graph's order.
+    pub items: Vec<Value>,
+    /// The next page, when there is one.
+    pub next: Option<Url>,
+    /// Values repaired so the page could be read (see [`crate::lenient`]).
+    pub repaired: usize,
+}
+
+/// The Graph client. Cheap to clone; clones share the request counter.
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: Url,
+    credential: Arc<dyn TokenCredential>,
+    scope: String,
+    requests: Arc<AtomicU64>,
+}
+
+impl GraphClient {
+    /// A client for Graph at `base`, authenticated with `credential`.
+    pub fn new(http: reqwest::Client, base: Url, credential: Arc<dyn TokenCredential>) -> Self {
+        GraphClient {
+            scope: scope_for(&base),
+            http,
+            base,
+            credential,
+            requests: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How many HTTP requests this client (and its clones) has sent.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The URL of `path` (relative, already percent-encoded) under Graph's base.
+    pub fn url(&self, path: &str) -> Result<Url, GraphError> {
+        let mut base = self.base.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        base.join(path).map_err(|e| GraphError::Shape {
+            what: path.into(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// GETs one page of a collection.
+    pub async fn page(&self, url: &Url, deadline: Deadline) -> Result<GraphPage, GraphError> {
+        let what = describe(url);
+        let call = |_| self.attempt(url, &what, deadline);
+        let out_of_time = |last| GraphError::OutOfTime {
+            what: what.clone(),
+            last,
+        };
+        let body = drive(POLICY, &what, deadline, call, out_of_time).await?;
+        self.read_page(&what, body)
+    }
+
+    /// GETs every page of a small collection (the continuous reports).
+    pub async fn all(&self, url: Url, deadline: Deadline) -> Result<Vec<Value>, GraphError> {
+        let mut items = Vec::new();
+        let mut next = Some(url);
+        while let Some(u) = next {
+            let page = self.page(&u, deadline).await?;
+            items.extend(page.items);
+            next = page.next;
+        }
+        Ok(items)
+    }
+
+    async fn attempt(
+        &self,
+        url: &Url,
+        what: &str,
+        deadline: Deadline,
+    ) -> Attempt<bytes::Bytes, GraphError> {
+        let token = match auth::bearer(self.credential.as_ref(), &self.scope).await {
+            Ok(t) => t,
+            Err(e) => return Attempt::Fail(e.into()),
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let sent = self
+            .http
+            .get(url.clone())
+            .bearer_auth(token)
+            .header("Accept", "application/json")
+            .timeout(deadline.remaining().min(Duration::from_secs(60)))
+            .send()
+            .await;
+        let rsp = match sent {
+            Ok(rsp) => rsp,
+            Err(e) => return Attempt::retry(None, format!("transport: {e}")),
+        };
+        let status = rsp.status().as_u16();
+        if rsp.status().is_success() {
+            return match rsp.bytes().await {
+                Ok(b) => Attempt::Done(b),
+                Err(e) => Attempt::retry(None, format!("reading the body: {e}")),
+            };
+        }
+        let hinted = retry_after(rsp.headers());
+        let text = rsp.text().await.unwrap_or_default();
+        classify(what, status, hinted, &text)
+    }
+
+    /// Reads `{"value": [...], "@odata.nextLink": "..."}`, repairing what a strict JSON
+    /// reader refuses, and checks that the next link stays on Graph: it is followed with
+    /// our token, which must never go anywhere else.
+    fn read_page(&self, what: &str, body: bytes::Bytes) -> Result<GraphPage, GraphError> {
+        let shape = |detail: String| GraphError::Shape {
+            what: what.into(),
+            detail,
+        };
+        let (text, repairs) =
+            crate::lenient::repair_bytes(body).map_err(|e| shape(format!("not JSON: {e}")))?;
+        let mut v: Value =
+            serde_json::from_str(&text).map_err(|e| shape(format!("not JSON: {e}")))?;
+        let items = match v.get_mut("value").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => return Err(shape("no \"value\" array".into())),
+        };
+        let next = match v.get("@odata.nextLink") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(link)) => {
+                let url = Url::parse(link)
+                    .map_err(|e| shape(format!("@odata.nextLink {link:?}: {e}")))?;
+                if url.origin() != self.base.origin() {
+                    return Err(shape(format!(
+                        "@odata.nextLink {link:?} leaves GRAPH_API_URL; it is not followed (the token would go with it)"
+                    )));
+                }
+                Some(url)
+            }
+            Some(other) => return Err(shape(format!("@odata.nextLink is not a string: {other}"))),
+        };
+        Ok(GraphPage {
+            items,
+            next,
+            repaired: repairs.total(),
+        })
+    }
+}
+
+/// How Graph calls back off: from 1 s up to 60 s between tries.
+const POLICY: Policy = Policy {
+    service: "Microsoft Graph",
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+};
+
+/// What a Graph answer that is not a success means, from its status, `Retry-After` and
+/// `{"error":{"code","message"}}` body.
+///
+/// Graph throttles per app and tenant with 429 and a `Retry-After` it expects to be
+/// honoured (its limits are not CAS's 30 a minute; without the header, back off). 503 and
+/// 504 may carry `Retry-After` too. 401 and 403 name their fix; anything else (400 for a
+/// period Graph does not offer, 404 for a report that is gone) is not retried.
+pub fn classify<T>(
+    what: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> Attempt<T, GraphError> {
+    let v: Value = serde_json::from_str(body).unwrap_or_default();
+    let code = v
+        .pointer("/error/code")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let denied = |hint| {
+        Attempt::Fail(GraphError::Denied {
+            what: what.into(),
+            status,
+            code: code.clone(),
+            hint,
+        })
+    };
+    match status {
+        429 | 500 | 502 | 503 | 504 => Attempt::retry(retry_after, format!("{status} {code}")),
+        401 => denied("the token was not accepted: check that the managed identity or AZURE_CLIENT_ID/AZURE_CLIENT_SECRET belongs to this tenant"),
+        403 => denied("the identity lacks the Microsoft Graph application permission CloudApp-Discovery.Read.All (grant it with admin consent: docs/deploy.md)"),
+        _ => Attempt::Fail(GraphError::Status {
+            what: what.into(),
+            status,
+            message: v
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| body.chars().take(300).collect()),
+            code,
+        }),
+    }
+}
+
+/// The token scope for Graph at `base`: the national clouds have their own Graph hosts;
+/// a loopback Graph (the simulator) stands in for the public one.
+pub fn scope_for(base: &Url) -> String {
+    match base.host_str() {
+        Some(host) if base.scheme() == "https" && !crate::config::is_loopback(base) => {
+            format!("https://{host}/.default")
+        }
+        _ => "https://graph.microsoft.com/.default".into(),
+    }
+}
+
+/// A URL as the logs and errors name it: its path without the base, never its query
+/// (a skip token is long and says nothing to a reader).
+fn describe(url: &Url) -> String {
+    let path = url.path();
+    let path = percent_decode(path);
+    match path.find("uploadedStreams") {
+        Some(i) => path[i..].to_string(),
+        None => path,
+    }
+}
+
+/// Decodes `%xx` escapes (Graph ids and the `'` of `duration'P7D'` travel escaped).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Escapes one path segment (a report or app id) for a Graph URL.
+pub(crate) fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_of(a: Attempt<(), GraphError>) -> Option<Option<Duration>> {
+        match a {
+            Attempt::Retry { wait, .. } => Some(wait),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn classify_reads_status_headers_and_body_alone() {
+        let w = "uploadedStreams";
+        let secs = |n| Some(Duration::from_secs(n));
+        let throttled = r#"{"error":{"code":"TooManyRequests","message":"Too many requests"}}"#;
+        assert_eq!(
+            wait_of(classify(w, 429, secs(17), throttled)),
+            Some(secs(17))
+        );
+        assert_eq!(
+            wait_of(classify(w, 429, None, throttled)),
+            Some(None),
+            "no header: back off"
+        );
+        assert_eq!(wait_of(classify(w, 503, secs(4), "")), Some(secs(4)));
+        assert_eq!(wait_of(classify(w, 504, None, "")), Some(None));
+        match classify::<()>(
+            w,
+            403,
+            None,
+            r#"{"error":{"code":"Forbidden","message":"Missing role permissions"}}"#,
+        ) {
+            Attempt::Fail(e @ GraphError::Denied { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(PERMISSION) && text.contains("Forbidden"),
+                    "{text}"
+                );
+            }
+            other => panic!("403 is not retried: {other:?}"),
+        }
+        assert!(matches!(
+            classify::<()>(
+                w,
+                401,
+                None,
+                r#"{"error":{"code":"InvalidAuthenticationToken"}}"#
+            ),
+            Attempt::Fail(GraphError::Denied { status: 401, .. })
+        ));
+        match classify::<()>(
+            w,
+            400,
+            None,
+            r#"{"error":{"code":"BadRequest","message":"Invalid period"}}"#,
+        ) {
+            Attempt::Fail(e @ GraphError::Status { .. }) => {
+                assert!(e.to_string().contains("Invalid period"))
+            }
+            other => panic!("400 is not retried: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn scope_follows_the_graph_cloud() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            scope_for(&u("https://graph.microsoft.com")),
+            "https://graph.microsoft.com/.default"
+        );
+        assert_eq!(
+            scope_for(&u("https://graph.microsoft.us/")),
+            "https://graph.microsoft.us/.default"
+        );
+        assert_eq!(
+            scope_for(&u("http://127.0.0.1:8080/")),
+            "https://graph.microsoft.com/.default"
+        );
+    }
+
+    #[test]
+    fn ids_are_escaped_and_unescaped() {
+        assert_eq!(segment("a b/c'd"), "a%20b%2Fc%27d");
+        assert_eq!(percent_decode("a%20b%2Fc%27d"), "a b/c'd");
+        assert_eq!(percent_decode("50%"), "50%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

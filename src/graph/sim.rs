@@ -1,0 +1,360 @@
+//! A simulated Microsoft Graph serving the discovery resources with their documented
+//! shapes: `uploadedStreams`, `aggregatedAppsDetails(period=duration'…')` and each app's
+//! `users` and `ipAddresses`, as `{"value": [...], "@odata.nextLink": "..."}` pages.
+//!
+//! Like the real service it wants a bearer token for `https://graph.microsoft.com` (401
+//! otherwise), answers 403 when the permission is missing, 400 for a period other than
+//! P7D, P30D or P90D, 404 for a report it does not have, and 400 for a skip token it no
+//! longer honours; faults (429 with `Retry-After`, 5xx) can be injected.
+
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use url::Url;
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+/// The resource (audience) of Graph tokens.
+pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
+
+/// An answer to force on an upcoming request.
+#[derive(Clone, Debug)]
+pub enum GraphFault {
+    /// Answer this request normally (to place later faults after some good pages).
+    Pass,
+    /// Answer with this status and a Graph error body.
+    Status(u16),
+    /// Answer 429 with this `Retry-After` (seconds).
+    RetryAfter(u64),
+}
+
+/// A discovered app with its users and IP addresses.
+#[derive(Clone, Debug)]
+pub struct SimApp {
+    /// The `discoveredCloudAppDetail`.
+    pub detail: Value,
+    /// Its users' `userIdentifier`s.
+    pub users: Vec<String>,
+    /// Its IP addresses.
+    pub ip_addresses: Vec<String>,
+}
+
+/// Requests seen, for assertions and the Graph call counts the docs quote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GraphStats {
+    /// Every request received.
+    pub requests: u64,
+    /// Requests answered with an injected fault.
+    pub faulted: u64,
+    /// Requests refused for their token or permission.
+    pub refused: u64,
+}
+
+struct Report {
+    id: String,
+    name: String,
+    apps: Vec<SimApp>,
+}
+
+struct State {
+    reports: Vec<Report>,
+    faults: VecDeque<GraphFault>,
+    stats: GraphStats,
+    forbidden: bool,
+    /// Skip tokens carry this; bumping it makes every issued one stale.
+    generation: u64,
+}
+
+/// The simulated Graph.
+pub struct GraphSim {
+    /// Items per page of apps (and of reports).
+    apps_per_page: usize,
+    /// Items per page of users and IP addresses.
+    items_per_page: usize,
+    state: Mutex<State>,
+}
+
+impl GraphSim {
+    /// Starts Graph on a free loopback port with the given page sizes; returns it and
+    /// its base URL (for `GRAPH_API_URL`).
+    pub async fn start(apps_per_page: usize, items_per_page: usize) -> (Arc<GraphSim>, Url) {
+        let sim = Arc::new(GraphSim {
+            apps_per_page: apps_per_page.max(1),
+            items_per_page: items_per_page.max(1),
+            state: Mutex::new(State {
+                reports: Vec::new(),
+                faults: VecDeque::new(),
+                stats: GraphStats::default(),
+                forbidden: false,
+                generation: 1,
+            }),
+        });
+        let s = sim.clone();
+        let route = warp::get()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::optional::<String>("authorization"))
+            .and(warp::header::optional::<String>("host"))
+            .map(
+                move |p: warp::path::FullPath,
+                      q: String,
+                      auth: Option<String>,
+                      host: Option<String>| {
+                    // Next links are absolute, on the address the client used.
+                    let base = format!("http://{}", host.unwrap_or_default());
+                    s.handle(&base, p.as_str(), &q, auth.as_deref())
+                },
+            );
+        let addr = crate::loopback::serve(route, 0)
+            .await
+            .expect("bind a loopback port");
+        let base = Url::parse(&format!("http://{addr}/")).expect("a loopback URL");
+        (sim, base)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a continuous report with these apps; returns its id.
+    pub fn add_report(&self, name: &str, apps: Vec<SimApp>) -> String {
+        let mut st = self.lock();
+        let id = format!("{}", 1000 + st.reports.len());
+        st.reports.push(Report {
+            id: id.clone(),
+            name: name.into(),
+            apps,
+        });
+        id
+    }
+
+    /// Replaces a report's apps (the aggregate moving between snapshots).
+    pub fn set_apps(&self, report_id: &str, apps: Vec<SimApp>) {
+        if let Some(r) = self.lock().reports.iter_mut().find(|r| r.id == report_id) {
+            r.apps = apps;
+        }
+    }
+
+    /// Forces the next requests' answers, in order.
+    pub fn inject(&self, faults: impl IntoIterator<Item = GraphFault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    /// Answers 403 to everything (the permission not granted) while set.
+    pub fn set_forbidden(&self, forbidden: bool) {
+        self.lock().forbidden = forbidden;
+    }
+
+    /// Makes every skip token issued so far stale (400 when it is used).
+    pub fn expire_skip_tokens(&self) {
+        self.lock().generation += 1;
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> GraphStats {
+        self.lock().stats.clone()
+    }
+
+    fn handle(
+        &self,
+        base: &str,
+        path: &str,
+        query: &str,
+        auth: Option<&str>,
+    ) -> warp::reply::Response {
+        let mut st = self.lock();
+        st.stats.requests += 1;
+        if let Err(why) = crate::auth::sim::check_bearer(auth, GRAPH_RESOURCE) {
+            st.stats.refused += 1;
+            return error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", why);
+        }
+        if st.forbidden {
+            st.stats.refused += 1;
+            return error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "Missing role permissions on the request. API requires one of 'CloudApp-Discovery.Read.All'.",
+            );
+        }
+        if let Some(f) = st.faults.pop_front() {
+            match f {
+                GraphFault::Pass => {}
+                GraphFault::Status(code) => {
+                    st.stats.faulted += 1;
+                    let status =
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    return error(status, "injected", "injected fault");
+                }
+                GraphFault::RetryAfter(secs) => {
+                    st.stats.faulted += 1;
+                    let mut r = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        "Too many requests",
+                    );
+                    r.headers_mut().insert("retry-after", secs.into());
+                    return r;
+                }
+            }
+        }
+        let decoded = super::percent_decode(path);
+        let offset = match skip_token(query, st.generation) {
+            Ok(o) => o,
+            Err(()) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "The skip token is invalid or has expired.",
+                )
+            }
+        };
+        let Some(rest) = decoded.strip_prefix(&format!("/{}", super::STREAMS_PATH)) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "Resource not found",
+            );
+        };
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        match parts.as_slice() {
+            [] => {
+                let items: Vec<Value> = st
+                    .reports
+                    .iter()
+                    .map(|r| json!({"@odata.type": "#microsoft.graph.security.cloudAppDiscoveryReport", "id": r.id, "displayName": r.name, "isSnapshotReport": false, "logDataProvider": "paloAlto", "receiverProtocol": "syslogUdp", "supportedEntityTypes": ["user", "ipAddress"], "supportedTrafficTypes": ["uploadedBytes", "downloadedBytes"]}))
+                    .collect();
+                self.page(base, path, items, offset, self.apps_per_page, st.generation)
+            }
+            [stream, function, rest @ ..] => {
+                let Some(report) = st.reports.iter().find(|r| r.id == *stream) else {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "ResourceNotFound",
+                        "The continuous report does not exist",
+                    );
+                };
+                let Some(period) = function
+                    .strip_prefix("microsoft.graph.security.aggregatedAppsDetails(period=duration'")
+                    .and_then(|p| p.strip_suffix("')"))
+                else {
+                    return error(StatusCode::BAD_REQUEST, "BadRequest", "Unknown function");
+                };
+                if !["P7D", "P30D", "P90D"].contains(&period) {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "Invalid period: supported time frames are the last 7, 30 or 90 days",
+                    );
+                }
+                match rest {
+                    [] => {
+                        let items = report.apps.iter().map(|a| a.detail.clone()).collect();
+                        self.page(base, path, items, offset, self.apps_per_page, st.generation)
+                    }
+                    [app, list @ ("users" | "ipAddresses")] => {
+                        let Some(a) = report.apps.iter().find(|a| a.detail["id"] == *app) else {
+                            return error(
+                                StatusCode::NOT_FOUND,
+                                "ResourceNotFound",
+                                "The app was not discovered in this report",
+                            );
+                        };
+                        let items = if *list == "users" {
+                            a.users.iter().map(|u| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppUser", "userIdentifier": u})).collect()
+                        } else {
+                            a.ip_addresses.iter().map(|i| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppIPAddress", "ipAddress": i})).collect()
+                        };
+                        self.page(
+                            base,
+                            path,
+                            items,
+                            offset,
+                            self.items_per_page,
+                            st.generation,
+                        )
+                    }
+                    _ => error(
+                        StatusCode::NOT_FOUND,
+                        "ResourceNotFound",
+                        "Resource not found",
+                    ),
+                }
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "Resource not found",
+            ),
+        }
+    }
+
+    fn page(
+        &self,
+        base: &str,
+        path: &str,
+        items: Vec<Value>,
+        offset: usize,
+        size: usize,
+        generation: u64,
+    ) -> warp::reply::Response {
+        let end = (offset + size).min(items.len());
+        let mut body = json!({
+            "@odata.context": format!("{base}/beta/$metadata#Collection"),
+            "value": items.get(offset..end).unwrap_or_default(),
+        });
+        if end < items.len() {
+            body["@odata.nextLink"] = json!(format!("{base}{path}?$skiptoken=g{generation}o{end}"));
+        }
+        warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response()
+    }
+}
+
+/// Reads `$skiptoken=g<generation>o<offset>`; 0 without one, an error when stale.
+fn skip_token(query: &str, generation: u64) -> Result<usize, ()> {
+    let Some(token) = query.split('&').find_map(|kv| {
+        kv.strip_prefix("$skiptoken=")
+            .or_else(|| kv.strip_prefix("%24skiptoken="))
+    }) else {
+        return Ok(0);
+    };
+    let (g, o) = token
+        .strip_prefix('g')
+        .and_then(|t| t.split_once('o'))
+        .ok_or(())?;
+    if g.parse::<u64>() != Ok(generation) {
+        return Err(());
+    }
+    o.parse().map_err(|_| ())
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> warp::reply::Response {
+    let body = json!({"error": {"code": code, "message": message, "innerError": {"date": "2026-11-30T00:00:00", "request-id": "00000000-0000-0000-0000-000000000000"}}});
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// A discovered app as Graph describes one (`discoveredCloudAppDetail`), with `users`
+/// users and `ips` IP addresses; its numbers follow from `n`.
+pub fn app(n: u64, name: &str, category: &str, users: usize, ips: usize) -> SimApp {
+    let detail = json!({
+        "@odata.type": "#microsoft.graph.security.discoveredCloudAppDetail",
+        "id": format!("{}", 10_000 + n),
+        "displayName": name,
+        "tags": if n.is_multiple_of(3) { json!(["Unsanctioned"]) } else { json!(["Sanctioned"]) },
+        "riskScore": (n % 10) + 1,
+        "uploadNetworkTrafficInBytes": n * 400 + 1_000,
+        "downloadNetworkTrafficInBytes": n * 600 + 4_000,
+        "transactionCount": n % 500 + 10,
+        "ipAddressCount": ips,
+        "userCount": users,
+        "lastSeenDateTime": "2026-11-29T17:04:11Z",
+        "domains": [format!("app{n}.example.com")],
+        "category": category,
+    });
+    SimApp {
+        detail,
+        users: (0..users).map(|u| format!("user{u}@contoso.com")).collect(),
+        ip_addresses: (0..ips)
+            .map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1))
+            .collect(),
+    }
+}
