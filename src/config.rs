@@ -730,6 +730,26 @@ mod tests {
     }
 
     #[test]
+    fn a_legacy_token_alone_turns_discovery_off_and_says_what_to_grant() {
+        let mut m = base();
+        m.insert("CAS_API_TOKEN", "legacy");
+        let s = read(&m).unwrap();
+        assert_eq!(s.data_types, vec![DataType::Alerts, DataType::Activities]);
+        let why = s.discovery_off.unwrap();
+        assert!(
+            why.contains("CloudApp-Discovery.Read.All") && why.contains("CAS_DATA_TYPES"),
+            "{why}"
+        );
+        // Named explicitly, discovery reads Graph with the Entra identity.
+        m.insert("CAS_DATA_TYPES", "alerts,discovery");
+        let s = read(&m).unwrap();
+        assert_eq!(s.data_types, vec![DataType::Alerts, DataType::Discovery]);
+        assert!(s.discovery_off.is_none());
+        // Without a legacy token discovery is on by default.
+        assert!(read(&base()).unwrap().discovery_off.is_none());
+    }
+
+    #[test]
     fn schedules_and_sas_lifetimes_are_checked_and_the_fix_named() {
         for (value, why) in [
             ("*/5 * * * *", "has 5 fields"),

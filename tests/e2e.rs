@@ -271,3 +271,57 @@ async fn a_handler_that_outlives_its_storage_sas_renews_it() {
     assert_eq!(d.failed, 0, "{d:?}");
     assert_exactly_once(&h.sink.rows("McasAlerts_CL"), "VendorOriginalId", &expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_snapshot_cut_short_is_finished_by_the_next_run_and_written_once() {
+    use cas_sentinel::graph::sim::{app, GraphFault};
+    let h = harness(
+        "discovery-snapshot",
+        &[("CAS_DATA_TYPES", "discovery")],
+        SimConfig::default(),
+    )
+    .await;
+    h.graph.add_report(
+        "Global View",
+        (0..7)
+            .map(|n| app(n, "App", "cloudStorage", 5, 2))
+            .collect(),
+    );
+    h.graph.add_report(
+        "Marketing Department",
+        (10..14).map(|n| app(n, "App", "crm", 1, 6)).collect(),
+    );
+    // Graph throttles half-way with a wait longer than the invocation has left: the run
+    // stops there, as an ordinary incomplete run.
+    h.graph
+        .inject(std::iter::repeat_n(GraphFault::Pass, 12).chain([GraphFault::RetryAfter(3600)]));
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("discovery") && l.contains("incomplete")),
+        "{logs:?}"
+    );
+    h.host.drain(DRAIN).await.unwrap();
+    let part = h.sink.rows("McasShadowItReporting_CL").len();
+    assert!(part > 0, "what was read before the stop is written");
+    for _ in 0..2 {
+        let (ok, logs) = h.host.tick(false).await.unwrap();
+        assert!(ok, "{logs:?}");
+        h.host.drain(DRAIN).await.unwrap();
+    }
+    let rows = h.sink.rows("McasShadowItReporting_CL");
+    let expected = 7 * (1 + 5 + 2) + 4 * (1 + 1 + 6);
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["ReportId"].as_str().unwrap().to_string())
+        .collect();
+    assert_exactly_once(&rows, "ReportId", &ids);
+    assert_eq!(rows.len(), expected, "{part} rows before the stop");
+    let snapshots = common::counts(&rows, "TimeGenerated");
+    assert_eq!(
+        snapshots.len(),
+        1,
+        "one snapshot, finished with its own time: {snapshots:?}"
+    );
+}

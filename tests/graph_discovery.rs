@@ -249,9 +249,10 @@ async fn a_snapshot_interrupted_part_way_finishes_next_run_without_a_row_twice()
     let mut expected: Vec<String> = whole.iter().map(key).collect();
     expected.sort();
 
-    for stop_after in [1, 4, 9, 13] {
-        // Run 1 stops after `stop_after` apps (time ran out, or the instance died after
-        // storing its cursor); run 2, later, finishes the same snapshot.
+    for stop_after in [1, 2, 3, 4, 5, 6] {
+        // Run 1 stops after `stop_after` steps (a page of 3 apps each here: time ran out,
+        // or the instance died after storing its cursor); run 2, later, finishes the same
+        // snapshot.
         let (first, cursor) = read(&g, &s, None, now, Some(stop_after)).await.unwrap();
         assert!(cursor.snapshot.is_some());
         let (rest, done) = read(&g, &s, Some(&cursor), now + 600_000, None)
@@ -266,7 +267,7 @@ async fn a_snapshot_interrupted_part_way_finishes_next_run_without_a_row_twice()
     // A stored page whose skip token Graph no longer honours: the report is read again
     // from its first page. Its first apps come again, as identical rows (which pack into
     // the batches already sent); nothing is lost.
-    let (first, cursor) = read(&g, &s, None, now, Some(5)).await.unwrap();
+    let (first, cursor) = read(&g, &s, None, now, Some(3)).await.unwrap();
     assert!(
         cursor.snapshot.as_ref().unwrap().page.is_some(),
         "part-way through a later page"
@@ -379,4 +380,50 @@ async fn the_simulated_graph_refuses_what_graph_refuses() {
         .as_str()
         .unwrap()
         .contains("$skiptoken="));
+}
+
+#[tokio::test]
+async fn a_long_page_of_apps_is_read_a_few_apps_a_step_and_resumed_inside_the_page() {
+    use cas_sentinel::graph::discovery::APPS_PER_STEP;
+    let (sim, url) = GraphSim::start(25, 50).await;
+    sim.add_report(
+        "Global View",
+        (0..23).map(|n| app(n, "App", "crm", 1, 1)).collect(),
+    );
+    let g = client(&url);
+    let s = settings(
+        &url,
+        &[
+            ("CAS_DISCOVERY_USERS", "off"),
+            ("CAS_DISCOVERY_IP_ADDRESSES", "off"),
+        ],
+    );
+    let now = now_ms();
+    let mut snap = Snapshot::new(&s, None, now);
+    let mut sizes = Vec::new();
+    while let Some(step) = snap.next(&g, minute()).await.unwrap() {
+        sizes.push(step.new.len());
+    }
+    assert_eq!(
+        sizes,
+        vec![APPS_PER_STEP, APPS_PER_STEP, 3, 0],
+        "the last step stores the finished snapshot"
+    );
+
+    let (first, cursor) = read(&g, &s, None, now, Some(1)).await.unwrap();
+    assert_eq!(
+        cursor.snapshot.as_ref().unwrap().apps_done.len(),
+        APPS_PER_STEP
+    );
+    let (rest, _) = read(&g, &s, Some(&cursor), now + 60_000, None)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = first
+        .iter()
+        .chain(&rest)
+        .map(|r| r["app"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((first.len() + rest.len(), ids.len()), (23, 23));
 }

@@ -1,6 +1,6 @@
 //! Discovery snapshots: once per `CAS_DISCOVERY_INTERVAL`, every chosen continuous report's
 //! discovered apps over the rolling `CAS_DISCOVERY_PERIOD`, with each app's users and IP
-//! addresses, read one app at a time.
+//! addresses, read a few apps at a time.
 //!
 //! Graph gives only rolling aggregates, not per-day or per-session data, so each row says
 //! which snapshot it belongs to (`TimeGenerated` is when the snapshot was started) and which
@@ -22,6 +22,12 @@ use url::Url;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Apps read per step (one enqueue and one cursor write), within one page of apps. A fixed
+/// count, not "until the time runs out", so a step read again after a crash holds the
+/// same apps and packs into the same batches; a step cut short by the deadline enqueues
+/// nothing and is read again whole by the next run.
+pub const APPS_PER_STEP: usize = 10;
+
 /// A continuous report chosen for the snapshot.
 #[derive(Clone, Debug)]
 struct Report {
@@ -35,7 +41,7 @@ struct AppsPage {
     next: Option<Url>,
 }
 
-/// Reads one snapshot from a cursor, one app at a time.
+/// Reads one snapshot from a cursor, a few apps at a time.
 pub struct Snapshot {
     settings: DiscoverySettings,
     start: Cursor,
@@ -111,8 +117,9 @@ impl Snapshot {
         self.repaired
     }
 
-    /// The rows of the next app (or, at the end, an empty step that stores the finished
-    /// snapshot); `None` when nothing is due, the snapshot is done, or time is up.
+    /// The rows of the next apps (up to [`APPS_PER_STEP`]; at the end, an empty step that
+    /// stores the finished snapshot); `None` when nothing is due, the snapshot is done, or
+    /// time is up.
     pub async fn next(
         &mut self,
         graph: &GraphClient,
@@ -147,17 +154,24 @@ impl Snapshot {
                 self.page = Some(self.load_page(graph, &report, deadline).await?);
             }
             let page = self.page.as_ref().expect("loaded above");
-            let pending = page
+            let pending: Vec<Value> = page
                 .apps
                 .iter()
-                .find(|a| !progress.apps_done.contains(&app_key(a)))
-                .cloned();
+                .filter(|a| !progress.apps_done.contains(&app_key(a)))
+                .take(APPS_PER_STEP)
+                .cloned()
+                .collect();
             let next = page.next.clone();
-            if let Some(app) = pending {
-                let records = self
-                    .app_records(graph, &report, &app, taken, deadline)
-                    .await?;
-                self.progress().apps_done.push(app_key(&app));
+            if !pending.is_empty() {
+                let mut records = Vec::new();
+                for app in &pending {
+                    records.extend(
+                        self.app_records(graph, &report, app, taken, deadline)
+                            .await?,
+                    );
+                }
+                let done = &mut self.progress().apps_done;
+                done.extend(pending.iter().map(app_key));
                 return Ok(Some(self.step(records)));
             }
             // The page is done: on to the next page, or the next report.

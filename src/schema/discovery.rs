@@ -20,6 +20,26 @@ use crate::model::format_ms;
 use serde::Serialize;
 use serde_json::Value;
 
+/// How to read the table, and what of McasShadowItReporting it cannot hold (docs/tables.md).
+pub const NOTES: &str = "Read from Microsoft Graph (beta), not the CAS API: each row belongs to a **snapshot** of Graph's \
+rolling aggregate (`CAS_DISCOVERY_PERIOD`: the last 7, 30 or 90 days), taken once per `CAS_DISCOVERY_INTERVAL`. \
+`TimeGenerated` is when the snapshot was taken, the same for all its rows; `PeriodStart`..`PeriodEnd` is the span it covers. \
+`RowType` says what a row is: `App` (one per report and app, with the numbers), `User` and `IpAddress` (one per user \
+or IP address of the app, names only, at most `CAS_DISCOVERY_MAX_PER_APP` each).\n\n\
+How to read it: take the latest snapshot per report and app, \
+`McasShadowItReporting_CL | where RowType == \"App\" | summarize arg_max(TimeGenerated, *) by StreamId, AppId`; \
+distinct users of an app in the latest snapshot: `where RowType == \"User\"` then the same `arg_max` per \
+`StreamId, AppId, UserName` (or `dcount(UserName)` over the latest `TimeGenerated`). **Never sum across snapshots**: \
+consecutive snapshots overlap (a daily snapshot of 7 days counts each day seven times). A crash can repeat an app's \
+rows within a snapshot (docs/reliability.md); `ReportId` is the dedupe key.\n\n\
+McasShadowItReporting columns this table leaves out, and why: `Date` (the real table's per-day bucket: Graph gives \
+no per-day data; use `PeriodStart`/`PeriodEnd`), `BlockedEvents` (Graph gives no blocked count), `EnrichedUserName`, \
+`RawUserName` and `RichUserName` (Graph gives one `userIdentifier`, in `UserName`), `MachineId` and `MachineName` \
+(per-device data is only in Defender for Endpoint discovery, not read), `AppInstance` (not in Graph's app detail), \
+and `AadTenantId`, `TenantId`, `SourceSystem`, `Type` (set by Log Analytics itself). Graph's bytes are 64-bit; \
+the real table's `int` would overflow past 2 GiB, so `UploadedBytes`, `DownloadedBytes`, `TotalBytes` and \
+`TotalEvents` are `long`.";
+
 /// The table's columns.
 pub const COLUMNS: &[Column] = &[
     Column::new("TimeGenerated", T::DateTime, "when the snapshot was taken (the same for all its rows)"),

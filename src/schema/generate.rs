@@ -98,7 +98,18 @@ pub fn tables_markdown() -> String {
          is cut, and `TruncatedFields` names it.\n",
     );
     for dt in DataType::ALL {
-        md.push_str(&format!("\n## {} (`{}`, stream `{}`)\n\n| column | type | from the CAS record |\n| --- | --- | --- |\n", dt.table(), dt, dt.default_stream()));
+        md.push_str(&format!(
+            "\n## {} (`{}`, stream `{}`)\n\n",
+            dt.table(),
+            dt,
+            dt.default_stream()
+        ));
+        let notes = super::notes(dt);
+        if !notes.is_empty() {
+            md.push_str(notes);
+            md.push_str("\n\n");
+        }
+        md.push_str("| column | type | from the source record |\n| --- | --- | --- |\n");
         for Column { name, ty, source } in columns(dt) {
             md.push_str(&format!("| {name} | {} | {source} |\n", ty.as_str()));
         }

@@ -99,6 +99,15 @@ pub fn columns(data_type: DataType) -> &'static [Column] {
     }
 }
 
+/// What a reader of a data type's table should know beyond its columns (for
+/// `docs/tables.md`).
+pub fn notes(data_type: DataType) -> &'static str {
+    match data_type {
+        DataType::Discovery => discovery::NOTES,
+        _ => "",
+    }
+}
+
 /// Maps one CAS record to its table row, as a JSON value (for tests and tools; the
 /// ingest path serializes straight to bytes with [`row_bytes`]).
 pub fn to_row(data_type: DataType, record: &Value) -> Value {
