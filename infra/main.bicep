@@ -46,6 +46,13 @@ var deploymentContainer = 'app-package'
 var useKeyVault = !empty(casApiToken)
 var tables = loadJsonContent('generated/tables.json')
 var streams = loadJsonContent('generated/dcr-streams.json')
+// The KQL functions that present the tables in the shapes Sentinel content reads
+// (SecurityAlert, McasShadowItReporting, CloudAppEvents); tests/kql.rs checks them.
+var kqlFunctions = {
+  McasSecurityAlert: loadTextContent('sentinel/functions/McasSecurityAlert.kql')
+  McasShadowIt: loadTextContent('sentinel/functions/McasShadowIt.kql')
+  McasCloudAppEvents: loadTextContent('sentinel/functions/McasCloudAppEvents.kql')
+}
 var workspaceParts = split(workspaceResourceId, '/')
 var workspaceResourceGroup = workspaceParts[4]
 var workspaceName = last(workspaceParts)
@@ -139,6 +146,7 @@ module customTables 'tables.bicep' = {
   params: {
     workspaceName: workspaceName
     tables: tables
+    functions: kqlFunctions
   }
 }
 

@@ -59,3 +59,20 @@ fn the_bicep_builds_tables_and_the_dcr_from_the_generated_files_and_runs_a_custo
         );
     }
 }
+
+#[test]
+fn every_kql_function_is_deployed_under_its_own_name() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let bicep = std::fs::read_to_string(format!("{root}/infra/main.bicep")).unwrap();
+    let tables = std::fs::read_to_string(format!("{root}/infra/tables.bicep")).unwrap();
+    assert!(tables.contains("functionAlias: f.key") && tables.contains("savedSearches@"));
+    let mut n = 0;
+    for e in std::fs::read_dir(format!("{root}/infra/sentinel/functions")).unwrap() {
+        let p = e.unwrap().path();
+        let stem = p.file_stem().unwrap().to_string_lossy().to_string();
+        let line = format!("{stem}: loadTextContent('sentinel/functions/{stem}.kql')");
+        assert!(bicep.contains(&line), "main.bicep deploys {}", p.display());
+        n += 1;
+    }
+    assert_eq!(n, 3);
+}

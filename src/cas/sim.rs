@@ -569,12 +569,15 @@ fn alert(id: &str, n: u64, ts: i64) -> Value {
         "_id": id,
         "timestamp": ts,
         "title": title,
-        "description": format!("Alert {n} for {user}@contoso.example"),
+        "description": format!("Alert {n} for {user}@contoso.example: MITRE Technique used Data from Cloud Storage (T1530)"),
         "entities": [
             {"entityRole": "Source", "entityType": 2, "id": format!("{n:08x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d"), "inst": 0, "label": user, "pa": format!("{user}@contoso.example"), "type": "account"},
             {"id": 15600, "label": "Microsoft OneDrive for Business", "type": "service"},
-            {"id": "5bfd18bfab73c36ba10d38cb", "label": "Mass download", "policyType": "ANOMALY_DETECTION", "type": "policyRule"}
+            {"id": "5bfd18bfab73c36ba10d38cb", "label": "Mass download", "policyType": "ANOMALY_DETECTION", "type": "policyRule"},
+            {"id": format!("198.51.100.{}", n % 250), "label": format!("198.51.100.{}", n % 250), "type": "ip"}
         ],
+        "intent": [10, 11],
+        "evidence": [format!("{user} downloaded {} files", 100 + n % 400)],
         "idValue": 15_795_999 + n,
         "isSystemAlert": false,
         "resolutionStatusValue": 0,
@@ -609,8 +612,12 @@ fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
         "eventTypeValue": "EVENT_O365_ONEDRIVE_GENERIC",
         "eventTypeName": "EVENT_CATEGORY_DOWNLOAD_FILE",
         "device": {"clientIP": format!("203.0.113.{}", n % 250), "userAgent": "Mozilla/5.0", "countryCode": "NL"},
-        "location": {"countryCode": "NL", "city": "Utrecht", "category": 0},
+        "location": {"countryCode": "NL", "city": "Utrecht", "category": 0, "categoryValue": "CORPORATE", "isp": "Contoso Telecom", "anonymousProxy": false, "tags": []},
+        "userAgent": {"deviceType": "DESKTOP", "operatingSystem": {"name": "Windows"}, "tags": []},
         "user": {"userName": format!("{user}@contoso.example"), "userTags": []},
+        "resolvedActor": {"id": format!("{n:08x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d"), "name": user, "objType": 21, "role": 4},
+        "adminEvent": n.is_multiple_of(17),
+        "impersonated": false,
         "mainInfo": {
             "eventObjects": [{"objType": 1, "role": 3, "name": format!("https://contoso-my.sharepoint.com/personal/{user}/Documents/file{n}.docx"), "id": format!("{n:08x}")}],
             "rawOperationName": op, "prettyOperationName": op, "type": "basic"

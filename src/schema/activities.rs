@@ -20,10 +20,36 @@ pub const COLUMNS: &[Column] = &[
         "`mainInfo.rawOperationName`, else `eventTypeName`",
     ),
     Column::new("Application", T::String, "`appName`"),
-    Column::new("ApplicationId", T::Long, "`appId`"),
+    Column::new(
+        "ApplicationId",
+        T::Int,
+        "`appId` (int, as in CloudAppEvents)",
+    ),
+    Column::new(
+        "AccountObjectId",
+        T::String,
+        "`resolvedActor.id` when it is an Entra object id (a GUID)",
+    ),
     Column::new("AccountId", T::String, "`user.userName`"),
-    Column::new("AccountDisplayName", T::String, "`user.userName`"),
+    Column::new(
+        "AccountDisplayName",
+        T::String,
+        "`resolvedActor.name`, else `user.userName`",
+    ),
+    Column::new("IsAdminOperation", T::Boolean, "`adminEvent`"),
+    Column::new("IsImpersonated", T::Boolean, "`impersonated`"),
+    Column::new(
+        "DeviceType",
+        T::String,
+        "`userAgent.deviceType` (DESKTOP, MOBILE, TABLET, OTHER)",
+    ),
+    Column::new("OSPlatform", T::String, "`userAgent.operatingSystem.name`"),
+    Column::new("UserAgentTags", T::Dynamic, "`userAgent.tags`"),
     Column::new("IPAddress", T::String, "`device.clientIP`"),
+    Column::new("IsAnonymousProxy", T::Boolean, "`location.anonymousProxy`"),
+    Column::new("IPCategory", T::String, "`location.categoryValue`"),
+    Column::new("IPTags", T::Dynamic, "`location.tags`"),
+    Column::new("ISP", T::String, "`location.isp`"),
     Column::new(
         "CountryCode",
         T::String,
@@ -35,6 +61,17 @@ pub const COLUMNS: &[Column] = &[
     Column::new("Description", T::String, "`description`"),
     Column::new("Severity", T::String, "`severity`"),
     Column::new("ActivityObjects", T::Dynamic, "`mainInfo.eventObjects`"),
+    Column::new(
+        "ObjectName",
+        T::String,
+        "`name` of the first of `mainInfo.eventObjects`",
+    ),
+    Column::new(
+        "ObjectType",
+        T::String,
+        "`objType` of that object (CAS's number, as text)",
+    ),
+    Column::new("ObjectId", T::String, "`id` of that object"),
     Column::new("ReportId", T::String, "`_id`: the dedupe key"),
     Column::new(
         "CasCreated",
@@ -66,16 +103,50 @@ pub struct ActivityRow<'a> {
     /// `appId`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application_id: Option<i64>,
+    /// `resolvedActor.id` when it is an Entra object id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_object_id: Option<String>,
     /// `user.userName`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
-    /// `user.userName` (CAS activities carry no separate display name).
+    /// `resolvedActor.name`, else `user.userName`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_display_name: Option<String>,
+    /// `adminEvent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_admin_operation: Option<bool>,
+    /// `impersonated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_impersonated: Option<bool>,
+    /// `userAgent.deviceType`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// `userAgent.operatingSystem.name`.
+    #[serde(rename = "OSPlatform")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_platform: Option<String>,
+    /// `userAgent.tags`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent_tags: Option<Value>,
     /// `device.clientIP`.
     #[serde(rename = "IPAddress")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
+    /// `location.anonymousProxy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_anonymous_proxy: Option<bool>,
+    /// `location.categoryValue`.
+    #[serde(rename = "IPCategory")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_category: Option<String>,
+    /// `location.tags`.
+    #[serde(rename = "IPTags")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_tags: Option<Value>,
+    /// `location.isp`.
+    #[serde(rename = "ISP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isp: Option<String>,
     /// `location.countryCode`, else `device.countryCode`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country_code: Option<String>,
@@ -97,6 +168,15 @@ pub struct ActivityRow<'a> {
     /// `mainInfo.eventObjects`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activity_objects: Option<Value>,
+    /// The first event object's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_name: Option<String>,
+    /// The first event object's `objType`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_type: Option<String>,
+    /// The first event object's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
     /// CAS `_id`: the dedupe key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
@@ -131,9 +211,23 @@ pub fn map<'a>(rec: &Record<'a>) -> ActivityRow<'a> {
         action_type: action,
         application: is.str(rec, "/appName", false),
         application_id: is.int(rec, "/appId"),
-        account_id: user.clone(),
-        account_display_name: user,
+        account_object_id: is
+            .str(rec, "/resolvedActor/id", false)
+            .filter(|id| super::entities::is_guid(id)),
+        account_display_name: is
+            .str(rec, "/resolvedActor/name", false)
+            .or_else(|| user.clone()),
+        account_id: user,
+        is_admin_operation: is.boolean(rec, "/adminEvent"),
+        is_impersonated: is.boolean(rec, "/impersonated"),
+        device_type: is.str(rec, "/userAgent/deviceType", false),
+        os_platform: is.str(rec, "/userAgent/operatingSystem/name", false),
+        user_agent_tags: rec.pointer("/userAgent/tags"),
         ip_address: is.str(rec, "/device/clientIP", false),
+        is_anonymous_proxy: is.boolean(rec, "/location/anonymousProxy"),
+        ip_category: is.str(rec, "/location/categoryValue", false),
+        ip_tags: rec.pointer("/location/tags"),
+        isp: is.str(rec, "/location/isp", false),
         country_code: is
             .str(rec, "/location/countryCode", false)
             .or_else(|| is.str(rec, "/device/countryCode", false)),
@@ -142,6 +236,9 @@ pub fn map<'a>(rec: &Record<'a>) -> ActivityRow<'a> {
         activity_type: is.str(rec, "/eventTypeName", false),
         description: is.str(rec, "/description", false),
         severity: is.str(rec, "/severity", false),
+        object_name: is.str(rec, "/mainInfo/eventObjects/0/name", false),
+        object_type: is.str(rec, "/mainInfo/eventObjects/0/objType", false),
+        object_id: is.str(rec, "/mainInfo/eventObjects/0/id", false),
         activity_objects: rec.pointer("/mainInfo/eventObjects"),
         report_id: is.str(rec, "/_id", true),
         cas_created: is.time(rec, "/created", true),
@@ -166,6 +263,14 @@ mod tests {
         crate::schema::tests::assert_row_matches_columns(DataType::Activities, &row);
         assert_eq!(row["ActionType"], "FileDownloaded");
         assert_eq!(row["ApplicationId"], 15600);
+        assert_eq!(
+            row["ObjectName"],
+            "https://contoso-my.sharepoint.com/personal/ada/Documents/plan.docx"
+        );
+        assert_eq!(
+            (row["ObjectType"].as_str(), row["ObjectId"].as_str()),
+            (Some("1"), Some("2f6e1d0c"))
+        );
         assert_eq!(row["IPAddress"], "203.0.113.17");
         assert_eq!(row["CountryCode"], "NL");
         assert_eq!(row["TimeGenerated"], "2026-11-29T09:20:00Z");

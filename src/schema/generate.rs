@@ -84,6 +84,26 @@ fn strip_md(s: &str) -> String {
     s.replace('`', "")
 }
 
+/// The KQL functions `infra/` deploys into the workspace: name, the Sentinel table it
+/// stands in for, and its text (whose leading comment says what it does).
+pub const FUNCTIONS: [(&str, &str, &str); 3] = [
+    (
+        "McasSecurityAlert",
+        "SecurityAlert",
+        include_str!("../../infra/sentinel/functions/McasSecurityAlert.kql"),
+    ),
+    (
+        "McasCloudAppEvents",
+        "CloudAppEvents",
+        include_str!("../../infra/sentinel/functions/McasCloudAppEvents.kql"),
+    ),
+    (
+        "McasShadowIt",
+        "McasShadowItReporting",
+        include_str!("../../infra/sentinel/functions/McasShadowIt.kql"),
+    ),
+];
+
 /// `docs/tables.md`: each table's columns, types and sources.
 pub fn tables_markdown() -> String {
     let mut md = String::from(
@@ -113,6 +133,25 @@ pub fn tables_markdown() -> String {
         for Column { name, ty, source } in columns(dt) {
             md.push_str(&format!("| {name} | {} | {source} |\n", ty.as_str()));
         }
+    }
+    md.push_str(
+        "\n## Functions: the tables in the shapes Sentinel content reads\n\n\
+         `infra/` deploys these into the workspace (saved searches with a function alias), from \
+         `infra/sentinel/functions/`. Each presents the columns of a Sentinel table with that table's types, \
+         and removes the rows a crash can repeat (docs/reliability.md), so through them nothing is seen twice: \
+         a query written for the Sentinel table runs unchanged but for the table's name. `tests/kql.rs` checks \
+         every function, and every query in these docs, with Microsoft's Kusto analyzer.\n",
+    );
+    for (name, table, text) in FUNCTIONS {
+        let about: Vec<&str> = text
+            .lines()
+            .take_while(|l| l.starts_with("//"))
+            .map(|l| l.trim_start_matches('/').trim())
+            .collect();
+        md.push_str(&format!(
+            "\n### {name} (for `{table}`)\n\n{}\n",
+            about.join(" ")
+        ));
     }
     md
 }

@@ -9,6 +9,7 @@
 pub mod activities;
 pub mod alerts;
 pub mod discovery;
+pub mod entities;
 pub mod generate;
 pub mod record;
 
@@ -203,6 +204,21 @@ impl Issues {
             None | Some(Value::Null) => None,
             Some(other) => {
                 self.note(format!("{pointer} is not a number ({})", type_name(&other)));
+                None
+            }
+        }
+    }
+
+    /// A boolean field; notes a value of another type.
+    pub(crate) fn boolean(&mut self, rec: &Record, pointer: &str) -> Option<bool> {
+        match rec.pointer(pointer) {
+            Some(Value::Bool(b)) => Some(b),
+            None | Some(Value::Null) => None,
+            Some(other) => {
+                self.note(format!(
+                    "{pointer} is not a boolean ({})",
+                    type_name(&other)
+                ));
                 None
             }
         }
