@@ -120,12 +120,7 @@ enum Command {
 /// Entry point: parses arguments, sets up logging, runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::telemetry::init(crate::telemetry::detect_from_env());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -35,3 +35,4 @@ pub mod schema;
 pub mod secret;
 pub mod sentinel;
 pub mod storage;
+pub mod telemetry;

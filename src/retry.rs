@@ -139,6 +139,7 @@ where
         if !deadline.sleep_within(wait).await {
             return Err(out_of_time(reason));
         }
+        crate::telemetry::add_retry();
         n += 1;
     }
 }

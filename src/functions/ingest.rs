@@ -81,6 +81,7 @@ pub async fn process(
     deadline: Deadline,
 ) -> Result<IngestOutcome, IngestError> {
     let env = Envelope::parse(text)?;
+    tracing::Span::current().record("data_type", env.data_type.as_str());
     app.ensure_resources()
         .await
         .map_err(|e| IngestError::Setup(e.to_string()))?;

@@ -22,6 +22,18 @@ use warp::Filter;
 pub const POLL_FUNCTION: &str = "PollCas";
 /// The queue function's name.
 pub const INGEST_FUNCTION: &str = "IngestBatch";
+/// The header the Functions host sends each custom-handler request's invocation id in.
+pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
+
+/// An invocation id of our own, for a request that came without the host's.
+fn own_invocation_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("cas-{r:016x}")
+}
+
 /// Largest invocation body accepted (queue messages are at most 64 KiB).
 const MAX_BODY: u64 = 4 * 1024 * 1024;
 
@@ -76,12 +88,28 @@ pub fn routes(
     let invoke = warp::post()
         .and(warp::path::param::<String>())
         .and(warp::path::end())
+        .and(warp::header::optional::<String>(INVOCATION_ID_HEADER))
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
-        .then(move |function: String, body: bytes::Bytes| {
-            let handler = handler.clone();
-            async move { invoke(&handler, &function, &body).await.into_reply() }
-        });
+        .then(
+            move |function: String, id: Option<String>, body: bytes::Bytes| {
+                use tracing::Instrument;
+                let handler = handler.clone();
+                // Every line of the invocation carries the function and the invocation id
+                // (the host's, else our own), and the data type once it is known.
+                let id = id
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(own_invocation_id);
+                let span = tracing::info_span!(
+                    "invocation",
+                    function = %function,
+                    invocation_id = %id,
+                    data_type = tracing::field::Empty,
+                );
+                async move { invoke(&handler, &function, &body).await.into_reply() }
+                    .instrument(span)
+            },
+        );
     // Anything else falls through to warp's own 404/405/413 answers.
     ready.or(invoke).unify()
 }
@@ -135,15 +163,45 @@ async fn invoke_poll(app: &App, req: &InvocationRequest, deadline: Deadline, out
         ),
     }
     let mut all_ok = true;
-    for r in poll::run(app, deadline).await {
+    let (reports, counted) = crate::telemetry::counted(poll::run(app, deadline)).await;
+    let (mut records, mut messages) = (0, 0);
+    for r in reports {
         match r {
-            Ok(report) => out.log(true, format!("PollCas: {report}")),
+            Ok(report) => {
+                let line = format!("PollCas: {report}");
+                tracing::info!(
+                    data_type = %report.data_type,
+                    records = report.records,
+                    changed = report.changed,
+                    messages = report.messages,
+                    pages = report.pages,
+                    repaired = report.repaired,
+                    complete = report.complete,
+                    lag_seconds = report.lag_seconds,
+                    "{line}"
+                );
+                records += report.records + report.changed;
+                messages += report.messages;
+                out.logs.push(line);
+            }
             Err(e) => {
                 all_ok = false;
-                out.log(false, format!("PollCas: {e}"));
+                let line = format!("PollCas: {e}");
+                tracing::error!(error = %e, "{line}");
+                out.logs.push(line);
             }
         }
     }
+    // The poison queue's depth, every run: the one number that says batches need a person.
+    let poison = app.poison.approximate_len().await.ok();
+    tracing::info!(
+        records,
+        messages,
+        retries = counted.retries,
+        poison_messages = poison,
+        ok = all_ok,
+        "PollCas: done"
+    );
     out.ok = all_ok;
 }
 
@@ -153,12 +211,40 @@ async fn invoke_ingest(app: &App, req: &InvocationRequest, deadline: Deadline, o
         Err(e) => return out.log(false, format!("IngestBatch: {e}")),
     };
     let id = trigger.id.as_deref().unwrap_or("?");
-    match ingest::process(app, &trigger.text, deadline).await {
+    let (result, counted) =
+        crate::telemetry::counted(ingest::process(app, &trigger.text, deadline)).await;
+    let delivery = trigger.dequeue_count;
+    match result {
         Ok(outcome) => {
             out.ok = true;
-            out.log(true, format!("IngestBatch: message {id} (delivery {}): {outcome}", trigger.dequeue_count));
+            let line = format!("IngestBatch: message {id} (delivery {delivery}): {outcome}");
+            let (rows, calls) = match &outcome {
+                ingest::IngestOutcome::Sent { rows, calls, .. } => (*rows, *calls),
+                ingest::IngestOutcome::AlreadySent(_) => (0, 0),
+            };
+            tracing::info!(
+                message_id = id,
+                delivery,
+                rows,
+                calls,
+                retries = counted.retries,
+                bytes_sent = counted.bytes_sent,
+                "{line}"
+            );
+            out.logs.push(line);
         }
-        Err(e) => out.log(false, format!("IngestBatch: message {id} (delivery {}): {e}; the host retries it, then moves it to {}", trigger.dequeue_count, app.poison.name())),
+        Err(e) => {
+            let line = format!("IngestBatch: message {id} (delivery {delivery}): {e}; the host retries it, then moves it to {}", app.poison.name());
+            tracing::error!(
+                message_id = id,
+                delivery,
+                retries = counted.retries,
+                bytes_sent = counted.bytes_sent,
+                error = %e,
+                "{line}"
+            );
+            out.logs.push(line);
+        }
     }
 }
 

@@ -32,6 +32,9 @@ pub struct PollReport {
     pub complete: bool,
     /// Why the run stopped before the end, when the invocation's time ran out mid-request.
     pub stopped: Option<String>,
+    /// How far the checkpoint is behind now, in seconds, once the run has stored it (not
+    /// for discovery, whose checkpoint is when the next snapshot is due).
+    pub lag_seconds: Option<i64>,
 }
 
 impl fmt::Display for PollReport {
@@ -184,11 +187,10 @@ pub async fn run(app: &App, deadline: Deadline) -> Vec<Result<PollReport, PollEr
     if let Err(e) = app.ensure_resources().await {
         return vec![Err(PollError::Setup(e.to_string()))];
     }
-    let lanes = app
-        .settings
-        .data_types
-        .iter()
-        .map(|&dt| poll_one(app, dt, deadline));
+    use tracing::Instrument;
+    let lanes = app.settings.data_types.iter().map(|&dt| {
+        poll_one(app, dt, deadline).instrument(tracing::info_span!("lane", data_type = %dt))
+    });
     futures::future::join_all(lanes).await
 }
 
@@ -216,6 +218,7 @@ pub async fn poll_one(
         repaired: 0,
         complete: false,
         stopped: None,
+        lag_seconds: None,
     };
     // Before the first enqueue, note the window being enqueued: if this run dies part-way,
     // the next one reads the same window and produces the same batch ids (skipped as sent).
@@ -283,5 +286,8 @@ pub async fn poll_one(
         return Err(e);
     }
     report.complete = puller.complete();
+    if dt != DataType::Discovery {
+        report.lag_seconds = Some((now_ms() - puller.cursor().position_ms) / 1000);
+    }
     Ok(report)
 }

@@ -99,9 +99,25 @@ impl HostEmulator {
             .handler
             .join(function)
             .map_err(|e| LocalError::Handler(e.to_string()))?;
+        // The host names each invocation in a header; ids here are random like its GUIDs.
+        let invocation = {
+            use std::hash::{BuildHasher, Hasher};
+            let r = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            format!(
+                "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                r >> 32,
+                (r >> 16) & 0xffff,
+                r & 0xfff,
+                (r >> 4) & 0xfff,
+                r & 0xffff_ffff_ffff
+            )
+        };
         let rsp = self
             .http
             .post(url)
+            .header(crate::functions::INVOCATION_ID_HEADER, invocation)
             .json(payload)
             .send()
             .await

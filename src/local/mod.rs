@@ -162,6 +162,14 @@ impl Harness {
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
+        // As the host does: stderr into a file (a test reads it as App Insights would).
+        if let Some(file) = std::env::var_os("CAS_SENTINEL_HANDLER_STDERR") {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)?;
+            cmd.stderr(f);
+        }
         cmd.spawn().map_err(|e| {
             LocalError::Handler(format!(
                 "could not start {}: {e}",

@@ -174,7 +174,10 @@ impl LogsIngestion {
             .await;
         match sent {
             Err(e) => Attempt::retry(None, format!("transport: {e}")),
-            Ok(rsp) if rsp.status().is_success() => Attempt::Done(()),
+            Ok(rsp) if rsp.status().is_success() => {
+                crate::telemetry::add_bytes_sent(gzipped.len());
+                Attempt::Done(())
+            }
             Ok(rsp) => {
                 let status = rsp.status().as_u16();
                 let hinted = retry_after(rsp.headers());
