@@ -40,6 +40,17 @@ param casSchedule string = '0 */2 * * * *'
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+@description('E-mail address for the connector-health alerts (docs/operations.md); empty for none.')
+param alertEmail string = ''
+
+@description('Connector-health alerts: hours with CAS data but no rows in its table; checkpoint lag in minutes; failed invocations an hour; minutes without a finished PollCas run.')
+param alertThresholds object = {
+  noRowsHours: 6
+  lagThresholdMinutes: 60
+  failureThreshold: 3
+  silentMinutes: 30
+}
+
 var suffix = uniqueString(resourceGroup().id, prefix)
 var storageName = take(toLower('${prefix}st${suffix}'), 24)
 var deploymentContainer = 'app-package'
@@ -331,3 +342,18 @@ output managedIdentityClientId string = identity.properties.clientId
 output dcrImmutableId string = dcr.properties.immutableId
 output logsIngestionEndpoint string = dcr.properties.endpoints.logsIngestion
 output storageAccountName string = storage.name
+
+// Alert rules that say when the connector stops (docs/operations.md).
+module monitor 'monitor.bicep' = {
+  name: 'cas-sentinel-monitor'
+  params: {
+    location: location
+    workspaceResourceId: workspaceResourceId
+    prefix: prefix
+    alertEmail: alertEmail
+    noRowsHours: alertThresholds.noRowsHours
+    lagThresholdMinutes: alertThresholds.lagThresholdMinutes
+    failureThreshold: alertThresholds.failureThreshold
+    silentMinutes: alertThresholds.silentMinutes
+  }
+}

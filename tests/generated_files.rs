@@ -76,3 +76,35 @@ fn every_kql_function_is_deployed_under_its_own_name() {
     }
     assert_eq!(n, 3);
 }
+
+#[test]
+fn every_alert_query_is_deployed_with_its_threshold_as_a_parameter() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let monitor = std::fs::read_to_string(format!("{root}/infra/monitor.bicep")).unwrap();
+    let main = std::fs::read_to_string(format!("{root}/infra/main.bicep")).unwrap();
+    assert!(main.contains("module monitor 'monitor.bicep'"));
+    let mut n = 0;
+    for e in std::fs::read_dir(format!("{root}/infra/monitor/alerts")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            monitor.contains(&format!("loadTextContent('monitor/alerts/{name}')")),
+            "{name} is deployed"
+        );
+        let text = std::fs::read_to_string(&p).unwrap();
+        // A threshold is a `let name = number;` line that the Bicep replaces with its parameter.
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("let ") && l.ends_with(';') && !l.contains('|'))
+        {
+            let var = line.trim_start_matches("let ").split(' ').next().unwrap();
+            assert!(
+                monitor.contains(&format!("'{line}', 'let {var} = ${{{var}}};'")),
+                "{name}: {line} is not a parameter"
+            );
+            assert!(monitor.contains(&format!("param {var} int")), "{var}");
+        }
+        n += 1;
+    }
+    assert_eq!(n, 5);
+}

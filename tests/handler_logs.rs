@@ -105,7 +105,9 @@ async fn logs_under_the_host_are_json_lines_without_escapes_or_secrets() {
     assert_eq!(done["poison_messages"], 0);
     let ingest: Vec<_> = lines
         .iter()
-        .filter(|l| l.get("function").is_some_and(|f| f == "IngestBatch") && l.get("rows").is_some())
+        .filter(|l| {
+            l.get("function").is_some_and(|f| f == "IngestBatch") && l.get("rows").is_some()
+        })
         .collect();
     assert!(!ingest.is_empty(), "{text}");
     let rows: u64 = ingest.iter().map(|l| l["rows"].as_u64().unwrap()).sum();

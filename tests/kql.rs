@@ -45,7 +45,8 @@ fn kusto_type(t: &str) -> &str {
     }
 }
 
-/// Our custom tables, as deployed.
+/// Our custom tables, as deployed, and the Application Insights tables in the same
+/// workspace that the monitoring alerts read.
 fn custom_tables() -> Map<String, Value> {
     let text = std::fs::read_to_string(root().join("infra/generated/tables.json")).unwrap();
     let tables: Value = serde_json::from_str(&text).unwrap();
@@ -60,6 +61,30 @@ fn custom_tables() -> Map<String, Value> {
         cols.extend(STANDARD_COLUMNS.iter().map(|(n, t)| json!([n, t])));
         out.insert(name.clone(), Value::Array(cols));
     }
+    let text = std::fs::read_to_string(root().join("tests/kql/workspace-tables.json")).unwrap();
+    let app: Map<String, Value> = serde_json::from_str(&text).unwrap();
+    out.extend(app.into_iter().filter(|(k, _)| k != "_comment"));
+    out
+}
+
+/// Every other `.kql` file under `infra/` (the monitoring alerts): path → text.
+fn infra_queries() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "kql")
+                && !p.to_string_lossy().contains("sentinel/functions")
+            {
+                let name = p.strip_prefix(root()).unwrap().display().to_string();
+                out.push((name, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root().join("infra"), &mut out);
+    out.sort();
     out
 }
 
@@ -244,6 +269,13 @@ fn every_shipped_query_analyzes_without_errors() {
         .iter()
         .map(|(n, body)| json!({"name": format!("infra/sentinel/functions/{n}.kql"), "text": body}))
         .collect();
+    let alerts = infra_queries();
+    assert!(alerts.len() >= 5, "the monitoring alerts: {alerts:?}");
+    queries.extend(
+        alerts
+            .into_iter()
+            .map(|(name, text)| json!({"name": name, "text": text})),
+    );
     for f in every_markdown_file() {
         queries.extend(
             markdown_queries(&f)
