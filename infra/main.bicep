@@ -40,6 +40,13 @@ param casSchedule string = '0 */2 * * * *'
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+@description('Thresholds of the analytics rules in infra/sentinel/rules (docs/content.md).')
+param ruleThresholds object = {
+  downloadThreshold: 200
+  lookbackDays: 14
+  maximumScore: 3
+}
+
 @description('E-mail address for the connector-health alerts (docs/operations.md); empty for none.')
 param alertEmail string = ''
 
@@ -158,6 +165,10 @@ module customTables 'tables.bicep' = {
     workspaceName: workspaceName
     tables: tables
     functions: kqlFunctions
+    content: loadJsonContent('generated/sentinel-content.json')
+    ruleThresholds: ruleThresholds
+    workbook: loadJsonContent('sentinel/workbook.json')
+    location: location
   }
 }
 

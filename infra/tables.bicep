@@ -1,6 +1,8 @@
-// The custom tables in the Sentinel workspace, from infra/generated/tables.json, and the
-// KQL functions over them (saved searches with a function alias), from
-// infra/sentinel/functions/.
+// What cas-sentinel puts in the Sentinel workspace: the custom tables (from
+// infra/generated/tables.json), the KQL functions over them (saved searches with a function
+// alias, from infra/sentinel/functions/), the analytics rules and hunting queries (from
+// infra/sentinel/{rules,hunting}/, as infra/generated/sentinel-content.json) and the workbook.
+// The workspace must already have Microsoft Sentinel enabled.
 
 @description('Name of the Log Analytics workspace (in this module\'s resource group).')
 param workspaceName string
@@ -10,6 +12,18 @@ param tables object
 
 @description('Function name -> KQL body, from infra/sentinel/functions/*.kql.')
 param functions object
+
+@description('Analytics rules and hunting queries, from infra/generated/sentinel-content.json.')
+param content object
+
+@description('The analytics rules\' thresholds, by the name of their `let` line.')
+param ruleThresholds object
+
+@description('The workbook, from infra/sentinel/workbook.json.')
+param workbook object
+
+@description('Azure region of the workbook.')
+param location string
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: workspaceName
@@ -42,3 +56,45 @@ resource function 'Microsoft.OperationalInsights/workspaces/savedSearches@2020-0
     table
   ]
 }]
+
+// Each rule's thresholds are `let name = value;` lines in its query (content.js lists them
+// in each rule's `parameters`); the deployment's values replace them. tests/kql.rs checks
+// that every such line of every rule is replaced here.
+resource rule 'Microsoft.SecurityInsights/alertRules@2023-02-01' = [for r in content.rules: {
+  scope: workspace
+  name: r.id
+  kind: r.kind
+  properties: union(r.properties, {
+    query: replace(replace(replace(r.properties.query,
+      'let downloadThreshold = 200;', 'let downloadThreshold = ${ruleThresholds.downloadThreshold};'),
+      'let lookbackDays = 14;', 'let lookbackDays = ${ruleThresholds.lookbackDays};'),
+      'let maximumScore = 3;', 'let maximumScore = ${ruleThresholds.maximumScore};')
+  })
+  dependsOn: [
+    function
+  ]
+}]
+
+resource hunting 'Microsoft.OperationalInsights/workspaces/savedSearches@2020-08-01' = [for h in content.hunting: {
+  parent: workspace
+  name: 'cas-sentinel-hunting-${h.id}'
+  properties: h.properties
+  dependsOn: [
+    function
+  ]
+}]
+
+resource workbookResource 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(workspace.id, 'cas-sentinel-workbook')
+  location: location
+  kind: 'shared'
+  properties: {
+    displayName: 'Microsoft Defender for Cloud Apps (cas-sentinel)'
+    category: 'sentinel'
+    sourceId: workspace.id
+    serializedData: string(workbook)
+  }
+  dependsOn: [
+    function
+  ]
+}

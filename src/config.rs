@@ -99,6 +99,9 @@ pub struct CasSettings {
     pub requests_per_minute: u32,
     /// Re-forwarding of alerts whose status, resolution or severity changed (`None`: off).
     pub alert_updates: Option<AlertUpdates>,
+    /// Leave out alerts Defender for Identity raised (`CAS_SKIP_IDENTITY_ALERTS`), for a
+    /// workspace that gets them from Defender for Identity's own connector too.
+    pub skip_identity_alerts: bool,
 }
 
 /// How changed alerts are found: every `interval`, the alerts raised in the last
@@ -299,6 +302,14 @@ impl Settings {
                 None
             }
         };
+        let skip_identity_alerts = errs.take(
+            parse_switch(
+                "CAS_SKIP_IDENTITY_ALERTS",
+                get("CAS_SKIP_IDENTITY_ALERTS"),
+                false,
+            ),
+            false,
+        );
         let endpoint = errs.take(
             required(
                 &get,
@@ -379,6 +390,7 @@ impl Settings {
                 overlap,
                 requests_per_minute,
                 alert_updates,
+                skip_identity_alerts,
             },
             sentinel,
             identity: IdentitySettings {

@@ -463,3 +463,36 @@ async fn alerts_that_change_after_forwarding_are_forwarded_again_unless_turned_o
     .unwrap();
     assert!(second_off.updates.is_empty() && second_off.records.is_empty());
 }
+
+#[tokio::test]
+async fn identity_alerts_are_left_out_only_when_asked() {
+    let (sim, url) = tenant(SimConfig::default()).await;
+    let base = now_ms() - 60_000;
+    let plain = sim.add_alerts((0..5).map(|i| base + i));
+    let identity = sim.add_alerts_with((0..3).map(|i| base + 10 + i), |a| {
+        a["title"] = serde_json::json!("Honeytoken activity");
+        a["entities"] = serde_json::json!([
+            {"type": "account", "id": "u1", "label": "ada", "pa": "ada@contoso.example"},
+            {"type": "service", "id": 20940, "label": "Active Directory"}
+        ]);
+    });
+    let c = client(&url);
+    let all = pull(
+        &c,
+        &settings(&url, &[]),
+        DataType::Alerts,
+        None,
+        now_ms(),
+        minute(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.records.len(), 8, "forwarded by default");
+    let skip = settings(&url, &[("CAS_SKIP_IDENTITY_ALERTS", "on")]);
+    let some = pull(&c, &skip, DataType::Alerts, None, now_ms(), minute())
+        .await
+        .unwrap();
+    assert_eq!(ids(&some.records), plain);
+    assert!(identity.iter().all(|id| !ids(&some.records).contains(id)));
+    assert!(some.complete, "the window still completes past them");
+}

@@ -374,3 +374,355 @@ fn a_query_with_a_mistake_is_caught() {
     assert!(errs.iter().any(|e| e.starts_with("type error")), "{errs:?}");
     assert!(!errs.iter().any(|e| e.starts_with("fine")), "{errs:?}");
 }
+
+/// The rules and hunting queries as parsed from their YAML (by js-yaml, under node).
+fn content_yaml() -> Value {
+    let out = std::process::Command::new("node")
+        .args([
+            root().join("tests/kql/content.js").to_str().unwrap(),
+            "--parsed",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every query of the workbook: (tile name, query).
+fn workbook_queries() -> Vec<(String, String)> {
+    fn walk(items: &Value, out: &mut Vec<(String, String)>) {
+        for item in items.as_array().into_iter().flatten() {
+            if item["type"] == 3 {
+                out.push((
+                    format!("infra/sentinel/workbook.json tile {}", item["name"]),
+                    item["content"]["query"].as_str().unwrap().to_string(),
+                ));
+            }
+            walk(&item["content"]["items"], out);
+        }
+    }
+    let text = std::fs::read_to_string(root().join("infra/sentinel/workbook.json")).unwrap();
+    let wb: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(wb["version"], "Notebook/1.0");
+    let mut out = Vec::new();
+    walk(&wb["items"], &mut out);
+    out
+}
+
+/// The workspace the content runs in: ours, plus the Sentinel tables it may join with.
+fn content_tables() -> Map<String, Value> {
+    let mut t = custom_tables();
+    t.extend(sentinel_tables());
+    t
+}
+
+#[test]
+fn the_workbook_rules_and_hunting_queries_analyze_without_errors() {
+    let yaml = content_yaml();
+    let mut queries: Vec<Value> = workbook_queries()
+        .into_iter()
+        .map(|(name, text)| json!({"name": name, "text": text}))
+        .collect();
+    assert!(
+        queries.len() >= 17,
+        "the workbook's tiles: {}",
+        queries.len()
+    );
+    for kind in ["rules", "hunting"] {
+        for r in yaml[kind].as_array().unwrap() {
+            queries.push(json!({"name": r["file"], "text": r["doc"]["query"]}));
+        }
+    }
+    let answer =
+        analyze(json!({"tables": content_tables(), "functions": functions(), "queries": queries}));
+    let errs = errors(&answer);
+    assert!(
+        errs.is_empty(),
+        "{} KQL error(s):\n{}",
+        errs.len(),
+        errs.join("\n")
+    );
+}
+
+/// The MITRE ATT&CK tactics Sentinel accepts in a rule.
+const TACTICS: [&str; 17] = [
+    "Reconnaissance",
+    "ResourceDevelopment",
+    "InitialAccess",
+    "Execution",
+    "Persistence",
+    "PrivilegeEscalation",
+    "DefenseEvasion",
+    "CredentialAccess",
+    "Discovery",
+    "LateralMovement",
+    "Collection",
+    "Exfiltration",
+    "CommandAndControl",
+    "Impact",
+    "PreAttack",
+    "ImpairProcessControl",
+    "InhibitResponseFunction",
+];
+
+/// Entity types and their identifiers, as Sentinel's entity mapping takes them.
+fn identifiers(entity: &str) -> &'static [&'static str] {
+    match entity {
+        "Account" => &[
+            "Name",
+            "FullName",
+            "NTDomain",
+            "DnsDomain",
+            "UPNSuffix",
+            "Sid",
+            "AadTenantId",
+            "AadUserId",
+            "PUID",
+            "IsDomainJoined",
+            "DisplayName",
+            "ObjectGuid",
+            "CloudAppAccountId",
+        ],
+        "IP" => &["Address"],
+        "CloudApplication" => &["AppId", "Name", "InstanceName"],
+        "Host" => &[
+            "DnsDomain",
+            "NTDomain",
+            "HostName",
+            "FullName",
+            "NetBiosName",
+            "AzureID",
+            "OMSAgentID",
+            "OSFamily",
+            "OSVersion",
+            "IsDomainJoined",
+        ],
+        "URL" => &["Url"],
+        "File" => &["Directory", "Name"],
+        "Mailbox" => &[
+            "MailboxPrimaryAddress",
+            "DisplayName",
+            "Upn",
+            "ExternalDirectoryObjectId",
+            "RiskLevel",
+        ],
+        _ => &[],
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && [8, 4, 4, 4, 12]
+            .iter()
+            .zip(&parts)
+            .all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[test]
+fn the_rule_and_hunting_files_have_the_azure_sentinel_shape() {
+    let yaml = content_yaml();
+    let rules = yaml["rules"].as_array().unwrap();
+    let hunting = yaml["hunting"].as_array().unwrap();
+    assert!(
+        rules.len() >= 4 && hunting.len() >= 10,
+        "{} rules, {} hunting queries",
+        rules.len(),
+        hunting.len()
+    );
+    // Each rule's output columns, from the analyzer.
+    let exprs: Vec<&str> = rules
+        .iter()
+        .map(|r| r["doc"]["query"].as_str().unwrap())
+        .collect();
+    let answer =
+        analyze(json!({"tables": content_tables(), "functions": functions(), "schemas": exprs}));
+    let mut problems = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for r in rules.iter().chain(hunting) {
+        let (file, doc) = (r["file"].as_str().unwrap(), &r["doc"]);
+        let mut bad = |what: String| problems.push(format!("{file}: {what}"));
+        let id = doc["id"].as_str().unwrap_or_default();
+        if !is_guid(id) || !ids.insert(id.to_string()) {
+            bad(format!("id {id:?} is not a unique GUID"));
+        }
+        for field in ["name", "description", "query"] {
+            if doc[field].as_str().is_none_or(|s| s.trim().is_empty()) {
+                bad(format!("{field} missing"));
+            }
+        }
+        if !doc["requiredDataConnectors"].is_array() {
+            bad("requiredDataConnectors missing".into());
+        }
+        for t in doc["tactics"].as_array().into_iter().flatten() {
+            if !TACTICS.contains(&t.as_str().unwrap_or_default()) {
+                bad(format!("unknown tactic {t}"));
+            }
+        }
+        for t in doc["relevantTechniques"].as_array().into_iter().flatten() {
+            let t = t.as_str().unwrap_or_default();
+            let ok =
+                t.len() >= 5 && t.starts_with('T') && t[1..5].bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                bad(format!("technique {t:?} is not T1234 or T1234.001"));
+            }
+        }
+    }
+    for r in rules {
+        let (file, doc) = (r["file"].as_str().unwrap(), &r["doc"]);
+        let mut bad = |what: String| problems.push(format!("{file}: {what}"));
+        let query = doc["query"].as_str().unwrap();
+        let columns: Vec<String> = answer["schemas"][query]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[0].as_str().unwrap().to_string())
+            .collect();
+        let has = |c: &str| columns.iter().any(|x| x == c);
+        if doc["kind"] != "Scheduled" || doc["version"].as_str().is_none() {
+            bad("kind must be Scheduled, with a version".into());
+        }
+        if !["Informational", "Low", "Medium", "High"]
+            .contains(&doc["severity"].as_str().unwrap_or_default())
+        {
+            bad(format!("severity {}", doc["severity"]));
+        }
+        if !["gt", "lt", "eq", "ne"].contains(&doc["triggerOperator"].as_str().unwrap_or_default())
+            || !doc["triggerThreshold"].is_u64()
+        {
+            bad("triggerOperator/triggerThreshold".into());
+        }
+        for f in ["queryFrequency", "queryPeriod"] {
+            let v = doc[f].as_str().unwrap_or_default();
+            if v.len() < 2
+                || !v[..v.len() - 1].bytes().all(|b| b.is_ascii_digit())
+                || !v.ends_with(['m', 'h', 'd'])
+            {
+                bad(format!("{f} {v:?}"));
+            }
+        }
+        let mappings = doc["entityMappings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if mappings.is_empty() {
+            bad("no entity mappings".into());
+        }
+        for m in &mappings {
+            let entity = m["entityType"].as_str().unwrap_or_default();
+            if identifiers(entity).is_empty() {
+                bad(format!("unknown entity type {entity}"));
+            }
+            for f in m["fieldMappings"].as_array().into_iter().flatten() {
+                let (id, col) = (
+                    f["identifier"].as_str().unwrap_or_default(),
+                    f["columnName"].as_str().unwrap_or_default(),
+                );
+                if !identifiers(entity).contains(&id) {
+                    bad(format!("{entity} has no identifier {id}"));
+                }
+                if !has(col) {
+                    bad(format!(
+                        "entity mapping column {col} is not in the query's output {columns:?}"
+                    ));
+                }
+            }
+        }
+        let custom = doc["customDetails"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for (k, v) in &custom {
+            if !has(v.as_str().unwrap_or_default()) {
+                bad(format!("custom detail {k} reads {v}, not in the output"));
+            }
+        }
+        for key in doc["incidentConfiguration"]["groupingConfiguration"]["groupByCustomDetails"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if !custom.contains_key(key.as_str().unwrap_or_default()) {
+                bad(format!(
+                    "groups by custom detail {key}, which the rule does not define"
+                ));
+            }
+        }
+        let o = &doc["alertDetailsOverride"];
+        for f in ["alertSeverityColumnName", "alertTacticsColumnName"] {
+            if let Some(c) = o[f].as_str() {
+                if !has(c) {
+                    bad(format!("{f} {c} not in the output"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_deployed_content_is_generated_from_the_yaml() {
+    let out = std::process::Command::new("node")
+        .args([
+            root().join("tests/kql/content.js").to_str().unwrap(),
+            "--check",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text =
+        std::fs::read_to_string(root().join("infra/generated/sentinel-content.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let incident = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("cas-alert-incident.yaml")
+        })
+        .unwrap();
+    let g = &incident["properties"]["incidentConfiguration"]["groupingConfiguration"];
+    assert_eq!(
+        (g["enabled"].as_bool(), g["matchingMethod"].as_str()),
+        (Some(true), Some("Selected"))
+    );
+    assert_eq!(
+        g["groupByCustomDetails"],
+        json!(["CasAlertId"]),
+        "later status rows join the same incident"
+    );
+    assert_eq!(incident["properties"]["queryFrequency"], "PT5M");
+    let mass = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("mass-download-across-apps.yaml")
+        })
+        .unwrap();
+    assert_eq!(mass["parameters"], json!({"downloadThreshold": 200}));
+    // Every threshold has its value in infra/'s ruleThresholds, with the same default.
+    let main = std::fs::read_to_string(root().join("infra/main.bicep")).unwrap();
+    for r in v["rules"].as_array().unwrap() {
+        for (k, default) in r["parameters"].as_object().unwrap() {
+            assert!(
+                main.contains(&format!("  {k}: {default}\n")),
+                "ruleThresholds lacks {k}: {default}"
+            );
+        }
+    }
+}

@@ -287,6 +287,10 @@ impl Puller {
         let mut new = Vec::new();
         for (i, r) in page.records.iter().enumerate() {
             if self.seen.admit(r.id.as_deref(), r.pos) {
+                if self.cas.skip_identity_alerts && from_defender_for_identity(page.text(r)) {
+                    tracing::debug!(id = ?r.id, "a Defender for Identity alert, not forwarded (CAS_SKIP_IDENTITY_ALERTS)");
+                    continue;
+                }
                 new.push(i);
                 if let (Some(w), Some(id), Some(pos)) = (&mut self.cursor.watch, &r.id, r.pos) {
                     w.alerts.insert(id.clone(), (pos, r.fingerprint.clone()));
@@ -434,6 +438,33 @@ impl Puller {
             commit,
         })
     }
+}
+
+/// The app id Defender for Cloud Apps gives Active Directory: alerts that Defender for
+/// Identity raised and Cloud App Security passes on name it as their `service` entity.
+pub const DEFENDER_FOR_IDENTITY_APP: i64 = 20940;
+
+/// Whether an alert came from Defender for Identity (its `service` entity is Active
+/// Directory). A workspace that also has Defender for Identity's own connector gets such
+/// alerts twice, with different ids.
+fn from_defender_for_identity(text: &str) -> bool {
+    // Cheap test first: most alerts never mention the number.
+    if !text.contains("20940") {
+        return false;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    v.get("entities")
+        .and_then(Value::as_array)
+        .is_some_and(|es| {
+            es.iter().any(|e| {
+                e.get("type").and_then(Value::as_str) == Some("service")
+                    && e.get("id")
+                        .and_then(|id| id.as_i64().or_else(|| id.as_str()?.parse().ok()))
+                        == Some(DEFENDER_FOR_IDENTITY_APP)
+            })
+        })
 }
 
 /// Whether two fingerprints describe the same state. A fingerprint stored by an earlier
@@ -651,6 +682,17 @@ impl AlertPages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_alerts_are_known_by_their_active_directory_service() {
+        let mdi = json!({"_id": "a", "entities": [{"type": "service", "id": 20940, "label": "Active Directory"}]});
+        let text_id = json!({"_id": "a", "entities": [{"type": "service", "id": "20940"}]});
+        let other = json!({"_id": "b", "entities": [{"type": "service", "id": 15600}], "title": "20940 files"});
+        assert!(from_defender_for_identity(&mdi.to_string()));
+        assert!(from_defender_for_identity(&text_id.to_string()));
+        assert!(!from_defender_for_identity(&other.to_string()));
+        assert!(!from_defender_for_identity("{not json 20940"));
+    }
 
     #[test]
     fn seen_skips_what_the_overlap_already_sent_and_prunes_to_the_rescan_start() {
