@@ -72,6 +72,7 @@ var kqlFunctions = {
   McasCloudAppEvents: loadTextContent('sentinel/functions/McasCloudAppEvents.kql')
 }
 var workspaceParts = split(workspaceResourceId, '/')
+var workspaceSubscriptionId = workspaceParts[2]
 var workspaceResourceGroup = workspaceParts[4]
 var workspaceName = last(workspaceParts)
 
@@ -157,10 +158,17 @@ resource storageQueueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-// The custom tables live in the Sentinel workspace, which may be in another resource group.
+// The Sentinel workspace, which may be in another resource group or subscription (a central
+// Sentinel subscription is common): the tables and content go there, and the DCR must be in
+// its region.
+resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: workspaceName
+  scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroup)
+}
+
 module customTables 'tables.bicep' = {
   name: 'cas-sentinel-tables'
-  scope: resourceGroup(workspaceResourceGroup)
+  scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroup)
   params: {
     workspaceName: workspaceName
     tables: tables
@@ -172,9 +180,10 @@ module customTables 'tables.bicep' = {
   }
 }
 
+// A DCR must be in its destination workspace's region, wherever the app is.
 resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
   name: '${prefix}-dcr-${suffix}'
-  location: location
+  location: workspace.location
   kind: 'Direct'
   properties: {
     streamDeclarations: streams.streamDeclarations
@@ -228,7 +237,9 @@ resource insightsPublisherRole 'Microsoft.Authorization/roleAssignments@2022-04-
 module vault 'keyvault.bicep' = if (useKeyVault) {
   name: 'cas-sentinel-keyvault'
   params: {
-    name: take('${prefix}kv${suffix}', 24)
+    // A vault name must start with a letter (a prefix may not), and stays the same for a
+    // redeploy into the same resource group.
+    name: 'kv${uniqueString(resourceGroup().id, prefix, 'vault')}'
     location: location
     casApiToken: casApiToken
     readerPrincipalId: identity.properties.principalId

@@ -50,7 +50,11 @@ enum Command {
         once: bool,
     },
     /// Check every setting, then reach CAS, get the tokens and set up storage; report each problem.
-    Validate,
+    Validate {
+        /// Print JSON (a list of {check, ok, detail | problem}) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move poison messages back to the fan-out queue (or export/import them through a file).
     Replay {
         /// Only batches of this data type.
@@ -164,18 +168,15 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Run { .. } => run_once().await,
         Command::Schema { root, check } => schema(&root, check),
-        Command::Validate => {
-            let checks = crate::ops::validate::validate(&|k| std::env::var(k).ok()).await;
-            let mut failed = 0;
-            for c in &checks {
-                match &c.outcome {
-                    Ok(detail) => println!("ok      {}: {detail}", c.name),
-                    Err(problem) => {
-                        failed += 1;
-                        println!("PROBLEM {}: {problem}", c.name);
-                    }
-                }
+        Command::Validate { json } => {
+            let host = crate::package::host_json();
+            let checks = crate::ops::validate::validate(&|k| std::env::var(k).ok(), &host).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print!("{}", crate::ops::validate::render(&checks));
             }
+            let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
             if failed > 0 {
                 bail!("{failed} problem(s) found");
             }
@@ -327,8 +328,11 @@ async fn serve(port: u16) -> Result<()> {
     // every invocation with the reason.
     let handler = match Settings::from_env()
         .map_err(|e| e.to_string())
-        .and_then(|s| App::new(s).map_err(|e| e.to_string()))
-    {
+        .and_then(|s| {
+            s.check_against_host(&crate::package::host_json())
+                .map_err(|e| e.to_string())?;
+            App::new(s).map_err(|e| e.to_string())
+        }) {
         Ok(app) => {
             if let Some(why) = app.settings.discovery_off {
                 tracing::warn!("{why}");

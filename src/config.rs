@@ -262,7 +262,17 @@ impl Settings {
                 "CAS_INVOCATION_BUDGET",
                 get("CAS_INVOCATION_BUDGET"),
                 "PT4M",
-            ),
+            )
+            .and_then(|d| {
+                if d >= MIN_BUDGET {
+                    Ok(d)
+                } else {
+                    Err(SettingError::Invalid {
+                        name: "CAS_INVOCATION_BUDGET",
+                        reason: format!("{}s is too short to read one page and send one batch: at least PT5S (and below host.json's functionTimeout less PT1M)", d.as_secs()),
+                    })
+                }
+            }),
             Duration::ZERO,
         );
         let scan_limit = errs.take(parse_scan_limit(get("CAS_SCAN_LIMIT")), 0);
@@ -408,6 +418,77 @@ impl Settings {
     /// The poison queue the host moves failed messages to.
     pub fn poison_queue_name(&self) -> String {
         format!("{}-poison", self.queue_name)
+    }
+}
+
+/// How long before host.json's `functionTimeout` an invocation's budget must end: the
+/// handler answers, and a batch's claim lapses, while the host still waits for it.
+pub const BUDGET_MARGIN: Duration = Duration::from_secs(60);
+
+/// The shortest budget worth running with (one CAS page and one Logs Ingestion call).
+pub const MIN_BUDGET: Duration = Duration::from_secs(5);
+
+/// host.json's `functionTimeout` (`hh:mm:ss`, or `d.hh:mm:ss`); `None` when it is absent
+/// or `-1` (no limit).
+pub fn function_timeout(host_json: &str) -> Result<Option<Duration>, String> {
+    let v: Value =
+        serde_json::from_str(host_json).map_err(|e| format!("host.json is not JSON: {e}"))?;
+    let Some(t) = v.get("functionTimeout") else {
+        return Ok(None);
+    };
+    let text = t
+        .as_str()
+        .ok_or("host.json's functionTimeout is not a string")?;
+    if text.trim() == "-1" {
+        return Ok(None);
+    }
+    let (days, rest) = match text.split_once('.') {
+        Some((d, r)) if !d.contains(':') => (
+            d.parse::<u64>()
+                .map_err(|_| format!("functionTimeout {text:?}"))?,
+            r,
+        ),
+        _ => (0, text),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let [h, m, s] = parts.as_slice() else {
+        return Err(format!(
+            "host.json's functionTimeout {text:?} is not hh:mm:ss"
+        ));
+    };
+    let n = |x: &str| x.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+    match (n(h), n(m), n(s)) {
+        (Some(h), Some(m), Some(s)) => Ok(Some(Duration::from_secs_f64(
+            days as f64 * 86_400.0 + h * 3600.0 + m * 60.0 + s,
+        ))),
+        _ => Err(format!(
+            "host.json's functionTimeout {text:?} is not hh:mm:ss"
+        )),
+    }
+}
+
+impl Settings {
+    /// Checks the settings against the host's own configuration (`host.json`): the
+    /// invocation budget must end [`BUDGET_MARGIN`] before `functionTimeout`, or the host
+    /// kills invocations mid-way and their claims outlive the redeliveries.
+    pub fn check_against_host(&self, host_json: &str) -> Result<(), SettingError> {
+        let bad = |reason: String| SettingError::Invalid {
+            name: "CAS_INVOCATION_BUDGET",
+            reason,
+        };
+        let timeout = function_timeout(host_json).map_err(bad)?;
+        let budget = self.invocation_budget;
+        match timeout {
+            Some(t) if budget + BUDGET_MARGIN > t => Err(bad(format!(
+                "{}s leaves less than {}s before host.json's functionTimeout ({}s): set it to at most {}s (e.g. PT{}S), or raise functionTimeout",
+                budget.as_secs(),
+                BUDGET_MARGIN.as_secs(),
+                t.as_secs(),
+                t.saturating_sub(BUDGET_MARGIN).as_secs(),
+                t.saturating_sub(BUDGET_MARGIN).as_secs(),
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -739,6 +820,54 @@ mod tests {
         assert!(s.cas.token.is_none());
         assert_eq!(s.schedule, DEFAULT_SCHEDULE);
         assert_eq!(s.storage.sas_lifetime, crate::storage::DEFAULT_SAS_LIFETIME);
+    }
+
+    #[test]
+    fn the_budget_must_end_a_minute_before_the_hosts_function_timeout() {
+        let host = |t: &str| format!(r#"{{"version": "2.0", "functionTimeout": "{t}"}}"#);
+        assert_eq!(
+            function_timeout(&host("00:10:00")),
+            Ok(Some(Duration::from_secs(600)))
+        );
+        assert_eq!(
+            function_timeout(&host("1.02:00:00")),
+            Ok(Some(Duration::from_secs(93_600)))
+        );
+        assert_eq!(function_timeout(&host("-1")), Ok(None));
+        assert_eq!(function_timeout(r#"{"version": "2.0"}"#), Ok(None));
+        assert!(function_timeout(&host("ten minutes")).is_err());
+        let with = |budget: &'static str| {
+            let mut m = base();
+            m.insert("CAS_INVOCATION_BUDGET", budget);
+            read(&m)
+        };
+        let ok = with("PT9M").unwrap();
+        assert!(ok.check_against_host(&host("00:10:00")).is_ok());
+        let e = with("PT9M30S")
+            .unwrap()
+            .check_against_host(&host("00:10:00"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("CAS_INVOCATION_BUDGET") && e.contains("at most 540s"),
+            "{e}"
+        );
+        assert!(
+            with("PT2H")
+                .unwrap()
+                .check_against_host(&host("-1"))
+                .is_ok(),
+            "no limit"
+        );
+        assert!(
+            with("PT0S").is_err() && with("PT4S").is_err(),
+            "too short to do anything"
+        );
+        // The host.json we ship leaves the default budget its margin.
+        assert!(read(&base())
+            .unwrap()
+            .check_against_host(crate::package::HOST_JSON)
+            .is_ok());
     }
 
     #[test]

@@ -17,6 +17,20 @@ pub const FUNCTIONS: [(&str, &str); 2] = [
         include_str!("../function-definitions/IngestBatch/function.json"),
     ),
 ];
+/// `local.settings.json` for the package folder. `func azure functionapp publish` takes
+/// the worker runtime from `FUNCTIONS_WORKER_RUNTIME` (in the environment or this file) or
+/// stops with "Can't determine project language from files"; `.funcignore` keeps the file
+/// itself out of the upload. The schedule and queue name let `func start` index the
+/// functions in this folder too (their function.json read them as app settings).
+pub const LOCAL_SETTINGS: &str = "{\n  \"IsEncrypted\": false,\n  \"Values\": {\n    \"FUNCTIONS_WORKER_RUNTIME\": \"custom\",\n    \"CAS_SCHEDULE\": \"0 */2 * * * *\",\n    \"CAS_QUEUE_NAME\": \"cas-batches\"\n  }\n}\n";
+
+/// The `host.json` the handler runs under: the one in the working directory (the function
+/// app's root, where the host starts the handler), else the one compiled in (which
+/// `assemble` packages).
+pub fn host_json() -> String {
+    std::fs::read_to_string("host.json").unwrap_or_else(|_| HOST_JSON.to_string())
+}
+
 /// What `func` must not upload.
 pub const FUNCIGNORE: &str = "# Only host.json, the function folders and the binary are published.\n.git*\n.vscode\nlocal.settings.json\nlocal.settings.json.example\n*.md\n*.ndjson\n";
 
@@ -53,6 +67,7 @@ pub fn assemble(binary: &Path, out: &Path) -> std::io::Result<Vec<String>> {
         write(&format!("{name}/function.json"), json.as_bytes())?;
     }
     write(".funcignore", FUNCIGNORE.as_bytes())?;
+    write("local.settings.json", LOCAL_SETTINGS.as_bytes())?;
     let target = out.join(&exe);
     std::fs::copy(binary, &target)?;
     // `func publish` sets the exec bit on this file; set it here too for local runs.

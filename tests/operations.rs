@@ -187,26 +187,109 @@ async fn status_shows_checkpoints_lag_queues_and_sent_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn validate_reaches_every_service_and_names_what_to_change() {
+async fn validate_proves_each_dependency_and_names_the_fix_for_each_broken_one() {
     let h = harness("ops-validate", &[], SimConfig::default()).await;
+    h.graph.add_report("Global View", vec![]);
     let (ok, out, err) = run_cli(&h, &["validate"], &[]).await;
     assert!(ok, "{out}{err}");
     for check in [
         "settings",
         "CAS token (Entra)",
         "CAS API",
-        "Logs Ingestion token",
+        "Microsoft Graph (discovery)",
+        "Logs Ingestion Custom-McasAlerts",
+        "Logs Ingestion Custom-McasActivity",
+        "Logs Ingestion Custom-McasShadowItReporting",
         "storage",
     ] {
-        assert!(out.contains(&format!("ok      {check}")), "{check}: {out}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(check))
+            .unwrap_or_else(|| panic!("{check}: {out}"));
+        assert!(line[check.len()..].trim_start().starts_with("ok"), "{line}");
     }
-    let (ok, out, _) = run_cli(&h, &["validate"], &[("CAS_API_TOKEN", "not-the-token")]).await;
-    assert!(!ok);
+    assert_eq!(
+        h.sink.stats().rows.values().sum::<u64>(),
+        0,
+        "the empty uploads wrote nothing"
+    );
+    let (ok, json, _) = run_cli(&h, &["validate", "--json"], &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(
-        out.contains("PROBLEM CAS API") && out.contains("CAS_API_TOKEN"),
+        ok && v.as_array().unwrap().iter().all(|c| c["ok"] == true),
+        "{json}"
+    );
+
+    // Each dependency broken in turn: its own check fails, naming its own fix.
+    let problem = |out: &str, check: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(check) && l.contains("PROBLEM"))
+            .unwrap_or_else(|| panic!("no problem for {check}: {out}"))
+            .to_string()
+    };
+    let (ok, out, _) = run_cli(
+        &h,
+        &["validate"],
+        &[
+            ("CAS_API_TOKEN", "not-the-token"),
+            ("CAS_DATA_TYPES", "alerts"),
+        ],
+    )
+    .await;
+    assert!(
+        !ok && problem(&out, "CAS API").contains("CAS_API_TOKEN"),
         "{out}"
     );
     assert!(!out.contains("not-the-token"), "secrets are never printed");
+
+    h.graph.set_forbidden(true);
+    let (ok, out, _) = run_cli(&h, &["validate"], &[]).await;
+    assert!(
+        !ok && problem(&out, "Microsoft Graph").contains("CloudApp-Discovery.Read.All"),
+        "{out}"
+    );
+    h.graph.set_forbidden(false);
+
+    let (ok, out, _) = run_cli(
+        &h,
+        &["validate"],
+        &[("SENTINEL_STREAM_ALERTS", "Custom-NotDeclared")],
+    )
+    .await;
+    assert!(
+        !ok && problem(&out, "Logs Ingestion Custom-NotDeclared").contains("SENTINEL_STREAM_"),
+        "{out}"
+    );
+    let (ok, out, _) = run_cli(
+        &h,
+        &["validate"],
+        &[(
+            "SENTINEL_DCR_IMMUTABLE_ID",
+            "dcr-00000000000000000000000000000bad",
+        )],
+    )
+    .await;
+    assert!(
+        !ok && problem(&out, "Logs Ingestion Custom-McasAlerts")
+            .contains("SENTINEL_DCR_IMMUTABLE_ID"),
+        "{out}"
+    );
+    h.sink.set_denied(true);
+    let (ok, out, _) = run_cli(&h, &["validate"], &[]).await;
+    assert!(
+        !ok && problem(&out, "Logs Ingestion Custom-McasActivity")
+            .contains("Monitoring Metrics Publisher"),
+        "{out}"
+    );
+    h.sink.set_denied(false);
+
+    let (ok, out, _) = run_cli(&h, &["validate"], &[("AzureWebJobsStorage", "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;QueueEndpoint=http://127.0.0.1:1/devstoreaccount1;BlobEndpoint=http://127.0.0.1:1/devstoreaccount1")]).await;
+    assert!(
+        !ok && problem(&out, "storage").contains("Storage Queue Data Contributor"),
+        "{out}"
+    );
+
+    // Settings, including the budget against host.json's functionTimeout (10 minutes).
     let (ok, out, _) = run_cli(
         &h,
         &["validate"],
@@ -218,6 +301,11 @@ async fn validate_reaches_every_service_and_names_what_to_change() {
     .await;
     assert!(
         !ok && out.contains("SENTINEL_DCR_IMMUTABLE_ID") && out.contains("CAS_LOOKBACK"),
+        "{out}"
+    );
+    let (ok, out, _) = run_cli(&h, &["validate"], &[("CAS_INVOCATION_BUDGET", "PT9M30S")]).await;
+    assert!(
+        !ok && problem(&out, "settings").contains("functionTimeout"),
         "{out}"
     );
 }

@@ -22,6 +22,7 @@ async fn the_package_has_the_layout_func_expects_and_its_binary_serves() {
         "PollCas/function.json",
         "IngestBatch/function.json",
         ".funcignore",
+        "local.settings.json",
         "cas-sentinel",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -49,8 +50,38 @@ async fn the_package_has_the_layout_func_expects_and_its_binary_serves() {
         0o111,
         "executable"
     );
+    // Core Tools' `func azure functionapp publish` takes the worker runtime from
+    // FUNCTIONS_WORKER_RUNTIME in the environment or local.settings.json's Values, or stops
+    // with "Can't determine project language from files"; .funcignore keeps the file out of
+    // the upload (its lines are globs matched against paths from the folder's root).
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("local.settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["IsEncrypted"], false);
+    assert_eq!(settings["Values"]["FUNCTIONS_WORKER_RUNTIME"], "custom");
+    assert!(
+        settings["Values"]["CAS_SCHEDULE"].is_string(),
+        "func start indexes PollCas here too"
+    );
     let funcignore = std::fs::read_to_string(out.join(".funcignore")).unwrap();
-    assert!(funcignore.contains("local.settings.json"));
+    let ignored: Vec<&str> = funcignore
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert!(ignored.contains(&"local.settings.json"), "{ignored:?}");
+    for kept in [
+        "host.json",
+        "cas-sentinel",
+        "PollCas/function.json",
+        "IngestBatch/function.json",
+    ] {
+        assert!(
+            !ignored
+                .iter()
+                .any(|g| *g == kept || kept.starts_with(&g.replace('*', ""))),
+            "{kept} would not be uploaded"
+        );
+    }
 
     // Start it as the host does: from the package folder, with the port in the environment.
     let port = cas_sentinel::local::azurite::free_port().unwrap();

@@ -1,20 +1,174 @@
-//! `cas-sentinel validate`: every setting, then one cheap call to each service, each
-//! problem reported with what to change.
+//! `cas-sentinel validate`: every setting, then each dependency proved end to end with the
+//! configured identity (CAS, Microsoft Graph for discovery, each Logs Ingestion stream,
+//! storage), each problem reported with what to change.
 
 use crate::app::App;
 use crate::auth::{self, CAS_SCOPE};
 use crate::config::Settings;
 use crate::retry::Deadline;
+use crate::sentinel::SentinelError;
+use serde::Serialize;
 use serde_json::json;
+use std::fmt::Write;
 use std::time::Duration;
 
 /// One check's outcome.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct Check {
     /// What was checked.
-    pub name: &'static str,
+    #[serde(rename = "check")]
+    pub name: String,
     /// `Ok(detail)` or `Err(problem and fix)`.
+    #[serde(flatten, serialize_with = "outcome")]
     pub outcome: Result<String, String>,
+}
+
+fn outcome<S: serde::Serializer>(o: &Result<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(2))?;
+    match o {
+        Ok(d) => {
+            m.serialize_entry("ok", &true)?;
+            m.serialize_entry("detail", d)?;
+        }
+        Err(p) => {
+            m.serialize_entry("ok", &false)?;
+            m.serialize_entry("problem", p)?;
+        }
+    }
+    m.end()
+}
+
+impl Check {
+    fn new(name: impl Into<String>, outcome: Result<String, String>) -> Check {
+        Check {
+            name: name.into(),
+            outcome,
+        }
+    }
+}
+
+/// The checks as a table a person reads in ten seconds.
+pub fn render(checks: &[Check]) -> String {
+    let width = checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<width$}  result   detail", "check");
+    for c in checks {
+        let (mark, text) = match &c.outcome {
+            Ok(d) => ("ok", d),
+            Err(p) => ("PROBLEM", p),
+        };
+        let _ = writeln!(out, "{:<width$}  {mark:<7}  {text}", c.name);
+    }
+    out
+}
+
+/// Runs the checks; settings problems stop before any network call.
+pub async fn validate(lookup: &dyn Fn(&str) -> Option<String>, host_json: &str) -> Vec<Check> {
+    let settings = match Settings::from_lookup(lookup) {
+        Ok(s) => s,
+        Err(errors) => {
+            return errors
+                .0
+                .into_iter()
+                .map(|e| Check::new("settings", Err(e.to_string())))
+                .collect();
+        }
+    };
+    if let Err(e) = settings.check_against_host(host_json) {
+        return vec![Check::new("settings", Err(e.to_string()))];
+    }
+    let types: Vec<&str> = settings.data_types.iter().map(|d| d.as_str()).collect();
+    let mut checks = vec![Check::new(
+        "settings",
+        Ok(format!("data types: {}", types.join(", "))),
+    )];
+    let app = match App::new(settings) {
+        Ok(a) => a,
+        Err(e) => {
+            checks.push(Check::new("clients", Err(e.to_string())));
+            return checks;
+        }
+    };
+    let deadline = || Deadline::after(Duration::from_secs(30));
+    checks.extend(cas_checks(&app, deadline()).await);
+    checks.push(discovery_check(&app, deadline()).await);
+    for &dt in &app.settings.data_types {
+        let stream = app.settings.sentinel.stream(dt).to_string();
+        checks.push(stream_check(&app, &stream, deadline()).await);
+    }
+    let outcome = match app.ensure_resources().await {
+        Ok(()) => Ok(format!("queue {}, {} and container {} reachable", app.queue.name(), app.poison.name(), crate::blobs::CONTAINER)),
+        Err(e) => Err(format!("{e}: the identity needs Storage Queue Data Contributor and Storage Blob Data Owner on the account (or a working AzureWebJobsStorage connection string)")),
+    };
+    checks.push(Check::new("storage", outcome));
+    checks
+}
+
+/// CAS: the Entra token when no legacy token is set, then one cheap list call.
+async fn cas_checks(app: &App, deadline: Deadline) -> Vec<Check> {
+    let mut out = Vec::new();
+    if app.settings.cas.token.is_none() {
+        let outcome = match auth::credential(&app.settings.identity) {
+            Ok(c) => auth::bearer(c.as_ref(), CAS_SCOPE).await.map(|_| "token obtained".to_string()).map_err(|e| {
+                format!("{e}: give the identity the Microsoft Cloud App Security API application permission Investigation.Read, with admin consent, or set CAS_API_TOKEN")
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(Check::new("CAS token (Entra)", outcome));
+    }
+    let body = json!({"filters": {}, "skip": 0, "limit": 1});
+    let outcome = app
+        .cas
+        .list(
+            crate::cas::pull::ALERTS_PATH,
+            &body,
+            crate::cas::ALERT_KEYS,
+            deadline,
+        )
+        .await
+        .map(|p| {
+            format!(
+                "reachable; alerts readable ({} on the first page)",
+                p.records.len()
+            )
+        })
+        .map_err(|e| e.to_string());
+    out.push(Check::new("CAS API", outcome));
+    out
+}
+
+/// One Logs Ingestion stream, proved with an empty upload (`[]`): the service accepts it
+/// only with the right endpoint, DCR, stream and role, and writes nothing.
+async fn stream_check(app: &App, stream: &str, deadline: Deadline) -> Check {
+    let name = format!("Logs Ingestion {stream}");
+    let outcome = match app.sentinel.send_body(stream, b"[]", deadline).await {
+        Ok(()) => Ok(format!(
+            "an empty upload was accepted (DCR {}, role in place)",
+            app.settings.sentinel.dcr_immutable_id
+        )),
+        Err(SentinelError::Rejected { status, code, .. }) => {
+            Err(format!("{status} {code}: {}", stream_fix(status, &code)))
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    Check::new(name, outcome)
+}
+
+/// The fix for a refused empty upload.
+fn stream_fix(status: u16, code: &str) -> &'static str {
+    match (status, code) {
+        (401, _) => "the token was refused: the identity (AZURE_CLIENT_ID / managed identity) must be in the workspace's tenant",
+        (403, _) => "grant the function app's identity Monitoring Metrics Publisher on the DCR (infra/ does; a new assignment can take 30 minutes to apply)",
+        (404, _) => "no DCR with SENTINEL_DCR_IMMUTABLE_ID at SENTINEL_INGESTION_ENDPOINT: take both from the DCR's overview (infra/ outputs dcrImmutableId and logsIngestionEndpoint)",
+        (400, c) if c.contains("Stream") => "the DCR declares no such stream: set SENTINEL_STREAM_* to its stream names, or redeploy the DCR from infra/",
+        _ => "see the service's message above; redeploying the DCR from infra/ fixes a declaration that drifted",
+    }
 }
 
 /// Discovery: off (and why), or one page of Graph's continuous reports read with the
@@ -22,20 +176,14 @@ pub struct Check {
 async fn discovery_check(app: &App, deadline: Deadline) -> Check {
     let name = "Microsoft Graph (discovery)";
     if let Some(why) = app.settings.discovery_off {
-        return Check {
-            name,
-            outcome: Ok(why.to_string()),
-        };
+        return Check::new(name, Ok(why.to_string()));
     }
     if !app
         .settings
         .data_types
         .contains(&crate::model::DataType::Discovery)
     {
-        return Check {
-            name,
-            outcome: Ok("discovery is not in CAS_DATA_TYPES".into()),
-        };
+        return Check::new(name, Ok("discovery is not in CAS_DATA_TYPES".into()));
     }
     let outcome = match app.graph.url(crate::graph::STREAMS_PATH) {
         Ok(url) => app.graph.page(&url, deadline).await.map(|p| {
@@ -56,97 +204,42 @@ async fn discovery_check(app: &App, deadline: Deadline) -> Check {
         }),
         Err(e) => Err(e),
     };
-    Check {
-        name,
-        outcome: outcome.map_err(|e| e.to_string()),
-    }
+    Check::new(name, outcome.map_err(|e| e.to_string()))
 }
 
-/// Runs the checks; settings problems stop before any network call.
-pub async fn validate(lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
-    let settings = match Settings::from_lookup(lookup) {
-        Ok(s) => s,
-        Err(errors) => {
-            return errors
-                .0
-                .into_iter()
-                .map(|e| Check {
-                    name: "settings",
-                    outcome: Err(e.to_string()),
-                })
-                .collect();
-        }
-    };
-    let mut checks = vec![Check {
-        name: "settings",
-        outcome: Ok(format!(
-            "{} data type(s): {:?}",
-            settings.data_types.len(),
-            settings.data_types
-        )),
-    }];
-    let app = match App::new(settings) {
-        Ok(a) => a,
-        Err(e) => {
-            checks.push(Check {
-                name: "clients",
-                outcome: Err(e.to_string()),
-            });
-            return checks;
-        }
-    };
-    let deadline = || Deadline::after(Duration::from_secs(30));
-    let credential = auth::credential(&app.settings.identity);
-    if app.settings.cas.token.is_none() {
-        let outcome = match &credential {
-            Ok(c) => auth::bearer(c.as_ref(), CAS_SCOPE).await.map(|_| "token obtained".to_string()).map_err(|e| {
-                format!("{e}: give the identity the Microsoft Cloud App Security API application permission Investigation.Read, with admin consent, or set CAS_API_TOKEN")
-            }),
-            Err(e) => Err(e.to_string()),
-        };
-        checks.push(Check {
-            name: "CAS token (Entra)",
-            outcome,
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_and_the_json_say_the_same() {
+        let checks = vec![
+            Check::new("settings", Ok("data types: alerts".into())),
+            Check::new(
+                "Logs Ingestion Custom-McasAlerts",
+                Err("403 Forbidden: grant…".into()),
+            ),
+        ];
+        let table = render(&checks);
+        assert!(table.lines().nth(1).unwrap().contains("ok"), "{table}");
+        assert!(
+            table.contains("Logs Ingestion Custom-McasAlerts  PROBLEM  403"),
+            "{table}"
+        );
+        let v = serde_json::to_value(&checks).unwrap();
+        assert_eq!(
+            v[0],
+            json!({"check": "settings", "ok": true, "detail": "data types: alerts"})
+        );
+        assert_eq!(v[1]["ok"], false);
+        assert_eq!(v[1]["problem"], "403 Forbidden: grant…");
     }
-    let body = json!({"filters": {}, "skip": 0, "limit": 1});
-    let outcome = app
-        .cas
-        .list(
-            crate::cas::pull::ALERTS_PATH,
-            &body,
-            crate::cas::ALERT_KEYS,
-            deadline(),
-        )
-        .await
-        .map(|p| {
-            format!(
-                "reachable; alerts readable ({} on the first page)",
-                p.records.len()
-            )
-        })
-        .map_err(|e| e.to_string());
-    checks.push(Check {
-        name: "CAS API",
-        outcome,
-    });
-    checks.push(discovery_check(&app, deadline()).await);
-    let scope = crate::sentinel::scope_for(&app.settings.sentinel.endpoint);
-    let outcome = match &credential {
-        Ok(c) => auth::bearer(c.as_ref(), scope).await.map(|_| format!("token for {scope} obtained")).map_err(|e| format!("{e}: the function app's identity needs the Monitoring Metrics Publisher role on the DCR")),
-        Err(e) => Err(e.to_string()),
-    };
-    checks.push(Check {
-        name: "Logs Ingestion token",
-        outcome,
-    });
-    let outcome = match app.ensure_resources().await {
-        Ok(()) => Ok(format!("queue {}, {} and container {} ready", app.queue.name(), app.poison.name(), crate::blobs::CONTAINER)),
-        Err(e) => Err(format!("{e}: the identity needs Storage Queue Data Contributor and Storage Blob Data Contributor (or a working connection string)")),
-    };
-    checks.push(Check {
-        name: "storage",
-        outcome,
-    });
-    checks
+
+    #[test]
+    fn each_refusal_of_an_empty_upload_names_its_fix() {
+        assert!(stream_fix(403, "Forbidden").contains("Monitoring Metrics Publisher"));
+        assert!(stream_fix(404, "DcrNotFound").contains("SENTINEL_DCR_IMMUTABLE_ID"));
+        assert!(stream_fix(400, "InvalidStream").contains("SENTINEL_STREAM_"));
+        assert!(stream_fix(401, "InvalidToken").contains("tenant"));
+    }
 }

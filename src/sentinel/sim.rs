@@ -53,6 +53,8 @@ struct State {
     kept: HashMap<String, Vec<Value>>,
     /// When each CAS id's first row was accepted (Unix ms), for end-to-end latency.
     first_accepted: HashMap<String, i64>,
+    /// The caller lacks Monitoring Metrics Publisher on the DCR: every call is 403.
+    denied: bool,
 }
 
 /// The simulated endpoint.
@@ -149,6 +151,12 @@ impl IngestionSim {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Refuses every call with 403 while set, as the service does for an identity without
+    /// Monitoring Metrics Publisher on the DCR.
+    pub fn set_denied(&self, denied: bool) {
+        self.lock().denied = denied;
+    }
+
     fn handle(
         &self,
         dcr: &str,
@@ -162,6 +170,13 @@ impl IngestionSim {
         st.stats.calls += 1;
         if let Err(why) = crate::auth::sim::check_bearer(auth, "https://monitor.azure.com") {
             return error(StatusCode::UNAUTHORIZED, "InvalidToken", why);
+        }
+        if st.denied {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "The authentication token provided does not have access to ingest data for the data collection rule",
+            );
         }
         if q.get("api-version").map(String::as_str) != Some("2023-01-01") {
             return error(
