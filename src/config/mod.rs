@@ -1,5 +1,8 @@
 //! Settings, read once from the environment (Functions app settings) and checked as a
 //! whole, so one start-up reports every problem at once and names the setting to change.
+//! [`doc`] describes each setting once, for the README and the tests.
+
+pub mod doc;
 
 use crate::duration::parse_iso8601;
 use crate::graph::DiscoverySettings;
@@ -213,10 +216,8 @@ impl Settings {
                 .filter(|v| !v.is_empty())
         };
         let mut errs = Collector(Vec::new());
-        let placeholder = || Url::parse("http://127.0.0.1/").expect("a valid URL");
-
         let mut data_types = errs.take(parse_data_types(get("CAS_DATA_TYPES")), Vec::new());
-        let discovery = DiscoverySettings::from_lookup(&|k| get(k))
+        let discovery = DiscoverySettings::from_lookup(&get)
             .map_err(|e| errs.0.extend(e))
             .ok();
         // Discovery reads Graph with the Entra identity, never with CAS_API_TOKEN. A
@@ -228,128 +229,10 @@ impl Settings {
         if discovery_off.is_some() {
             data_types.retain(|d| *d != DataType::Discovery);
         }
-        let api_url = errs.take(
-            required(
-                &get,
-                "CAS_API_URL",
-                "the tenant API URL, e.g. https://contoso.us2.portal.cloudappsecurity.com",
-            )
-            .and_then(|v| parse_cas_url(&v)),
-            placeholder(),
-        );
-        let alerts_filter = errs.take(
-            parse_filter("CAS_ALERTS_FILTER", get("CAS_ALERTS_FILTER"), &["date"]),
-            Map::new(),
-        );
-        let activities_filter = errs.take(
-            parse_filter(
-                "CAS_ACTIVITIES_FILTER",
-                get("CAS_ACTIVITIES_FILTER"),
-                &["created", "isScan"],
-            ),
-            Map::new(),
-        );
-        let lookback = errs.take(
-            parse_duration("CAS_LOOKBACK", get("CAS_LOOKBACK"), "P1D"),
-            Duration::ZERO,
-        );
-        let settle = errs.take(
-            parse_duration("CAS_SETTLE_DELAY", get("CAS_SETTLE_DELAY"), "PT1M"),
-            Duration::ZERO,
-        );
-        let invocation_budget = errs.take(
-            parse_duration(
-                "CAS_INVOCATION_BUDGET",
-                get("CAS_INVOCATION_BUDGET"),
-                "PT4M",
-            )
-            .and_then(|d| {
-                if d >= MIN_BUDGET {
-                    Ok(d)
-                } else {
-                    Err(SettingError::Invalid {
-                        name: "CAS_INVOCATION_BUDGET",
-                        reason: format!("{}s is too short to read one page and send one batch: at least PT5S (and below host.json's functionTimeout less PT1M)", d.as_secs()),
-                    })
-                }
-            }),
-            Duration::ZERO,
-        );
-        let scan_limit = errs.take(parse_scan_limit(get("CAS_SCAN_LIMIT")), 0);
-        let requests_per_minute = errs.take(parse_rpm(get("CAS_REQUESTS_PER_MINUTE")), 0);
-        let overlap = errs.take(
-            parse_duration("CAS_OVERLAP", get("CAS_OVERLAP"), "PT2M"),
-            Duration::ZERO,
-        );
-        let alert_updates = match get("CAS_ALERT_UPDATES")
-            .map(|v| v.to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("on" | "true" | "1" | "yes") => Some(AlertUpdates {
-                window: errs.take(
-                    parse_duration(
-                        "CAS_ALERT_UPDATE_WINDOW",
-                        get("CAS_ALERT_UPDATE_WINDOW"),
-                        "P7D",
-                    ),
-                    Duration::ZERO,
-                ),
-                interval: errs.take(
-                    parse_duration(
-                        "CAS_ALERT_UPDATE_INTERVAL",
-                        get("CAS_ALERT_UPDATE_INTERVAL"),
-                        "PT1H",
-                    ),
-                    Duration::ZERO,
-                ),
-            }),
-            Some("off" | "false" | "0" | "no") => None,
-            Some(other) => {
-                errs.0.push(SettingError::Invalid {
-                    name: "CAS_ALERT_UPDATES",
-                    reason: format!("{other:?}: expected on or off"),
-                });
-                None
-            }
-        };
-        let skip_identity_alerts = errs.take(
-            parse_switch(
-                "CAS_SKIP_IDENTITY_ALERTS",
-                get("CAS_SKIP_IDENTITY_ALERTS"),
-                false,
-            ),
-            false,
-        );
-        let endpoint = errs.take(
-            required(
-                &get,
-                "SENTINEL_INGESTION_ENDPOINT",
-                "the DCR's logs ingestion endpoint (or a DCE URL)",
-            )
-            .and_then(|v| parse_https_url("SENTINEL_INGESTION_ENDPOINT", &v)),
-            placeholder(),
-        );
-        let dcr_immutable_id = errs.take(
-            required(
-                &get,
-                "SENTINEL_DCR_IMMUTABLE_ID",
-                "the DCR immutable id, dcr-<32 hex digits>",
-            )
-            .and_then(|v| check_dcr_id(&v).map(|_| v)),
-            String::new(),
-        );
-        let mut stream = |name: &'static str, dt: DataType| {
-            let value = get(name).unwrap_or_else(|| dt.default_stream().to_string());
-            errs.take(check_stream(name, &value).map(|_| value), String::new())
-        };
-        let sentinel = SentinelSettings {
-            endpoint,
-            dcr_immutable_id,
-            stream_alerts: stream("SENTINEL_STREAM_ALERTS", DataType::Alerts),
-            stream_activities: stream("SENTINEL_STREAM_ACTIVITIES", DataType::Activities),
-            stream_discovery: stream("SENTINEL_STREAM_DISCOVERY", DataType::Discovery),
-            max_call_bytes: errs.take(parse_call_limit(get("SENTINEL_MAX_CALL_BYTES")), 0),
-        };
+        let cas = CasSettings::from_lookup(&get, &mut errs);
+        let sentinel = SentinelSettings::from_lookup(&get, &mut errs);
+        let invocation_budget =
+            errs.take(parse_budget(get("CAS_INVOCATION_BUDGET")), Duration::ZERO);
         let queue_name = errs.take(
             check_queue_name(get("CAS_QUEUE_NAME").unwrap_or_else(|| DEFAULT_QUEUE.into())),
             String::new(),
@@ -359,24 +242,10 @@ impl Settings {
             String::new(),
         );
         let sas_lifetime = errs.take(
-            parse_duration(
-                "CAS_STORAGE_SAS_LIFETIME",
-                get("CAS_STORAGE_SAS_LIFETIME"),
-                "P1D",
-            )
-            .and_then(|d| {
-                if (10..=7 * 86_400).contains(&d.as_secs()) {
-                    Ok(d)
-                } else {
-                    Err(SettingError::Invalid {
-                        name: "CAS_STORAGE_SAS_LIFETIME",
-                        reason: "must be between PT10S and P7D".into(),
-                    })
-                }
-            }),
+            parse_sas_lifetime(get("CAS_STORAGE_SAS_LIFETIME")),
             Duration::ZERO,
         );
-        let storage = StorageSettings::from_lookup(&|k| get(k))
+        let storage = StorageSettings::from_lookup(&get)
             .map(|s| StorageSettings { sas_lifetime, ..s })
             .map_err(|e| errs.0.push(e.into()))
             .ok();
@@ -389,19 +258,7 @@ impl Settings {
             data_types,
             discovery,
             discovery_off,
-            cas: CasSettings {
-                api_url,
-                token: get("CAS_API_TOKEN").map(Secret::new),
-                alerts_filter,
-                activities_filter,
-                lookback,
-                settle,
-                scan_limit,
-                overlap,
-                requests_per_minute,
-                alert_updates,
-                skip_identity_alerts,
-            },
+            cas,
             sentinel,
             identity: IdentitySettings {
                 tenant_id: get("AZURE_TENANT_ID"),
@@ -510,6 +367,128 @@ pub(crate) fn parse_switch(
             reason: format!("{other:?}: expected on or off"),
         }),
     }
+}
+
+/// A placeholder URL for a setting that failed (never used: a failure returns).
+fn placeholder_url() -> Url {
+    Url::parse("http://127.0.0.1/").expect("a valid URL")
+}
+
+impl CasSettings {
+    /// The CAS section; problems go to `errs` (and the value is then a placeholder).
+    fn from_lookup(get: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) -> CasSettings {
+        let duration = |errs: &mut Collector, name: &'static str, default: &str| {
+            errs.take(parse_duration(name, get(name), default), Duration::ZERO)
+        };
+        CasSettings {
+            api_url: errs.take(
+                required(
+                    get,
+                    "CAS_API_URL",
+                    "the tenant API URL, e.g. https://contoso.us2.portal.cloudappsecurity.com",
+                )
+                .and_then(|v| parse_cas_url(&v)),
+                placeholder_url(),
+            ),
+            token: get("CAS_API_TOKEN").map(Secret::new),
+            alerts_filter: errs.take(
+                parse_filter("CAS_ALERTS_FILTER", get("CAS_ALERTS_FILTER"), &["date"]),
+                Map::new(),
+            ),
+            activities_filter: errs.take(
+                parse_filter(
+                    "CAS_ACTIVITIES_FILTER",
+                    get("CAS_ACTIVITIES_FILTER"),
+                    &["created", "isScan"],
+                ),
+                Map::new(),
+            ),
+            lookback: duration(errs, "CAS_LOOKBACK", "P1D"),
+            settle: duration(errs, "CAS_SETTLE_DELAY", "PT1M"),
+            scan_limit: errs.take(parse_scan_limit(get("CAS_SCAN_LIMIT")), 0),
+            overlap: duration(errs, "CAS_OVERLAP", "PT2M"),
+            requests_per_minute: errs.take(parse_rpm(get("CAS_REQUESTS_PER_MINUTE")), 0),
+            alert_updates: errs
+                .take(
+                    parse_switch("CAS_ALERT_UPDATES", get("CAS_ALERT_UPDATES"), true),
+                    false,
+                )
+                .then(|| AlertUpdates {
+                    window: duration(errs, "CAS_ALERT_UPDATE_WINDOW", "P7D"),
+                    interval: duration(errs, "CAS_ALERT_UPDATE_INTERVAL", "PT1H"),
+                }),
+            skip_identity_alerts: errs.take(
+                parse_switch(
+                    "CAS_SKIP_IDENTITY_ALERTS",
+                    get("CAS_SKIP_IDENTITY_ALERTS"),
+                    false,
+                ),
+                false,
+            ),
+        }
+    }
+}
+
+impl SentinelSettings {
+    /// The Logs Ingestion section; problems go to `errs`.
+    fn from_lookup(get: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) -> SentinelSettings {
+        let mut stream = |name: &'static str, dt: DataType| {
+            let value = get(name).unwrap_or_else(|| dt.default_stream().to_string());
+            errs.take(check_stream(name, &value).map(|_| value), String::new())
+        };
+        let stream_alerts = stream("SENTINEL_STREAM_ALERTS", DataType::Alerts);
+        let stream_activities = stream("SENTINEL_STREAM_ACTIVITIES", DataType::Activities);
+        let stream_discovery = stream("SENTINEL_STREAM_DISCOVERY", DataType::Discovery);
+        SentinelSettings {
+            endpoint: errs.take(
+                required(
+                    get,
+                    "SENTINEL_INGESTION_ENDPOINT",
+                    "the DCR's logs ingestion endpoint (or a DCE URL)",
+                )
+                .and_then(|v| parse_https_url("SENTINEL_INGESTION_ENDPOINT", &v)),
+                placeholder_url(),
+            ),
+            dcr_immutable_id: errs.take(
+                required(
+                    get,
+                    "SENTINEL_DCR_IMMUTABLE_ID",
+                    "the DCR immutable id, dcr-<32 hex digits>",
+                )
+                .and_then(|v| check_dcr_id(&v).map(|_| v)),
+                String::new(),
+            ),
+            stream_alerts,
+            stream_activities,
+            stream_discovery,
+            max_call_bytes: errs.take(parse_call_limit(get("SENTINEL_MAX_CALL_BYTES")), 0),
+        }
+    }
+}
+
+/// `CAS_INVOCATION_BUDGET`: at least [`MIN_BUDGET`]; the upper bound is host.json's
+/// (see [`Settings::check_against_host`]).
+fn parse_budget(value: Option<String>) -> Result<Duration, SettingError> {
+    let d = parse_duration("CAS_INVOCATION_BUDGET", value, "PT4M")?;
+    if d >= MIN_BUDGET {
+        return Ok(d);
+    }
+    Err(SettingError::Invalid {
+        name: "CAS_INVOCATION_BUDGET",
+        reason: format!("{}s is too short to read one page and send one batch: at least PT5S (and below host.json's functionTimeout less PT1M)", d.as_secs()),
+    })
+}
+
+/// `CAS_STORAGE_SAS_LIFETIME`: PT10S to P7D.
+fn parse_sas_lifetime(value: Option<String>) -> Result<Duration, SettingError> {
+    let d = parse_duration("CAS_STORAGE_SAS_LIFETIME", value, "P1D")?;
+    if (10..=7 * 86_400).contains(&d.as_secs()) {
+        return Ok(d);
+    }
+    Err(SettingError::Invalid {
+        name: "CAS_STORAGE_SAS_LIFETIME",
+        reason: "must be between PT10S and P7D".into(),
+    })
 }
 
 /// Gathers every setting error instead of stopping at the first.
