@@ -2,8 +2,7 @@
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::functions::{self, ingest, poll, Handler};
-use crate::local::{self, host::MAX_DEQUEUE_COUNT, DemoOptions};
+use crate::functions::{self, ingest, poll, Handler, MAX_DEQUEUE_COUNT};
 use crate::model::{unix_ms, DataType};
 use crate::retry::Deadline;
 use anyhow::{bail, Context, Result};
@@ -28,28 +27,13 @@ enum Command {
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT", default_value_t = 7071)]
         port: u16,
     },
-    /// Run the whole pipeline locally on a simulated tenant, with no Azure at all.
-    Demo {
-        /// Timer ticks to run.
-        #[arg(long, default_value_t = 3)]
-        ticks: u32,
-        /// New alerts before each tick after the first.
-        #[arg(long, default_value_t = 25)]
-        alerts_per_tick: usize,
-        /// New activities before each tick after the first.
-        #[arg(long, default_value_t = 400)]
-        activities_per_tick: usize,
-        /// Folder for output files and scratch data.
-        #[arg(long, default_value = ".local")]
-        dir: PathBuf,
-    },
     /// Do one real cycle against the settings in the environment: poll, then ingest the queue.
     Run {
         /// One cycle, then exit (the only mode; the timer does the rest in Azure).
         #[arg(long, required = true)]
         once: bool,
     },
-    /// Check every setting, then reach CAS, get the tokens and set up storage; report each problem.
+    /// Check every setting, then prove each dependency (CAS, Graph, each Logs Ingestion stream, storage); report each problem and its fix.
     Validate {
         /// Print JSON (a list of {check, ok, detail | problem}) instead of a table.
         #[arg(long)]
@@ -147,25 +131,6 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve { port } => serve(port).await,
-        Command::Demo {
-            ticks,
-            alerts_per_tick,
-            activities_per_tick,
-            dir,
-        } => {
-            let bin = std::env::current_exe().context("locating this binary")?;
-            local::demo(
-                bin,
-                DemoOptions {
-                    ticks,
-                    alerts_per_tick,
-                    activities_per_tick,
-                    dir,
-                },
-            )
-            .await?;
-            Ok(())
-        }
         Command::Run { .. } => run_once().await,
         Command::Schema { root, check } => schema(&root, check),
         Command::Validate { json } => {

@@ -8,7 +8,8 @@
 //!
 //! A newcomer's reading order: [`model`] (the shared vocabulary), [`functions`] (the host
 //! protocol and the two functions), then each concern they call: [`cas`], [`queue`],
-//! [`checkpoint`], [`schema`], [`sentinel`]. [`local`] runs the whole thing on one machine.
+//! [`checkpoint`], [`schema`], [`sentinel`]. `local` (with the `sim` feature) runs the whole
+//! thing on one machine against the simulated services.
 #![warn(missing_docs)]
 
 pub mod app;
@@ -24,6 +25,7 @@ pub mod functions;
 mod fuzz;
 pub mod graph;
 pub mod lenient;
+#[cfg(feature = "sim")]
 pub mod local;
 pub mod loopback;
 pub mod model;

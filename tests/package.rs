@@ -83,6 +83,33 @@ async fn the_package_has_the_layout_func_expects_and_its_binary_serves() {
         );
     }
 
+    // The shipped binary is the handler and the operator commands: no demo, and none of the
+    // simulators (their code stays out even of this test build, which has them in the
+    // library: nothing the binary runs reaches them).
+    let help = std::process::Command::new(out.join("cas-sentinel"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("serve") && help.contains("validate"),
+        "{help}"
+    );
+    assert!(!help.contains("demo"), "{help}");
+    let bytes = std::fs::read(out.join("cas-sentinel")).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    for marker in [
+        cas_sentinel::auth::sim::HEADER_SECRET,
+        "injected failure",
+        "TOO MANY REQUESTS",
+        "The continuous report does not exist",
+    ] {
+        assert!(
+            !text.contains(marker),
+            "simulator code ({marker:?}) in the packaged binary"
+        );
+    }
+
     // Start it as the host does: from the package folder, with the port in the environment.
     let port = cas_sentinel::local::azurite::free_port().unwrap();
     let mut child = tokio::process::Command::new(out.join("cas-sentinel"))

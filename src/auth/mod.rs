@@ -9,6 +9,7 @@ use azure_identity::{
 };
 use std::sync::Arc;
 
+#[cfg(feature = "sim")]
 pub mod sim;
 
 /// The scope of a token for the Defender for Cloud Apps API.

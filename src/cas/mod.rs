@@ -4,6 +4,7 @@
 
 pub mod page;
 pub mod pull;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use page::{Keys, Page, RecordKey, ACTIVITY_KEYS, ALERT_KEYS};

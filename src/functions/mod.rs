@@ -34,6 +34,10 @@ fn own_invocation_id() -> String {
     format!("cas-{r:016x}")
 }
 
+/// host.json's `maxDequeueCount`: deliveries of a queue message before the host moves it to
+/// the poison queue (`run --once` and the local host stand-in do the same).
+pub const MAX_DEQUEUE_COUNT: u32 = 5;
+
 /// Largest invocation body accepted (queue messages are at most 64 KiB).
 const MAX_BODY: u64 = 4 * 1024 * 1024;
 

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod discovery;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use config::{DiscoveryPeriod, DiscoverySettings};

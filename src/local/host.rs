@@ -12,7 +12,7 @@ use std::time::Duration;
 use url::Url;
 
 /// The host's defaults for queue triggers (host.json `extensions.queues`).
-pub const MAX_DEQUEUE_COUNT: u32 = 5;
+pub use crate::functions::MAX_DEQUEUE_COUNT;
 /// Messages fetched per batch (host default 16).
 pub const BATCH_SIZE: u8 = 16;
 

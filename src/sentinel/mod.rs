@@ -2,6 +2,7 @@
 //! Entra tokens, and retries within the invocation's time budget.
 
 pub mod pack;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 use crate::auth::{self, AuthError};
