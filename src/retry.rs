@@ -93,6 +93,30 @@ impl<T, E> Attempt<T, E> {
     }
 }
 
+/// What an HTTP answer means: the body of a success; a retry for a failed connection or a
+/// body cut off; otherwise what the client's `classify` makes of the status, the
+/// `Retry-After` header and the body.
+pub async fn read_answer<E>(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    classify: impl FnOnce(u16, Option<Duration>, &str) -> Attempt<bytes::Bytes, E>,
+) -> Attempt<bytes::Bytes, E> {
+    let rsp = match sent {
+        Ok(rsp) => rsp,
+        Err(e) => return Attempt::retry(None, format!("transport: {e}")),
+    };
+    let status = rsp.status().as_u16();
+    if rsp.status().is_success() {
+        return match rsp.bytes().await {
+            Ok(b) => Attempt::Done(b),
+            // The body was cut off: as retryable as a failed connection.
+            Err(e) => Attempt::retry(None, format!("reading the body: {e}")),
+        };
+    }
+    let hinted = retry_after(rsp.headers());
+    let text = rsp.text().await.unwrap_or_default();
+    classify(status, hinted, &text)
+}
+
 /// How one service is retried.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {

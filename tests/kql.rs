@@ -375,13 +375,10 @@ fn a_query_with_a_mistake_is_caught() {
     assert!(!errs.iter().any(|e| e.starts_with("fine")), "{errs:?}");
 }
 
-/// The rules and hunting queries as parsed from their YAML (by js-yaml, under node).
-fn content_yaml() -> Value {
+/// Runs `tests/kql/content.js` with `arg`; its standard output (it must succeed).
+fn content_js(arg: &str) -> Vec<u8> {
     let out = std::process::Command::new("node")
-        .args([
-            root().join("tests/kql/content.js").to_str().unwrap(),
-            "--parsed",
-        ])
+        .args([root().join("tests/kql/content.js").to_str().unwrap(), arg])
         .output()
         .unwrap();
     assert!(
@@ -389,7 +386,12 @@ fn content_yaml() -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
+}
+
+/// The rules and hunting queries as parsed from their YAML (by js-yaml, under node).
+fn content_yaml() -> Value {
+    serde_json::from_slice(&content_js("--parsed")).unwrap()
 }
 
 /// Every query of the workbook: (tile name, query).
@@ -514,15 +516,6 @@ fn identifiers(entity: &str) -> &'static [&'static str] {
     }
 }
 
-fn is_guid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && [8, 4, 4, 4, 12]
-            .iter()
-            .zip(&parts)
-            .all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 #[test]
 fn the_rule_and_hunting_files_have_the_azure_sentinel_shape() {
     let yaml = content_yaml();
@@ -547,7 +540,7 @@ fn the_rule_and_hunting_files_have_the_azure_sentinel_shape() {
         let (file, doc) = (r["file"].as_str().unwrap(), &r["doc"]);
         let mut bad = |what: String| problems.push(format!("{file}: {what}"));
         let id = doc["id"].as_str().unwrap_or_default();
-        if !is_guid(id) || !ids.insert(id.to_string()) {
+        if !cas_sentinel::schema::entities::is_guid(id) || !ids.insert(id.to_string()) {
             bad(format!("id {id:?} is not a unique GUID"));
         }
         for field in ["name", "description", "query"] {
@@ -666,18 +659,7 @@ fn the_rule_and_hunting_files_have_the_azure_sentinel_shape() {
 
 #[test]
 fn the_deployed_content_is_generated_from_the_yaml() {
-    let out = std::process::Command::new("node")
-        .args([
-            root().join("tests/kql/content.js").to_str().unwrap(),
-            "--check",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    content_js("--check");
     let text =
         std::fs::read_to_string(root().join("infra/generated/sentinel-content.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();

@@ -10,7 +10,7 @@ pub mod sim;
 pub use page::{Keys, Page, RecordKey, ACTIVITY_KEYS, ALERT_KEYS};
 
 use crate::auth::{self, AuthError, CAS_SCOPE};
-use crate::retry::{drive, retry_after, Attempt, Deadline, Policy};
+use crate::retry::{drive, read_answer, Attempt, Deadline, Policy};
 use crate::secret::Secret;
 use azure_core::credentials::TokenCredential;
 use serde_json::Value;
@@ -201,21 +201,10 @@ impl CasClient {
             req = req.json(b);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let rsp = match req.send().await {
-            Ok(rsp) => rsp,
-            Err(e) => return Attempt::retry(None, format!("transport: {e}")),
-        };
-        let status = rsp.status().as_u16();
-        if rsp.status().is_success() {
-            return match rsp.bytes().await {
-                Ok(b) => Attempt::Done(b),
-                // The body was cut off: as retryable as a failed connection.
-                Err(e) => Attempt::retry(None, format!("reading the body: {e}")),
-            };
-        }
-        let hinted = retry_after(rsp.headers());
-        let text = rsp.text().await.unwrap_or_default();
-        classify(path, status, hinted, &text)
+        read_answer(req.send().await, |status, wait, body| {
+            classify(path, status, wait, body)
+        })
+        .await
     }
 }
 

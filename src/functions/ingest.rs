@@ -56,7 +56,7 @@ pub enum IngestError {
     MissingPayload(BatchId),
     /// The container could not be created.
     #[error("storage set-up: {0}")]
-    Setup(String),
+    Setup(#[source] crate::app::AppError),
     /// Another invocation held the batch for the whole of this one's budget.
     #[error("batch {0}: another invocation is sending it; try again later")]
     Busy(BatchId),
@@ -82,9 +82,7 @@ pub async fn process(
 ) -> Result<IngestOutcome, IngestError> {
     let env = Envelope::parse(text)?;
     tracing::Span::current().record("data_type", env.data_type.as_str());
-    app.ensure_resources()
-        .await
-        .map_err(|e| IngestError::Setup(e.to_string()))?;
+    app.ensure_resources().await.map_err(IngestError::Setup)?;
     let name = state_name(&env);
     let Some(mut claim) = claim(app, &env, &name, deadline).await? else {
         return Ok(IngestOutcome::AlreadySent(env.batch));

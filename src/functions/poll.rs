@@ -75,10 +75,10 @@ pub enum PollError {
     Graph(DataType, crate::graph::GraphError),
     /// Enqueueing failed; the checkpoint was not advanced, so the next run pulls the window again.
     #[error("{0}: enqueue: {1}")]
-    Enqueue(DataType, String),
+    Enqueue(DataType, #[source] crate::app::AppError),
     /// The queue or container could not be created.
     #[error("storage: {0}")]
-    Setup(String),
+    Setup(#[source] crate::app::AppError),
 }
 
 /// How often a lane stores its cursor when its pages enqueue nothing (a change watch
@@ -185,7 +185,7 @@ impl Reader {
 /// activities, and a backlog of activities cannot starve alerts.
 pub async fn run(app: &App, deadline: Deadline) -> Vec<Result<PollReport, PollError>> {
     if let Err(e) = app.ensure_resources().await {
-        return vec![Err(PollError::Setup(e.to_string()))];
+        return vec![Err(PollError::Setup(e))];
     }
     use tracing::Instrument;
     let lanes = app.settings.data_types.iter().map(|&dt| {
@@ -260,7 +260,7 @@ pub async fn poll_one(
         for m in &messages {
             app.enqueue(m)
                 .await
-                .map_err(|e| PollError::Enqueue(dt, e.to_string()))?;
+                .map_err(|e| PollError::Enqueue(dt, e))?;
         }
         let repairs = step.page.repairs;
         if repairs.any() {

@@ -1,5 +1,6 @@
 //! The custom-handler protocol: what the Functions host POSTs to `/<FunctionName>` and
-//! what it expects back, with the quirks real hosts have (see DESIGN §4).
+//! what it expects back, with the quirks real hosts have (the shapes are in
+//! `tests/fixtures/host-*.json`, checked by `tests/host_protocol.rs`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -18,7 +19,8 @@ pub struct InvocationRequest {
 /// The body of every answer.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct InvocationResponse {
-    /// Output bindings by name (none: we enqueue through the SDK, see DESIGN §4).
+    /// Output bindings by name (none: the poll enqueues through the storage SDK itself, so a
+    /// page's messages are written before its checkpoint moves).
     #[serde(rename = "Outputs")]
     pub outputs: Map<String, Value>,
     /// Lines the host adds to the invocation's log.

@@ -15,7 +15,7 @@ pub mod sim;
 pub use config::{DiscoveryPeriod, DiscoverySettings};
 
 use crate::auth::{self, AuthError};
-use crate::retry::{drive, retry_after, Attempt, Deadline, Policy};
+use crate::retry::{drive, read_answer, Attempt, Deadline, Policy};
 use azure_core::credentials::TokenCredential;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,20 +170,10 @@ impl GraphClient {
             .timeout(deadline.remaining().min(Duration::from_secs(60)))
             .send()
             .await;
-        let rsp = match sent {
-            Ok(rsp) => rsp,
-            Err(e) => return Attempt::retry(None, format!("transport: {e}")),
-        };
-        let status = rsp.status().as_u16();
-        if rsp.status().is_success() {
-            return match rsp.bytes().await {
-                Ok(b) => Attempt::Done(b),
-                Err(e) => Attempt::retry(None, format!("reading the body: {e}")),
-            };
-        }
-        let hinted = retry_after(rsp.headers());
-        let text = rsp.text().await.unwrap_or_default();
-        classify(what, status, hinted, &text)
+        read_answer(sent, |status, wait, body| {
+            classify(what, status, wait, body)
+        })
+        .await
     }
 
     /// Reads `{"value": [...], "@odata.nextLink": "..."}`, repairing what a strict JSON

@@ -94,7 +94,7 @@ fn one(e: &Value) -> Option<Map<String, Value>> {
 }
 
 /// Whether `s` is a GUID (as Entra object ids are).
-pub(crate) fn is_guid(s: &str) -> bool {
+pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
         && [8, 4, 4, 4, 12]

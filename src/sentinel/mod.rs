@@ -7,7 +7,7 @@ pub mod sim;
 
 use crate::auth::{self, AuthError};
 use crate::queue::envelope::gzip_fast;
-use crate::retry::{drive, retry_after, Attempt, Deadline, Policy};
+use crate::retry::{drive, read_answer, Attempt, Deadline, Policy};
 use azure_core::credentials::TokenCredential;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -173,18 +173,17 @@ impl LogsIngestion {
             .body(gzipped.to_vec())
             .send()
             .await;
-        match sent {
-            Err(e) => Attempt::retry(None, format!("transport: {e}")),
-            Ok(rsp) if rsp.status().is_success() => {
+        match read_answer(sent, |status, wait, body| {
+            classify(stream, status, wait, body)
+        })
+        .await
+        {
+            Attempt::Done(_) => {
                 crate::telemetry::add_bytes_sent(gzipped.len());
                 Attempt::Done(())
             }
-            Ok(rsp) => {
-                let status = rsp.status().as_u16();
-                let hinted = retry_after(rsp.headers());
-                let text = rsp.text().await.unwrap_or_default();
-                classify(stream, status, hinted, &text)
-            }
+            Attempt::Retry { wait, reason } => Attempt::Retry { wait, reason },
+            Attempt::Fail(e) => Attempt::Fail(e),
         }
     }
 }
