@@ -350,8 +350,12 @@ async fn run_once() -> Result<()> {
                     app.queue.name()
                 );
             };
-            match ingest::process(&app, &text, Deadline::after(app.settings.invocation_budget))
-                .await
+            match ingest::process(
+                app.sink(),
+                &text,
+                Deadline::after(app.settings.invocation_budget),
+            )
+            .await
             {
                 Ok(o @ ingest::IngestOutcome::Sent { .. }) => {
                     sent += 1;

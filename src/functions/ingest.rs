@@ -4,13 +4,15 @@
 //! Ingestion calls marks each part as it goes, so a retry after a part failed resends
 //! only the parts that did not arrive.
 
-use crate::app::App;
+use crate::blobs::Blobs;
 use crate::blobs::{BlobError, WriteCondition};
+use crate::config::SentinelSettings;
 use crate::model::now_ms;
 use crate::model::{BatchId, DataType};
 use crate::queue::envelope::{decode_text, Envelope, EnvelopeError, Payload};
 use crate::retry::Deadline;
 use crate::schema::{row_bytes, Record};
+use crate::sentinel::LogsIngestion;
 use crate::sentinel::{pack, SentinelError};
 use std::fmt;
 
@@ -65,6 +67,30 @@ pub enum IngestError {
     Sentinel(#[from] SentinelError),
 }
 
+/// What sending a batch uses: the blob container that holds each batch's state, the Logs
+/// Ingestion client, and the stream names. (The queues and their creation stay with the
+/// caller, so the claim protocol runs against storage and a sink alone.)
+#[derive(Clone, Copy)]
+pub struct Sink<'a> {
+    /// The container with the batch state blobs (and spilled payloads).
+    pub blobs: &'a Blobs,
+    /// Where rows go.
+    pub sentinel: &'a LogsIngestion,
+    /// The stream of each data type.
+    pub streams: &'a SentinelSettings,
+}
+
+impl crate::app::App {
+    /// What [`process`] uses of the app.
+    pub fn sink(&self) -> Sink<'_> {
+        Sink {
+            blobs: &self.blobs,
+            sentinel: &self.sentinel,
+            streams: &self.settings.sentinel,
+        }
+    }
+}
+
 /// Sends one batch given its message text.
 ///
 /// Each batch has one state blob, `batches/<type>/<batch>`, that is the claim, the record
@@ -76,13 +102,12 @@ pub enum IngestError {
 /// claim's own ETag, so a holder that outlived its claim can never overwrite (or delete)
 /// the state of the delivery that took over.
 pub async fn process(
-    app: &App,
+    app: Sink<'_>,
     text: &str,
     deadline: Deadline,
 ) -> Result<IngestOutcome, IngestError> {
     let env = Envelope::parse(text)?;
     tracing::Span::current().record("data_type", env.data_type.as_str());
-    app.ensure_resources().await.map_err(IngestError::Setup)?;
     let name = state_name(&env);
     let Some(mut claim) = claim(app, &env, &name, deadline).await? else {
         return Ok(IngestOutcome::AlreadySent(env.batch));
@@ -125,7 +150,7 @@ pub async fn process(
 /// Writes the `sent` state, retrying storage failures within the budget: Logs Ingestion
 /// has accepted the rows, and a state that never says so would have them sent again.
 async fn mark_sent(
-    app: &App,
+    app: Sink<'_>,
     env: &Envelope,
     name: &str,
     claim: &Claim,
@@ -202,7 +227,7 @@ struct Claim {
 /// Takes the batch's claim; `None` when the batch is already sent (possibly by the holder
 /// we waited for). Waits while another live invocation holds it.
 async fn claim(
-    app: &App,
+    app: Sink<'_>,
     env: &Envelope,
     name: &str,
     deadline: Deadline,
@@ -242,7 +267,7 @@ async fn claim(
 /// Writes a `sending` state under `condition`, held until this invocation's budget
 /// ends (plus a margin); `None` when another writer got there first.
 async fn try_claim(
-    app: &App,
+    app: Sink<'_>,
     name: &str,
     condition: WriteCondition,
     sent: Vec<[usize; 2]>,
@@ -296,7 +321,7 @@ fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize>> {
 
 /// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made).
 async fn send(
-    app: &App,
+    app: Sink<'_>,
     env: &Envelope,
     claim: &mut Claim,
     deadline: Deadline,
@@ -356,7 +381,7 @@ async fn send(
     if truncated > 0 {
         tracing::warn!(batch = %env.batch, truncated, "rows had fields over 32,766 bytes; cut and named in TruncatedFields");
     }
-    let stream = app.settings.sentinel.stream(env.data_type);
+    let stream = app.streams.stream(env.data_type);
     let runs = unsent(rows.len(), &claim.sent);
     let mut parts = Vec::new();
     for run in &runs {
@@ -418,6 +443,172 @@ const PART: &str = ".part";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The claim protocol against storage and a sink alone: the in-memory storage stand-in
+    /// (`blobs::sim`) and the Logs Ingestion simulator, both on loopback; no Azurite, no npm.
+    mod protocol {
+        use super::*;
+        use crate::blobs::sim::StorageSim;
+        use crate::model::{DataType, Window};
+        use crate::queue::envelope::pack;
+        use crate::sentinel::sim::{IngestFault, IngestionSim, SIM_DCR};
+        use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        /// Simulated Entra tokens for any scope, as the identity simulator hands out.
+        #[derive(Debug)]
+        struct SimCredential;
+
+        #[async_trait::async_trait]
+        impl TokenCredential for SimCredential {
+            async fn get_token(
+                &self,
+                scopes: &[&str],
+                _: Option<TokenRequestOptions<'_>>,
+            ) -> azure_core::Result<AccessToken> {
+                let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+                let resource = scopes[0].trim_end_matches("/.default");
+                let token = format!("sim|{resource}|{}", expires.unix_timestamp());
+                Ok(AccessToken::new(token, expires))
+            }
+        }
+
+        struct World {
+            _storage: Arc<StorageSim>,
+            blobs: Blobs,
+            sentinel: LogsIngestion,
+            streams: SentinelSettings,
+            sink: Arc<IngestionSim>,
+        }
+
+        impl World {
+            async fn new(max_call_bytes: usize) -> World {
+                let (storage, settings) = StorageSim::start().await;
+                let blobs = Blobs::new(settings.container_client("cas-sentinel", None).unwrap());
+                blobs.ensure_container().await.unwrap();
+                let (sink, url) = IngestionSim::start(None, true).await;
+                let sentinel = LogsIngestion::new(
+                    reqwest::Client::new(),
+                    url.clone(),
+                    SIM_DCR.into(),
+                    Arc::new(SimCredential),
+                )
+                .with_max_call_bytes(max_call_bytes);
+                let all = crate::config::Settings::from_pairs(&[
+                    ("CAS_API_URL", "http://127.0.0.1:1/"),
+                    ("SENTINEL_INGESTION_ENDPOINT", url.as_str()),
+                    ("SENTINEL_DCR_IMMUTABLE_ID", SIM_DCR),
+                    ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+                ])
+                .unwrap();
+                World {
+                    _storage: storage,
+                    blobs,
+                    sentinel,
+                    streams: all.sentinel,
+                    sink,
+                }
+            }
+
+            fn sink(&self) -> Sink<'_> {
+                Sink {
+                    blobs: &self.blobs,
+                    sentinel: &self.sentinel,
+                    streams: &self.streams,
+                }
+            }
+        }
+
+        /// One batch of `n` activities of about 1 KiB each; its message text.
+        fn batch(n: u64) -> String {
+            let records: Vec<String> = (0..n)
+                .map(|i| {
+                    crate::cas::sim::activity_record(
+                        i,
+                        1_795_944_000_000,
+                        1_795_944_000_000 + i as i64,
+                        800,
+                    )
+                    .to_string()
+                })
+                .collect();
+            let window = Window::new(1_795_944_000_000, 1_795_944_100_000).unwrap();
+            let mut messages = pack(DataType::Activities, window, &records);
+            assert_eq!(messages.len(), 1);
+            messages.remove(0).text
+        }
+
+        fn minute() -> Deadline {
+            Deadline::after(Duration::from_secs(60))
+        }
+
+        #[tokio::test]
+        async fn a_batch_is_sent_once_however_often_it_is_delivered() {
+            let w = World::new(crate::sentinel::pack::MAX_CALL_BYTES).await;
+            let text = batch(40);
+            let first = process(w.sink(), &text, minute()).await.unwrap();
+            assert!(
+                matches!(first, IngestOutcome::Sent { rows: 40, .. }),
+                "{first}"
+            );
+            for _ in 0..3 {
+                let again = process(w.sink(), &text, minute()).await.unwrap();
+                assert!(matches!(again, IngestOutcome::AlreadySent(_)), "{again}");
+            }
+            assert_eq!(w.sink.rows("McasActivity_CL").len(), 40);
+        }
+
+        #[tokio::test]
+        async fn of_two_simultaneous_deliveries_only_one_sends() {
+            let w = World::new(crate::sentinel::pack::MAX_CALL_BYTES).await;
+            let text = batch(40);
+            let (a, b) = tokio::join!(
+                process(w.sink(), &text, minute()),
+                process(w.sink(), &text, minute())
+            );
+            let sent = [&a, &b]
+                .iter()
+                .filter(|r| matches!(r, Ok(IngestOutcome::Sent { .. })))
+                .count();
+            assert_eq!(sent, 1, "{a:?} {b:?}");
+            for r in [&a, &b] {
+                assert!(
+                    matches!(r, Ok(_) | Err(IngestError::Busy(_))),
+                    "the other is skipped or told to come back: {r:?}"
+                );
+            }
+            assert_eq!(w.sink.rows("McasActivity_CL").len(), 40);
+        }
+
+        #[tokio::test]
+        async fn a_batch_that_failed_part_way_sends_only_the_rest() {
+            // Calls of at most 64 KiB: 120 rows of about 1.8 KiB take four calls.
+            let w = World::new(64 * 1024).await;
+            let text = batch(120);
+            w.sink.inject([IngestFault::Pass, IngestFault::Status(400)]);
+            let failed = process(w.sink(), &text, minute()).await.unwrap_err();
+            assert!(matches!(failed, IngestError::Sentinel(_)), "{failed}");
+            let after_first = w.sink.rows("McasActivity_CL").len();
+            assert!(after_first > 0 && after_first < 120, "{after_first}");
+            let done = process(w.sink(), &text, minute()).await.unwrap();
+            assert!(
+                matches!(done, IngestOutcome::Sent { rows, .. } if rows == 120 - after_first),
+                "{done}"
+            );
+            let ids: std::collections::BTreeSet<String> = w
+                .sink
+                .rows("McasActivity_CL")
+                .iter()
+                .map(|r| r["ReportId"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(
+                (w.sink.rows("McasActivity_CL").len(), ids.len()),
+                (120, 120),
+                "every row once"
+            );
+        }
+    }
 
     #[test]
     fn unsent_rows_are_the_gaps_between_recorded_ranges() {

@@ -215,8 +215,13 @@ async fn invoke_ingest(app: &App, req: &InvocationRequest, deadline: Deadline, o
         Err(e) => return out.log(false, format!("IngestBatch: {e}")),
     };
     let id = trigger.id.as_deref().unwrap_or("?");
-    let (result, counted) =
-        crate::telemetry::counted(ingest::process(app, &trigger.text, deadline)).await;
+    let send = async {
+        app.ensure_resources()
+            .await
+            .map_err(ingest::IngestError::Setup)?;
+        ingest::process(app.sink(), &trigger.text, deadline).await
+    };
+    let (result, counted) = crate::telemetry::counted(send).await;
     let delivery = trigger.dequeue_count;
     match result {
         Ok(outcome) => {
