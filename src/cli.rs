@@ -133,20 +133,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Serve { port } => serve(port).await,
         Command::Run { .. } => run_once().await,
         Command::Schema { root, check } => schema(&root, check),
-        Command::Validate { json } => {
-            let host = crate::package::host_json();
-            let checks = crate::ops::validate::validate(&|k| std::env::var(k).ok(), &host).await;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&checks)?);
-            } else {
-                print!("{}", crate::ops::validate::render(&checks));
-            }
-            let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
-            if failed > 0 {
-                bail!("{failed} problem(s) found");
-            }
-            Ok(())
-        }
+        Command::Validate { json } => validate(json).await,
         Command::Replay {
             data_type,
             since,
@@ -157,82 +144,19 @@ async fn run(command: Command) -> Result<()> {
             import,
             json,
         } => {
-            let app = app_from_env()?;
             let sel = crate::ops::replay::Selection {
                 data_type,
                 since,
                 max,
             };
-            if let Some(path) = export {
-                let n = crate::ops::replay::export(&app, &sel, &path).await?;
-                println!(
-                    "exported {n} poison message(s) to {}; they stay in {}",
-                    path.display(),
-                    app.poison.name()
-                );
-                return Ok(());
-            }
-            let report = match import {
-                Some(path) => crate::ops::replay::import(&app, &sel, &path, dry_run).await?,
-                None => crate::ops::replay::replay(&app, &sel, dry_run, force).await?,
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                for l in &report.lines {
-                    println!("{} {l}", if dry_run { "would move" } else { "moved" });
-                }
-                println!(
-                    "{} {} message(s) to {}, left {}{}{}",
-                    if dry_run { "would move" } else { "moved" },
-                    report.moved,
-                    app.queue.name(),
-                    report.left,
-                    if report.not_envelope > 0 {
-                        format!(", {} not cas-sentinel envelopes", report.not_envelope)
-                    } else {
-                        String::new()
-                    },
-                    if report.markers_removed > 0 {
-                        format!(", {} sent markers removed", report.markers_removed)
-                    } else {
-                        String::new()
-                    },
-                );
-            }
-            Ok(())
+            replay(sel, dry_run, force, export, import, json).await
         }
         Command::Backfill {
             data_type,
             from,
             to,
-        } => {
-            let app = app_from_env()?;
-            let to = to.unwrap_or_else(time::OffsetDateTime::now_utc);
-            let window = crate::model::Window::new(unix_ms(from), unix_ms(to))
-                .map_err(|e| anyhow::anyhow!("--from/--to: {e}"))?;
-            let report = crate::ops::backfill::backfill(&app, data_type, window).await?;
-            if let Some(w) = &report.overlap_warning {
-                eprintln!("warning: {w}");
-            }
-            println!(
-                "backfill {data_type} {window}: {} records in {} messages, {} CAS requests",
-                report.records, report.messages, report.cas_requests
-            );
-            Ok(())
-        }
-        Command::Package { binary, out } => {
-            let files = crate::package::assemble(&binary, &out)
-                .with_context(|| format!("assembling {}", out.display()))?;
-            for f in files {
-                println!("{}/{f}", out.display());
-            }
-            println!(
-                "publish with: cd {} && func azure functionapp publish <function-app-name>",
-                out.display()
-            );
-            Ok(())
-        }
+        } => backfill(data_type, from, to).await,
+        Command::Package { binary, out } => package(&binary, &out),
         Command::Status { json } => {
             let app = app_from_env()?;
             let status = crate::ops::status::status(&app).await?;
@@ -244,6 +168,106 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn validate(json: bool) -> Result<()> {
+    let host = crate::package::host_json();
+    let checks = crate::ops::validate::validate(&|k| std::env::var(k).ok(), &host).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", crate::ops::validate::render(&checks));
+    }
+    let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} problem(s) found");
+    }
+    Ok(())
+}
+
+async fn replay(
+    sel: crate::ops::replay::Selection,
+    dry_run: bool,
+    force: bool,
+    export: Option<PathBuf>,
+    import: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let app = app_from_env()?;
+    if let Some(path) = export {
+        let n = crate::ops::replay::export(&app, &sel, &path).await?;
+        println!(
+            "exported {n} poison message(s) to {}; they stay in {}",
+            path.display(),
+            app.poison.name()
+        );
+        return Ok(());
+    }
+    let report = match import {
+        Some(path) => crate::ops::replay::import(&app, &sel, &path, dry_run).await?,
+        None => crate::ops::replay::replay(&app, &sel, dry_run, force).await?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let verb = if dry_run { "would move" } else { "moved" };
+    for l in &report.lines {
+        println!("{verb} {l}");
+    }
+    let mut tail = String::new();
+    if report.not_envelope > 0 {
+        tail.push_str(&format!(
+            ", {} not cas-sentinel envelopes",
+            report.not_envelope
+        ));
+    }
+    if report.markers_removed > 0 {
+        tail.push_str(&format!(
+            ", {} sent markers removed",
+            report.markers_removed
+        ));
+    }
+    println!(
+        "{verb} {} message(s) to {}, left {}{tail}",
+        report.moved,
+        app.queue.name(),
+        report.left,
+    );
+    Ok(())
+}
+
+async fn backfill(
+    data_type: DataType,
+    from: time::OffsetDateTime,
+    to: Option<time::OffsetDateTime>,
+) -> Result<()> {
+    let app = app_from_env()?;
+    let to = to.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let window = crate::model::Window::new(unix_ms(from), unix_ms(to))
+        .map_err(|e| anyhow::anyhow!("--from/--to: {e}"))?;
+    let report = crate::ops::backfill::backfill(&app, data_type, window).await?;
+    if let Some(w) = &report.overlap_warning {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "backfill {data_type} {window}: {} records in {} messages, {} CAS requests",
+        report.records, report.messages, report.cas_requests
+    );
+    Ok(())
+}
+
+fn package(binary: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let files = crate::package::assemble(binary, out)
+        .with_context(|| format!("assembling {}", out.display()))?;
+    for f in files {
+        println!("{}/{f}", out.display());
+    }
+    println!(
+        "publish with: cd {} && func azure functionapp publish <function-app-name>",
+        out.display()
+    );
+    Ok(())
 }
 
 fn schema(root: &std::path::Path, check: bool) -> Result<()> {

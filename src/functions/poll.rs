@@ -249,6 +249,51 @@ pub async fn run_with<O: Outbox + Sync>(
     futures::future::join_all(lanes).await
 }
 
+/// A step's messages: its new records, and its changed alerts (their rows' time is when the
+/// change was seen).
+fn pack_step(dt: DataType, step: &Step) -> Vec<Outgoing> {
+    let mut messages = pack(dt, step.window, &step.new_records());
+    if !step.changed.is_empty() {
+        messages.extend(pack_observed(
+            dt,
+            step.window,
+            step.observed,
+            &step.changed_records(),
+        ));
+    }
+    messages
+}
+
+impl PollReport {
+    fn new(data_type: DataType, window: Window) -> PollReport {
+        PollReport {
+            data_type,
+            window,
+            records: 0,
+            changed: 0,
+            messages: 0,
+            pages: 0,
+            repaired: 0,
+            complete: false,
+            stopped: None,
+            lag_seconds: None,
+        }
+    }
+
+    /// Adds an enqueued step (`messages` written) to the report.
+    fn count(&mut self, step: &Step, messages: usize) {
+        let repairs = step.page.repairs;
+        if repairs.any() {
+            tracing::warn!(data_type = %self.data_type, ?repairs, "CAS records held text no JSON reader accepts (lone surrogates, numbers beyond f64, over-deep nesting); repaired and forwarded");
+        }
+        self.pages += 1;
+        self.repaired += repairs.total();
+        self.records += step.new.len();
+        self.changed += step.changed.len();
+        self.messages += messages;
+    }
+}
+
 /// Polls one data type, a page at a time: each page's records are enqueued and the
 /// checkpoint advanced past them before the next page is read, so memory is one page and
 /// a run stopped anywhere loses nothing it read.
@@ -264,18 +309,7 @@ pub async fn poll_one<O: Outbox + Sync>(
         .await
         .map_err(|e| PollError::Checkpoint(dt, e))?;
     let mut puller = Reader::new(app, dt, checkpoint.cursor.as_ref(), now_ms());
-    let mut report = PollReport {
-        data_type: dt,
-        window: puller.window(),
-        records: 0,
-        changed: 0,
-        messages: 0,
-        pages: 0,
-        repaired: 0,
-        complete: false,
-        stopped: None,
-        lag_seconds: None,
-    };
+    let mut report = PollReport::new(dt, puller.window());
     // Before the first enqueue, note the window being enqueued: if this run dies part-way,
     // the next one reads the same window and produces the same batch ids (skipped as sent).
     let mut intent = puller.intent();
@@ -295,15 +329,7 @@ pub async fn poll_one<O: Outbox + Sync>(
             }
             Err(ReadError::Failed(e)) => break Some(e),
         };
-        let mut messages = pack(dt, step.window, &step.new_records());
-        if !step.changed.is_empty() {
-            messages.extend(pack_observed(
-                dt,
-                step.window,
-                step.observed,
-                &step.changed_records(),
-            ));
-        }
+        let messages = pack_step(dt, &step);
         if !messages.is_empty() {
             if let Some(i) = intent.take() {
                 checkpoint = app
@@ -319,15 +345,7 @@ pub async fn poll_one<O: Outbox + Sync>(
                 .await
                 .map_err(|e| PollError::Enqueue(dt, e))?;
         }
-        let repairs = step.page.repairs;
-        if repairs.any() {
-            tracing::warn!(data_type = %dt, ?repairs, "CAS records held text no JSON reader accepts (lone surrogates, numbers beyond f64, over-deep nesting); repaired and forwarded");
-        }
-        report.pages += 1;
-        report.repaired += repairs.total();
-        report.records += step.new.len();
-        report.changed += step.changed.len();
-        report.messages += messages.len();
+        report.count(&step, messages.len());
         unsaved = true;
         if step.commit || saved_at.elapsed() >= SAVE_AT_LEAST_EVERY {
             checkpoint = save(app, dt, &checkpoint, &puller).await?;

@@ -164,38 +164,8 @@ impl GraphSim {
     ) -> warp::reply::Response {
         let mut st = self.lock();
         st.stats.requests += 1;
-        if let Err(why) = crate::auth::sim::check_bearer(auth, GRAPH_RESOURCE) {
-            st.stats.refused += 1;
-            return error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", why);
-        }
-        if st.forbidden {
-            st.stats.refused += 1;
-            return error(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "Missing role permissions on the request. API requires one of 'CloudApp-Discovery.Read.All'.",
-            );
-        }
-        if let Some(f) = st.faults.pop_front() {
-            match f {
-                GraphFault::Pass => {}
-                GraphFault::Status(code) => {
-                    st.stats.faulted += 1;
-                    let status =
-                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                    return error(status, "injected", "injected fault");
-                }
-                GraphFault::RetryAfter(secs) => {
-                    st.stats.faulted += 1;
-                    let mut r = error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TooManyRequests",
-                        "Too many requests",
-                    );
-                    r.headers_mut().insert("retry-after", secs.into());
-                    return r;
-                }
-            }
+        if let Some(refused) = Self::refusal(&mut st, auth) {
+            return refused;
         }
         let decoded = super::percent_decode(path);
         let offset = match skip_token(query, st.generation) {
@@ -216,76 +186,106 @@ impl GraphSim {
             );
         };
         let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-        match parts.as_slice() {
-            [] => {
-                let items: Vec<Value> = st
-                    .reports
-                    .iter()
-                    .map(|r| json!({"@odata.type": "#microsoft.graph.security.cloudAppDiscoveryReport", "id": r.id, "displayName": r.name, "isSnapshotReport": false, "logDataProvider": "paloAlto", "receiverProtocol": "syslogUdp", "supportedEntityTypes": ["user", "ipAddress"], "supportedTrafficTypes": ["uploadedBytes", "downloadedBytes"]}))
-                    .collect();
-                self.page(base, path, items, offset, self.apps_per_page, st.generation)
-            }
-            [stream, function, rest @ ..] => {
-                let Some(report) = st.reports.iter().find(|r| r.id == *stream) else {
-                    return error(
-                        StatusCode::NOT_FOUND,
-                        "ResourceNotFound",
-                        "The continuous report does not exist",
-                    );
-                };
-                let Some(period) = function
-                    .strip_prefix("microsoft.graph.security.aggregatedAppsDetails(period=duration'")
-                    .and_then(|p| p.strip_suffix("')"))
-                else {
-                    return error(StatusCode::BAD_REQUEST, "BadRequest", "Unknown function");
-                };
-                if !["P7D", "P30D", "P90D"].contains(&period) {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        "Invalid period: supported time frames are the last 7, 30 or 90 days",
-                    );
-                }
-                match rest {
-                    [] => {
-                        let items = report.apps.iter().map(|a| a.detail.clone()).collect();
-                        self.page(base, path, items, offset, self.apps_per_page, st.generation)
-                    }
-                    [app, list @ ("users" | "ipAddresses")] => {
-                        let Some(a) = report.apps.iter().find(|a| a.detail["id"] == *app) else {
-                            return error(
-                                StatusCode::NOT_FOUND,
-                                "ResourceNotFound",
-                                "The app was not discovered in this report",
-                            );
-                        };
-                        let items = if *list == "users" {
-                            a.users.iter().map(|u| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppUser", "userIdentifier": u})).collect()
-                        } else {
-                            a.ip_addresses.iter().map(|i| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppIPAddress", "ipAddress": i})).collect()
-                        };
-                        self.page(
-                            base,
-                            path,
-                            items,
-                            offset,
-                            self.items_per_page,
-                            st.generation,
-                        )
-                    }
-                    _ => error(
-                        StatusCode::NOT_FOUND,
-                        "ResourceNotFound",
-                        "Resource not found",
-                    ),
-                }
-            }
-            _ => error(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                "Resource not found",
-            ),
+        match self.resolve(&st, &parts) {
+            Ok((items, size)) => self.page(base, path, items, offset, size, st.generation),
+            Err(refused) => refused,
         }
+    }
+
+    /// The collection a path names, and its page size, or the answer that says why not.
+    fn resolve(
+        &self,
+        st: &State,
+        parts: &[&str],
+    ) -> Result<(Vec<Value>, usize), warp::reply::Response> {
+        let not_found = |what: &str| error(StatusCode::NOT_FOUND, "ResourceNotFound", what);
+        let [stream, function, rest @ ..] = parts else {
+            if !parts.is_empty() {
+                return Err(not_found("Resource not found"));
+            }
+            let items = st
+                .reports
+                .iter()
+                .map(|r| json!({"@odata.type": "#microsoft.graph.security.cloudAppDiscoveryReport", "id": r.id, "displayName": r.name, "isSnapshotReport": false, "logDataProvider": "paloAlto", "receiverProtocol": "syslogUdp", "supportedEntityTypes": ["user", "ipAddress"], "supportedTrafficTypes": ["uploadedBytes", "downloadedBytes"]}))
+                .collect();
+            return Ok((items, self.apps_per_page));
+        };
+        let report = st
+            .reports
+            .iter()
+            .find(|r| r.id == *stream)
+            .ok_or_else(|| not_found("The continuous report does not exist"))?;
+        let period = function
+            .strip_prefix("microsoft.graph.security.aggregatedAppsDetails(period=duration'")
+            .and_then(|p| p.strip_suffix("')"))
+            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "BadRequest", "Unknown function"))?;
+        if !["P7D", "P30D", "P90D"].contains(&period) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Invalid period: supported time frames are the last 7, 30 or 90 days",
+            ));
+        }
+        match rest {
+            [] => Ok((
+                report.apps.iter().map(|a| a.detail.clone()).collect(),
+                self.apps_per_page,
+            )),
+            [app, list @ ("users" | "ipAddresses")] => {
+                let a = report
+                    .apps
+                    .iter()
+                    .find(|a| a.detail["id"] == *app)
+                    .ok_or_else(|| not_found("The app was not discovered in this report"))?;
+                let items = if *list == "users" {
+                    a.users.iter().map(|u| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppUser", "userIdentifier": u})).collect()
+                } else {
+                    a.ip_addresses.iter().map(|i| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppIPAddress", "ipAddress": i})).collect()
+                };
+                Ok((items, self.items_per_page))
+            }
+            _ => Err(not_found("Resource not found")),
+        }
+    }
+
+    /// The answer to a request refused before its path is looked at: no Graph token, no
+    /// permission, or an injected fault.
+    fn refusal(st: &mut State, auth: Option<&str>) -> Option<warp::reply::Response> {
+        if let Err(why) = crate::auth::sim::check_bearer(auth, GRAPH_RESOURCE) {
+            st.stats.refused += 1;
+            return Some(error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                why,
+            ));
+        }
+        if st.forbidden {
+            st.stats.refused += 1;
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "Missing role permissions on the request. API requires one of 'CloudApp-Discovery.Read.All'.",
+            ));
+        }
+        let fault = match st.faults.pop_front()? {
+            GraphFault::Pass => return None,
+            GraphFault::Status(code) => {
+                let status =
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                error(status, "injected", "injected fault")
+            }
+            GraphFault::RetryAfter(secs) => {
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "Too many requests",
+                );
+                r.headers_mut().insert("retry-after", secs.into());
+                r
+            }
+        };
+        st.stats.faulted += 1;
+        Some(fault)
     }
 
     fn page(

@@ -157,47 +157,47 @@ impl IngestionSim {
         self.lock().denied = denied;
     }
 
-    fn handle(
+    /// Checks what the service checks before it reads a body: the token, the role, the
+    /// api-version, the DCR and the stream (and injects a fault when one is due). The
+    /// stream's data type, or the refusal.
+    fn admit(
         &self,
+        st: &mut State,
         dcr: &str,
         stream: &str,
         q: &HashMap<String, String>,
         auth: Option<&str>,
-        enc: Option<&str>,
-        body: &[u8],
-    ) -> warp::reply::Response {
-        let mut st = self.lock();
-        st.stats.calls += 1;
+    ) -> Result<DataType, warp::reply::Response> {
         if let Err(why) = crate::auth::sim::check_bearer(auth, "https://monitor.azure.com") {
-            return error(StatusCode::UNAUTHORIZED, "InvalidToken", why);
+            return Err(error(StatusCode::UNAUTHORIZED, "InvalidToken", why));
         }
         if st.denied {
-            return error(
+            return Err(error(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
                 "The authentication token provided does not have access to ingest data for the data collection rule",
-            );
+            ));
         }
         if q.get("api-version").map(String::as_str) != Some("2023-01-01") {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "InvalidApiVersion",
                 "api-version must be 2023-01-01",
-            );
+            ));
         }
         if dcr != self.dcr {
-            return error(
+            return Err(error(
                 StatusCode::NOT_FOUND,
                 "DcrNotFound",
                 "no data collection rule with this immutable id",
-            );
+            ));
         }
         let Some(&data_type) = self.streams.get(stream) else {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "InvalidStream",
                 "the stream is not declared in the data collection rule",
-            );
+            ));
         };
         if let Some(f) = st
             .faults
@@ -205,7 +205,7 @@ impl IngestionSim {
             .filter(|f| !matches!(f, IngestFault::Pass))
         {
             st.stats.faulted += 1;
-            return match f {
+            return Err(match f {
                 IngestFault::Pass => unreachable!("filtered out above"),
                 IngestFault::Throttle(secs) => {
                     let mut r = error(
@@ -221,61 +221,30 @@ impl IngestionSim {
                     "Injected",
                     "injected failure",
                 ),
-            };
+            });
         }
-        if body.len() > LIMIT {
-            st.stats.too_large += 1;
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "ContentLengthLimitExceeded",
-                "the request body exceeds 1 MiB",
-            );
-        }
-        let raw = if enc.is_some_and(|e| e.eq_ignore_ascii_case("gzip")) {
-            let mut out = Vec::new();
-            if GzDecoder::new(body)
-                .take(LIMIT as u64 + 1)
-                .read_to_end(&mut out)
-                .is_err()
-            {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidContent",
-                    "the body is not valid gzip",
-                );
-            }
-            out
-        } else {
-            body.to_vec()
+        Ok(data_type)
+    }
+
+    fn handle(
+        &self,
+        dcr: &str,
+        stream: &str,
+        q: &HashMap<String, String>,
+        auth: Option<&str>,
+        enc: Option<&str>,
+        body: &[u8],
+    ) -> warp::reply::Response {
+        let mut st = self.lock();
+        st.stats.calls += 1;
+        let data_type = match self.admit(&mut st, dcr, stream, q, auth) {
+            Ok(dt) => dt,
+            Err(refused) => return refused,
         };
-        st.stats.max_body = st.stats.max_body.max(raw.len());
-        if raw.len() > LIMIT {
-            st.stats.too_large += 1;
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "ContentLengthLimitExceeded",
-                "the uncompressed body exceeds 1 MiB",
-            );
-        }
-        let rows: Vec<Value> = match serde_json::from_slice(&raw) {
-            Ok(Value::Array(a)) => a,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidContent",
-                    "the body must be a JSON array",
-                )
-            }
+        let rows = match read_rows(&mut st, data_type, enc, body) {
+            Ok(rows) => rows,
+            Err(refused) => return refused,
         };
-        for (i, row) in rows.iter().enumerate() {
-            if let Err(why) = crate::schema::validate_row(data_type, row) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidContent",
-                    &format!("row {i}: {why}"),
-                );
-            }
-        }
         let table = data_type.table().to_string();
         if let Some(dir) = &self.out_dir {
             if let Err(e) = append(dir, &table, &rows) {
@@ -297,13 +266,72 @@ impl IngestionSim {
             }
         }
         st.stats.accepted_calls += 1;
-        st.stats.bytes += raw.len() as u64;
         *st.stats.rows.entry(table.clone()).or_default() += rows.len() as u64;
         if self.keep_rows {
             st.kept.entry(table).or_default().extend(rows);
         }
         warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
     }
+}
+
+/// A call's rows, as the service reads them: the body (gzip'd or not) within 1 MiB both
+/// ways, a JSON array, each row matching the stream's declaration; else the refusal.
+fn read_rows(
+    st: &mut State,
+    data_type: DataType,
+    enc: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<Value>, warp::reply::Response> {
+    let too_large = |st: &mut State, what: &str| {
+        st.stats.too_large += 1;
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ContentLengthLimitExceeded",
+            what,
+        )
+    };
+    if body.len() > LIMIT {
+        return Err(too_large(st, "the request body exceeds 1 MiB"));
+    }
+    let raw = if enc.is_some_and(|e| e.eq_ignore_ascii_case("gzip")) {
+        let mut out = Vec::new();
+        if GzDecoder::new(body)
+            .take(LIMIT as u64 + 1)
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "InvalidContent",
+                "the body is not valid gzip",
+            ));
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    st.stats.max_body = st.stats.max_body.max(raw.len());
+    if raw.len() > LIMIT {
+        return Err(too_large(st, "the uncompressed body exceeds 1 MiB"));
+    }
+    let Ok(Value::Array(rows)) = serde_json::from_slice(&raw) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "InvalidContent",
+            "the body must be a JSON array",
+        ));
+    };
+    for (i, row) in rows.iter().enumerate() {
+        if let Err(why) = crate::schema::validate_row(data_type, row) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "InvalidContent",
+                &format!("row {i}: {why}"),
+            ));
+        }
+    }
+    st.stats.bytes += raw.len() as u64;
+    Ok(rows)
 }
 
 use warp::Reply;
