@@ -188,7 +188,7 @@ impl GraphSim {
         let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
         match self.resolve(&st, &parts) {
             Ok((items, size)) => self.page(base, path, items, offset, size, st.generation),
-            Err(refused) => refused,
+            Err(refused) => *refused,
         }
     }
 
@@ -197,8 +197,9 @@ impl GraphSim {
         &self,
         st: &State,
         parts: &[&str],
-    ) -> Result<(Vec<Value>, usize), warp::reply::Response> {
-        let not_found = |what: &str| error(StatusCode::NOT_FOUND, "ResourceNotFound", what);
+    ) -> Result<(Vec<Value>, usize), Box<warp::reply::Response>> {
+        let not_found =
+            |what: &str| Box::new(error(StatusCode::NOT_FOUND, "ResourceNotFound", what));
         let [stream, function, rest @ ..] = parts else {
             if !parts.is_empty() {
                 return Err(not_found("Resource not found"));
@@ -218,13 +219,19 @@ impl GraphSim {
         let period = function
             .strip_prefix("microsoft.graph.security.aggregatedAppsDetails(period=duration'")
             .and_then(|p| p.strip_suffix("')"))
-            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "BadRequest", "Unknown function"))?;
+            .ok_or_else(|| {
+                Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Unknown function",
+                ))
+            })?;
         if !["P7D", "P30D", "P90D"].contains(&period) {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 "Invalid period: supported time frames are the last 7, 30 or 90 days",
-            ));
+            )));
         }
         match rest {
             [] => Ok((

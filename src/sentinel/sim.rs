@@ -167,33 +167,33 @@ impl IngestionSim {
         stream: &str,
         q: &HashMap<String, String>,
         auth: Option<&str>,
-    ) -> Result<DataType, warp::reply::Response> {
+    ) -> Result<DataType, Box<warp::reply::Response>> {
         if let Err(why) = crate::auth::sim::check_bearer(auth, "https://monitor.azure.com") {
-            return Err(error(StatusCode::UNAUTHORIZED, "InvalidToken", why));
+            return Err(refuse(StatusCode::UNAUTHORIZED, "InvalidToken", why));
         }
         if st.denied {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
                 "The authentication token provided does not have access to ingest data for the data collection rule",
             ));
         }
         if q.get("api-version").map(String::as_str) != Some("2023-01-01") {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "InvalidApiVersion",
                 "api-version must be 2023-01-01",
             ));
         }
         if dcr != self.dcr {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::NOT_FOUND,
                 "DcrNotFound",
                 "no data collection rule with this immutable id",
             ));
         }
         let Some(&data_type) = self.streams.get(stream) else {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "InvalidStream",
                 "the stream is not declared in the data collection rule",
@@ -205,7 +205,7 @@ impl IngestionSim {
             .filter(|f| !matches!(f, IngestFault::Pass))
         {
             st.stats.faulted += 1;
-            return Err(match f {
+            return Err(Box::new(match f {
                 IngestFault::Pass => unreachable!("filtered out above"),
                 IngestFault::Throttle(secs) => {
                     let mut r = error(
@@ -221,7 +221,7 @@ impl IngestionSim {
                     "Injected",
                     "injected failure",
                 ),
-            });
+            }));
         }
         Ok(data_type)
     }
@@ -239,11 +239,11 @@ impl IngestionSim {
         st.stats.calls += 1;
         let data_type = match self.admit(&mut st, dcr, stream, q, auth) {
             Ok(dt) => dt,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let rows = match read_rows(&mut st, data_type, enc, body) {
             Ok(rows) => rows,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let table = data_type.table().to_string();
         if let Some(dir) = &self.out_dir {
@@ -281,10 +281,10 @@ fn read_rows(
     data_type: DataType,
     enc: Option<&str>,
     body: &[u8],
-) -> Result<Vec<Value>, warp::reply::Response> {
+) -> Result<Vec<Value>, Box<warp::reply::Response>> {
     let too_large = |st: &mut State, what: &str| {
         st.stats.too_large += 1;
-        error(
+        refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "ContentLengthLimitExceeded",
             what,
@@ -300,7 +300,7 @@ fn read_rows(
             .read_to_end(&mut out)
             .is_err()
         {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "InvalidContent",
                 "the body is not valid gzip",
@@ -315,7 +315,7 @@ fn read_rows(
         return Err(too_large(st, "the uncompressed body exceeds 1 MiB"));
     }
     let Ok(Value::Array(rows)) = serde_json::from_slice(&raw) else {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "InvalidContent",
             "the body must be a JSON array",
@@ -323,7 +323,7 @@ fn read_rows(
     };
     for (i, row) in rows.iter().enumerate() {
         if let Err(why) = crate::schema::validate_row(data_type, row) {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "InvalidContent",
                 &format!("row {i}: {why}"),
@@ -335,6 +335,11 @@ fn read_rows(
 }
 
 use warp::Reply;
+
+/// [`error`], boxed: a refusal travels as an `Err` and a response is large.
+fn refuse(status: StatusCode, code: &str, message: &str) -> Box<warp::reply::Response> {
+    Box::new(error(status, code, message))
+}
 
 fn error(status: StatusCode, code: &str, message: &str) -> warp::reply::Response {
     warp::reply::with_status(
