@@ -114,37 +114,7 @@ impl Puller {
         });
         let from = start.query_from();
         let upper = window_end(&start, cas, now_ms);
-        let (window, main) = match data_type {
-            DataType::Alerts => match start.pages {
-                Some(r) => (
-                    Window::new(from, r.upper).ok(),
-                    Some(Main::Alerts(AlertPages::from_resume(r))),
-                ),
-                None => (
-                    Window::new(from, upper).ok(),
-                    Some(Main::Alerts(AlertPages::new(from, upper))),
-                ),
-            },
-            DataType::Activities => match &start.scan {
-                Some(r) => (
-                    Window::new(from, r.window_to).ok(),
-                    Some(Main::Activities {
-                        filters: r.next_filters.clone(),
-                    }),
-                ),
-                None if upper >= start.position_ms => {
-                    let mut f = with_extra(Map::new(), &cas.activities_filter);
-                    f.insert("created".into(), json!({"gte": from, "lte": upper}));
-                    (
-                        Window::new(from, upper).ok(),
-                        Some(Main::Activities { filters: f }),
-                    )
-                }
-                None => (None, None),
-            },
-            // Discovery is read from Microsoft Graph, by [`crate::graph::discovery`].
-            DataType::Discovery => (None, None),
-        };
+        let (window, main) = main_listing(cas, data_type, &start, from, upper);
         let (window, main) = match (window, main) {
             (Some(w), Some(m)) => (w, m),
             _ => {
@@ -465,6 +435,48 @@ fn from_defender_for_identity(text: &str) -> bool {
                         == Some(DEFENDER_FOR_IDENTITY_APP)
             })
         })
+}
+
+/// The window a pull reads and where its listing stands: resumed from the cursor, or new
+/// from `from` to `upper`; `None`s when there is nothing to read.
+fn main_listing(
+    cas: &CasSettings,
+    data_type: DataType,
+    start: &Cursor,
+    from: i64,
+    upper: i64,
+) -> (Option<Window>, Option<Main>) {
+    match data_type {
+        DataType::Alerts => match start.pages {
+            Some(r) => (
+                Window::new(from, r.upper).ok(),
+                Some(Main::Alerts(AlertPages::from_resume(r))),
+            ),
+            None => (
+                Window::new(from, upper).ok(),
+                Some(Main::Alerts(AlertPages::new(from, upper))),
+            ),
+        },
+        DataType::Activities => match &start.scan {
+            Some(r) => (
+                Window::new(from, r.window_to).ok(),
+                Some(Main::Activities {
+                    filters: r.next_filters.clone(),
+                }),
+            ),
+            None if upper >= start.position_ms => {
+                let mut f = with_extra(Map::new(), &cas.activities_filter);
+                f.insert("created".into(), json!({"gte": from, "lte": upper}));
+                (
+                    Window::new(from, upper).ok(),
+                    Some(Main::Activities { filters: f }),
+                )
+            }
+            None => (None, None),
+        },
+        // Discovery is read from Microsoft Graph, by [`crate::graph::discovery`].
+        DataType::Discovery => (None, None),
+    }
 }
 
 /// Whether two fingerprints describe the same state. A fingerprint stored by an earlier

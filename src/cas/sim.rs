@@ -671,10 +671,8 @@ fn padding(n: u64, bytes: usize) -> Value {
     Value::Array(items)
 }
 
-/// CAS settings for a client of the simulated tenant at `url`: no settle delay, and
-/// placeholder Sentinel and storage settings (the CAS side does not use them); `extra`
-/// overrides or adds settings.
-pub fn client_settings(url: &Url, extra: &[(&str, &str)]) -> crate::config::CasSettings {
+/// All the settings of a client of the simulated tenant at `url` (see [`client_settings`]).
+pub fn client_settings_full(url: &Url, extra: &[(&str, &str)]) -> crate::config::Settings {
     let mut pairs = vec![
         ("CAS_API_URL", url.to_string()),
         ("CAS_SETTLE_DELAY", "PT0S".into()),
@@ -689,7 +687,12 @@ pub fn client_settings(url: &Url, extra: &[(&str, &str)]) -> crate::config::CasS
         ("AzureWebJobsStorage", "UseDevelopmentStorage=true".into()),
     ];
     pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    crate::config::Settings::from_pairs(&pairs)
-        .expect("simulator client settings are valid")
-        .cas
+    crate::config::Settings::from_pairs(&pairs).expect("simulator client settings are valid")
+}
+
+/// CAS settings for a client of the simulated tenant at `url`: no settle delay, and
+/// placeholder Sentinel and storage settings (the CAS side does not use them); `extra`
+/// overrides or adds settings.
+pub fn client_settings(url: &Url, extra: &[(&str, &str)]) -> crate::config::CasSettings {
+    client_settings_full(url, extra).cas
 }

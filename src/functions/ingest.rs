@@ -320,12 +320,10 @@ fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made).
-async fn send(
-    app: Sink<'_>,
-    env: &Envelope,
-    claim: &mut Claim,
-    deadline: Deadline,
-) -> Result<(usize, usize), IngestError> {
+/// The batch's rows, ready to send: its payload (inline or from its blob) decoded,
+/// repaired if it came from elsewhere, mapped, and any field over the service's limit cut.
+/// Only the rows outlive this: the batch's text is freed before the calls run.
+async fn rows_of(app: Sink<'_>, env: &Envelope) -> Result<Vec<Vec<u8>>, IngestError> {
     let gz = match &env.payload {
         Payload::Inline { .. } => env.inline_gzip()?,
         Payload::Blob { blob } => {
@@ -374,13 +372,19 @@ async fn send(
             serde_json::to_vec(&row).unwrap_or(bytes)
         })
         .collect();
-    // Only the rows are needed from here on; free the batch's text while the calls run.
-    drop(records);
-    drop(text);
-    drop(gz);
     if truncated > 0 {
         tracing::warn!(batch = %env.batch, truncated, "rows had fields over 32,766 bytes; cut and named in TruncatedFields");
     }
+    Ok(rows)
+}
+
+async fn send(
+    app: Sink<'_>,
+    env: &Envelope,
+    claim: &mut Claim,
+    deadline: Deadline,
+) -> Result<(usize, usize), IngestError> {
+    let rows = rows_of(app, env).await?;
     let stream = app.streams.stream(env.data_type);
     let runs = unsent(rows.len(), &claim.sent);
     let mut parts = Vec::new();

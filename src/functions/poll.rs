@@ -418,55 +418,70 @@ mod tests {
         }
     }
 
+    /// A tenant with 1,200 activities over three scan pages, storage in memory, and the
+    /// clients a poll reads with.
+    struct Tenant {
+        _cas: std::sync::Arc<CasSim>,
+        _storage: std::sync::Arc<StorageSim>,
+        ids: Vec<String>,
+        settings: Settings,
+        cas: CasClient,
+        graph: crate::graph::GraphClient,
+        checkpoints: CheckpointStore,
+    }
+
+    impl Tenant {
+        async fn new() -> Tenant {
+            let config = SimConfig {
+                legacy_token: Some("t".into()),
+                per_minute: 10_000,
+                ..SimConfig::default()
+            };
+            let (cas_sim, url) = CasSim::start(config).await;
+            let now = crate::model::now_ms();
+            let ids = cas_sim.add_activities((0..1_200).map(|i| now - 600_000 + i * 100), |_| 0);
+            let (storage_sim, storage) = StorageSim::start().await;
+            let blobs = Blobs::new(storage.container_client("cas-sentinel", None).unwrap());
+            blobs.ensure_container().await.unwrap();
+            let settings = crate::cas::sim::client_settings_full(
+                &url,
+                &[
+                    ("CAS_API_TOKEN", "t"),
+                    ("CAS_DATA_TYPES", "activities"),
+                    ("CAS_SCAN_LIMIT", "500"),
+                ],
+            );
+            let auth = CasAuth::LegacyToken(Secret::new("t"));
+            let cas = CasClient::new(reqwest::Client::new(), url.clone(), auth)
+                .with_rate_limit(10_000, Duration::from_secs(60));
+            let credential = crate::auth::credential(&settings.identity).unwrap();
+            let graph = crate::graph::GraphClient::new(reqwest::Client::new(), url, credential);
+            Tenant {
+                _cas: cas_sim,
+                _storage: storage_sim,
+                ids,
+                settings,
+                cas,
+                graph,
+                checkpoints: CheckpointStore::new(blobs),
+            }
+        }
+
+        fn sources(&self) -> Sources<'_> {
+            Sources {
+                settings: &self.settings,
+                cas: &self.cas,
+                graph: &self.graph,
+                checkpoints: &self.checkpoints,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_failed_enqueue_keeps_the_checkpoint_before_its_page_and_the_next_run_sends_the_rest_once(
     ) {
-        let (cas_sim, url) = CasSim::start(SimConfig {
-            legacy_token: Some("t".into()),
-            per_minute: 10_000,
-            ..SimConfig::default()
-        })
-        .await;
-        let now = crate::model::now_ms();
-        let ids = cas_sim.add_activities((0..1_200).map(|i| now - 600_000 + i * 100), |_| 0);
-        let (_storage, storage) = StorageSim::start().await;
-        let blobs = Blobs::new(storage.container_client("cas-sentinel", None).unwrap());
-        blobs.ensure_container().await.unwrap();
-        let checkpoints = CheckpointStore::new(blobs);
-        let settings = Settings::from_pairs(&[
-            ("CAS_API_URL", url.as_str()),
-            ("CAS_API_TOKEN", "t"),
-            ("CAS_DATA_TYPES", "activities"),
-            ("CAS_SETTLE_DELAY", "PT0S"),
-            ("CAS_SCAN_LIMIT", "500"),
-            (
-                "SENTINEL_INGESTION_ENDPOINT",
-                "https://x.ingest.monitor.azure.com",
-            ),
-            (
-                "SENTINEL_DCR_IMMUTABLE_ID",
-                "dcr-00000000000000000000000000000001",
-            ),
-            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
-        ])
-        .unwrap();
-        let cas = CasClient::new(
-            reqwest::Client::new(),
-            url.clone(),
-            CasAuth::LegacyToken(Secret::new("t")),
-        )
-        .with_rate_limit(10_000, Duration::from_secs(60));
-        let graph = crate::graph::GraphClient::new(
-            reqwest::Client::new(),
-            url.clone(),
-            crate::auth::credential(&settings.identity).unwrap(),
-        );
-        let sources = Sources {
-            settings: &settings,
-            cas: &cas,
-            graph: &graph,
-            checkpoints: &checkpoints,
-        };
+        let t = Tenant::new().await;
+        let (sources, checkpoints) = (t.sources(), &t.checkpoints);
         let deadline = || Deadline::after(Duration::from_secs(60));
 
         // Run 1: the second page's enqueue fails.
@@ -495,7 +510,7 @@ mod tests {
         let total = all.len();
         all.sort();
         all.dedup();
-        let mut want = ids;
+        let mut want = t.ids.clone();
         want.sort();
         assert_eq!(
             (total, all),

@@ -130,50 +130,11 @@ pub fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
     let mut is = Issues::default();
     let id = is.str(rec, "/_id", true);
     let time = is.time(rec, "/timestamp", true);
-    let severity = is.int(rec, "/severityValue").map(|v| match v {
-        0 => "Low",
-        1 => "Medium",
-        2 => "High",
-        3 => "Informational",
-        _ => "Unknown",
-    });
-    let resolution_value = is.int(rec, "/resolutionStatusValue");
-    let resolution = resolution_value.map(|v| match v {
-        0 => "Open",
-        1 => "Dismissed",
-        2 => "Resolved",
-        3 => "FalsePositive",
-        4 => "Benign",
-        5 => "TruePositive",
-        _ => "Unknown",
-    });
-    // SecurityAlert's Status is the alert's state: CAS keeps it in resolutionStatusValue.
-    // statusValue is only whether someone has opened the alert (unread, read, archived).
-    let status = resolution_value.map(|v| match v {
-        0 => "New",
-        1 | 3 | 4 => "Dismissed",
-        2 | 5 => "Resolved",
-        _ => "Unknown",
-    });
+    let (severity, resolution, status) = states(rec, &mut is);
     let description = is.str(rec, "/description", false);
     let (techniques, sub_techniques) = mitre_ids(description.as_deref().unwrap_or_default());
     let entities = rec.pointer("/entities");
-    let of_type = |t: &str| {
-        entities
-            .as_ref()
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|e| e.get("type").and_then(Value::as_str) == Some(t))
-    };
-    let alert_type = of_type("policyRule")
-        .and_then(|e| e.get("policyType"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let compromised = of_type("account")
-        .and_then(|e| e.get("pa").or_else(|| e.get("label")))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let (alert_type, compromised) = policy_and_account(entities.as_ref());
     AlertRow {
         time_generated: time_generated(observed.map(format_ms).or_else(|| time.clone()), &mut is),
         display_name: is.str(rec, "/title", false),
@@ -215,6 +176,59 @@ pub fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
         source_record: rec.without("entities"),
         mapping_issues: is.into_column(),
     }
+}
+
+/// Severity, CAS resolution, and SecurityAlert's Status.
+fn states(
+    rec: &Record,
+    is: &mut Issues,
+) -> (
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+) {
+    let severity = is.int(rec, "/severityValue").map(|v| match v {
+        0 => "Low",
+        1 => "Medium",
+        2 => "High",
+        3 => "Informational",
+        _ => "Unknown",
+    });
+    let resolution_value = is.int(rec, "/resolutionStatusValue");
+    let resolution = resolution_value.map(|v| match v {
+        0 => "Open",
+        1 => "Dismissed",
+        2 => "Resolved",
+        3 => "FalsePositive",
+        4 => "Benign",
+        5 => "TruePositive",
+        _ => "Unknown",
+    });
+    // SecurityAlert's Status is the alert's state: CAS keeps it in resolutionStatusValue.
+    // statusValue is only whether someone has opened the alert (unread, read, archived).
+    let status = resolution_value.map(|v| match v {
+        0 => "New",
+        1 | 3 | 4 => "Dismissed",
+        2 | 5 => "Resolved",
+        _ => "Unknown",
+    });
+    (severity, resolution, status)
+}
+
+/// The alert's policy type and its first account (`pa`, else label), from CAS's entities.
+fn policy_and_account(entities: Option<&Value>) -> (Option<String>, Option<String>) {
+    let of_type = |t: &str| {
+        entities
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|e| e.get("type").and_then(Value::as_str) == Some(t))
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    (
+        text(of_type("policyRule").and_then(|e| e.get("policyType"))),
+        text(of_type("account").and_then(|e| e.get("pa").or_else(|| e.get("label")))),
+    )
 }
 
 /// MITRE ATT&CK tactics, by CAS's `intent` value, in SecurityAlert's spelling.
