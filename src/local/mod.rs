@@ -242,27 +242,8 @@ pub struct DemoOptions {
     pub dir: PathBuf,
 }
 
-/// Runs the pipeline for a few ticks on the simulated tenant and prints what happened.
-pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalError> {
-    let out_dir = opts.dir.join("out");
-    let work_dir = opts.dir.join("work");
-    for d in [&out_dir, &work_dir] {
-        if d.exists() {
-            std::fs::remove_dir_all(d)?;
-        }
-    }
-    println!("cas-sentinel local run: simulated CAS tenant → handler (driven as the Functions host drives it) → local Logs Ingestion endpoint");
-    println!("starting Azurite, the simulators and the handler…");
-    let h = Harness::start(HarnessOptions {
-        handler_bin,
-        work_dir,
-        out_dir: Some(out_dir.clone()),
-        keep_rows: false,
-        cas: SimConfig::default(),
-        env: vec![],
-    })
-    .await?;
-    // A day of history for the first run's lookback, and two continuous reports.
+/// A day of history for the first run's lookback, and two continuous reports.
+fn seed(h: &Harness) {
     let now = crate::model::now_ms();
     h.cas
         .add_alerts((0..40).map(|i| now - 20 * 3_600_000 + i * 1_700_000));
@@ -285,7 +266,10 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     };
     h.graph.add_report("Global View", apps(1, 7));
     h.graph.add_report("Marketing Department", apps(40, 4));
+}
 
+/// The timer ticks, each followed by draining the queue as the host does; their totals.
+async fn ticks(h: &Harness, opts: &DemoOptions) -> Result<host::DrainStats, LocalError> {
     let mut totals = host::DrainStats::default();
     for tick in 1..=opts.ticks {
         if tick > 1 {
@@ -316,6 +300,31 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
         totals.failed += d.failed;
         totals.poisoned += d.poisoned;
     }
+    Ok(totals)
+}
+
+/// Runs the pipeline for a few ticks on the simulated tenant and prints what happened.
+pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalError> {
+    let out_dir = opts.dir.join("out");
+    let work_dir = opts.dir.join("work");
+    for d in [&out_dir, &work_dir] {
+        if d.exists() {
+            std::fs::remove_dir_all(d)?;
+        }
+    }
+    println!("cas-sentinel local run: simulated CAS tenant → handler (driven as the Functions host drives it) → local Logs Ingestion endpoint");
+    println!("starting Azurite, the simulators and the handler…");
+    let h = Harness::start(HarnessOptions {
+        handler_bin,
+        work_dir,
+        out_dir: Some(out_dir.clone()),
+        keep_rows: false,
+        cas: SimConfig::default(),
+        env: vec![],
+    })
+    .await?;
+    seed(&h);
+    let totals = ticks(&h, &opts).await?;
     println!(
         "\nlive: records created every 200 ms for 20 s, PollCas every 5 s (settle delay 1 s)…"
     );
