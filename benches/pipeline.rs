@@ -59,8 +59,317 @@ async fn main() {
     let mut report = Vec::new();
     let mut notes = Vec::new();
 
-    // Realistic activity records, 1-4 KiB each with nested raw data, packed into
-    // full-size queue messages exactly as PollCas packs them.
+    // `--handler PATH` measures another build (e.g. the static musl one scripts/package
+    // makes); `--perf FILE` records where the handler's CPU goes during the headline run.
+    let bin = flag(&args, "--handler")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cas-sentinel")));
+    let perf_to = flag(&args, "--perf");
+    if args.iter().any(|a| a == "--only-poll") {
+        // The catch-up rows alone (minutes, not the whole run), printed, not written.
+        poll_rows(&bin, &args, &mut report, &mut notes).await;
+        println!("{}", render(&report, &notes));
+        return;
+    }
+    let (records, messages, record_count, input_bytes) = corpus(messages_wanted, &mut notes);
+    // CPU bounds and where the time goes, single-threaded, on the same messages.
+    let stages = profile(&messages);
+    let rows_bytes = stages.rows_bytes;
+
+    let services = Services::start().await;
+    let (sink_url, env) = (&services.envs.sink_url, &services.env);
+    notes.push(format!(
+        "Handler measured: `{}`, started as the host starts it (`serve`, settings in its environment).",
+        bin.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or(&bin)
+            .display()
+    ));
+
+    cold_start(&bin, env, &mut report).await;
+    let http = reqwest::Client::new();
+    let run = Throughput {
+        bin: &bin,
+        envs: &services.envs,
+        azurite: &services.azurite,
+        sink: &services.sink,
+        http: &http,
+        messages: &messages,
+        record_count,
+        input_bytes,
+        perf_to: perf_to.as_deref(),
+    };
+    let (mbps, handler_cpu, calls) = run.measure(&mut report, &mut notes).await;
+    cpu_bounds(&stages, input_bytes, mbps, &mut report);
+    peak_memory(&bin, env, &http, &messages, &mut report).await;
+    peer_rows(
+        &records,
+        sink_url,
+        record_count as f64 / (input_bytes as f64 / MB / mbps),
+        record_count,
+        handler_cpu,
+        &mut report,
+        &mut notes,
+    )
+    .await;
+    binary_size(&bin, &mut report);
+    // The poll at scale: one catch-up of a day's backlog, as the host runs it.
+    if flag(&args, "--poll-sizes").as_deref() != Some("none") {
+        poll_rows(&bin, &args, &mut report, &mut notes).await;
+    }
+
+    latency(&bin, &mut report, &mut notes).await;
+    api_efficiency(
+        calls,
+        rows_bytes,
+        &stages,
+        input_bytes,
+        &mut report,
+        &mut notes,
+    )
+    .await;
+
+    finish(&report, &notes, write_to);
+}
+
+/// Prints the table, and writes it to `write_to` when given.
+fn finish(report: &[Metric], notes: &[String], write_to: Option<String>) {
+    let table = render(report, notes);
+    println!("{table}");
+    if let Some(path) = write_to {
+        std::fs::write(&path, table).unwrap();
+        println!("wrote {path}");
+    }
+}
+
+/// The value after `name` on the command line.
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// What the handler talks to under load: storage (the in-memory stand-in for the headline,
+/// a storage account's CPU not being the instance's; Azurite on the same two cores for
+/// comparison), the counting Logs Ingestion endpoint and the identity endpoint.
+struct Services {
+    _identity: Arc<IdentitySim>,
+    sink: Arc<Counter>,
+    azurite: Azurite,
+    _stand_in: Arc<StorageSim>,
+    envs: HandlerEnv,
+    /// The handler's environment with the stand-in.
+    env: Vec<(String, String)>,
+}
+
+impl Services {
+    async fn start() -> Services {
+        let (identity, identity_url) = IdentitySim::start().await;
+        let (sink, sink_url) = counting_sink().await;
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("bench-{}", std::process::id()));
+        let azurite = Azurite::start(&dir.join("azurite"))
+            .await
+            .expect("Azurite (run scripts/setup)");
+        let (stand_in, stand_in_storage) = StorageSim::start().await;
+        let envs = HandlerEnv {
+            sink_url,
+            identity_url,
+        };
+        let env = envs.with(&stand_in_storage);
+        Services {
+            _identity: identity,
+            sink,
+            azurite,
+            _stand_in: stand_in,
+            envs,
+            env,
+        }
+    }
+}
+
+/// How the handler is started: its settings, for a storage account.
+struct HandlerEnv {
+    sink_url: String,
+    identity_url: String,
+}
+
+impl HandlerEnv {
+    /// The handler's environment with `storage`.
+    fn with(&self, storage: &StorageSettings) -> Vec<(String, String)> {
+        vec![
+            ("CAS_API_URL".into(), "http://127.0.0.1:9/".into()),
+            ("SENTINEL_INGESTION_ENDPOINT".into(), self.sink_url.clone()),
+            ("SENTINEL_DCR_IMMUTABLE_ID".into(), DCR.into()),
+            (
+                "AzureWebJobsStorage".into(),
+                storage.connection_string().unwrap(),
+            ),
+            ("IDENTITY_ENDPOINT".into(), self.identity_url.clone()),
+            ("IDENTITY_HEADER".into(), HEADER_SECRET.into()),
+            ("CAS_INVOCATION_BUDGET".into(), "PT120S".into()),
+            ("RUST_LOG".into(), "error".into()),
+        ]
+    }
+}
+
+/// Throughput: every message posted the way the host posts it, 16 in flight.
+struct Throughput<'a> {
+    bin: &'a PathBuf,
+    envs: &'a HandlerEnv,
+    azurite: &'a Azurite,
+    sink: &'a Counter,
+    http: &'a reqwest::Client,
+    messages: &'a [String],
+    record_count: usize,
+    input_bytes: usize,
+    perf_to: Option<&'a str>,
+}
+
+impl Throughput<'_> {
+    /// The headline (storage off the box, median of RUNS) and the Azurite comparison:
+    /// MB/s, the handler's CPU-seconds, and the Logs Ingestion calls of the Azurite run.
+    async fn measure(&self, report: &mut Vec<Metric>, notes: &mut Vec<String>) -> (f64, f64, u64) {
+        let invocations = Invocations {
+            warmup: host_payloads(&warmup_messages()),
+            measured: host_payloads(self.messages),
+        };
+        let mb = self.input_bytes as f64 / MB;
+        // The headline run is repeated (each time with a fresh handler and fresh storage, so
+        // no batch is already marked sent) and the median reported: this machine's speed
+        // drifts by a fifth from minute to minute with its neighbours' load.
+        let mut off_runs = Vec::new();
+        let mut stand_in_calls = 0;
+        for i in 0..RUNS {
+            let (stand_in, storage) = StorageSim::start().await;
+            let perf = if i == 0 { self.perf_to } else { None };
+            off_runs.push(
+                throughput(
+                    self.bin,
+                    &self.envs.with(&storage),
+                    &invocations,
+                    self.http,
+                    None,
+                    perf,
+                )
+                .await,
+            );
+            stand_in_calls = stand_in.calls();
+        }
+        off_runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+        let spread = format!(
+            "{:.0}-{:.0} MB/s over {RUNS} runs",
+            mb / off_runs[RUNS - 1].secs,
+            mb / off_runs[0].secs
+        );
+        let off_box = off_runs.swap_remove(RUNS / 2);
+        let calls_before = self.sink.calls.load(Ordering::Relaxed);
+        let on_box = throughput(
+            self.bin,
+            &self.envs.with(&self.azurite.storage()),
+            &invocations,
+            self.http,
+            self.azurite.pid(),
+            None,
+        )
+        .await;
+        let calls = self.sink.calls.load(Ordering::Relaxed) - calls_before;
+        let mbps = mb / off_box.secs;
+        let handler_cpu = off_box.handler_cpu;
+        report.push(metric(
+            "ingest throughput, 16 in flight, storage off the box (record JSON)",
+            format!(
+                "{mbps:.1} MB/s, {:.0} records/s (median; {spread})",
+                self.record_count as f64 / off_box.secs
+            ),
+            ">= 100 MB/s",
+            Some(mbps >= 100.0),
+        ));
+        report.push(metric(
+            "the same with Azurite on the same 2 cores",
+            format!(
+                "{:.1} MB/s, {:.0} records/s",
+                mb / on_box.secs,
+                self.record_count as f64 / on_box.secs
+            ),
+            "",
+            None,
+        ));
+        throughput_notes(
+            &off_box,
+            &on_box,
+            stand_in_calls,
+            calls,
+            self.messages.len(),
+            mb,
+            notes,
+        );
+        (mbps, handler_cpu, calls)
+    }
+}
+
+/// What the throughput rows rest on: the median headline run and the Azurite run.
+fn throughput_notes(
+    off_box: &Run,
+    on_box: &Run,
+    stand_in_calls: u64,
+    calls: u64,
+    invocations: usize,
+    mb: f64,
+    notes: &mut Vec<String>,
+) {
+    notes.push(format!(
+        "Storage off the box: the handler's storage calls (2 per invocation: create the batch's state blob as its claim, then mark it sent) go through the Azure SDK over HTTP to `blobs::sim`, an in-memory stand-in on loopback that answers them as Azurite does (tests/storage_stand_in.rs runs the same sequence on both). In production the storage account is remote and its CPU is not the instance's. Median run: {} invocations in {:.2} s ({:.2} core-seconds available), {} failed, {stand_in_calls} storage calls (warm-up included); the handler used {:.2} CPU-seconds, this process (load generator, counting endpoint, storage stand-in) {:.2}.",
+        invocations, off_box.secs, off_box.secs * 2.0, off_box.failures, off_box.handler_cpu, off_box.bench_cpu
+    ));
+    notes.push(format!(
+        "Azurite on the same 2 cores: {} invocations in {:.2} s, {} failed; the handler used {:.2} CPU-seconds, Azurite {:.2} ({:.1} ms of CPU per storage call, {} calls), this process {:.2}. Azurite is one Node process, so at its cost per call it caps the run at about {:.0} MB/s whatever the handler does: this row measures the emulator.",
+        invocations, on_box.secs, on_box.failures, on_box.handler_cpu, on_box.other_cpu,
+        on_box.other_cpu * 1000.0 / (2.0 * invocations as f64), 2 * invocations,
+        on_box.bench_cpu, mb / on_box.other_cpu.max(1e-9)
+    ));
+    notes.push(format!(
+        "Logs Ingestion: {calls} calls for {} invocations in the Azurite run.",
+        invocations
+    ));
+}
+
+/// The single-core bounds on the same bytes: gzip alone, JSON alone, all the stages.
+fn cpu_bounds(stages: &Stages, input_bytes: usize, mbps: f64, report: &mut Vec<Metric>) {
+    let cpu = |secs: f64| input_bytes as f64 / MB / secs;
+    let gzip_bound = cpu(stages.gzip_rows);
+    let json_bound = cpu(stages.parse + stages.serialize);
+    report.push(metric(
+        "same bytes through gzip alone (level 1, as the sink sends, one core)",
+        format!("{gzip_bound:.1} MB/s"),
+        "bound",
+        None,
+    ));
+    report.push(metric(
+        "same bytes through JSON parse + serialize alone (serde_json Value, one core)",
+        format!("{json_bound:.1} MB/s"),
+        "bound",
+        None,
+    ));
+    let single_core_bound = cpu(stages.total());
+    report.push(metric(
+        "the handler's own CPU work, all stages, one core",
+        format!(
+            "{single_core_bound:.1} MB/s; with storage off the box the handler reaches {:.0}% of twice that (2 cores, shared with the load generator)",
+            100.0 * mbps / (2.0 * single_core_bound)
+        ),
+        "bound",
+        None,
+    ));
+}
+
+/// Realistic activity records, 1-4 KiB each with nested raw data, packed into full-size
+/// queue messages exactly as PollCas packs them: the records, the messages' texts, how many
+/// records the messages hold and their bytes.
+fn corpus(
+    messages_wanted: usize,
+    notes: &mut Vec<String>,
+) -> (Vec<Value>, Vec<String>, usize, usize) {
     let base = now_ms() - 3_600_000;
     let mut records = Vec::new();
     let mut messages = Vec::new();
@@ -107,64 +416,15 @@ async fn main() {
         input_bytes as f64 / MB
     ));
 
-    // CPU bounds and where the time goes, single-threaded, on the same messages.
-    let stages = profile(&messages);
-    let rows_bytes = stages.rows_bytes;
-    let cpu = |secs: f64| input_bytes as f64 / MB / secs;
-    let gzip_bound = cpu(stages.gzip_rows);
-    let json_bound = cpu(stages.parse + stages.serialize);
+    (records, messages, record_count, input_bytes)
+}
 
-    // The handler under load. Storage is the stand-in (a storage account's CPU is not on
-    // the instance) for the headline, and Azurite on the same two cores for comparison.
-    let (identity, identity_url) = IdentitySim::start().await;
-    let (sink, sink_url) = counting_sink().await;
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{}", std::process::id()));
-    let azurite = Azurite::start(&dir.join("azurite"))
-        .await
-        .expect("Azurite (run scripts/setup)");
-    let (_stand_in, stand_in_storage) = StorageSim::start().await;
-    let env_for = |storage: &StorageSettings| -> Vec<(String, String)> {
-        vec![
-            ("CAS_API_URL".into(), "http://127.0.0.1:9/".into()),
-            ("SENTINEL_INGESTION_ENDPOINT".into(), sink_url.clone()),
-            ("SENTINEL_DCR_IMMUTABLE_ID".into(), DCR.into()),
-            (
-                "AzureWebJobsStorage".into(),
-                storage.connection_string().unwrap(),
-            ),
-            ("IDENTITY_ENDPOINT".into(), identity_url.clone()),
-            ("IDENTITY_HEADER".into(), HEADER_SECRET.into()),
-            ("CAS_INVOCATION_BUDGET".into(), "PT120S".into()),
-            ("RUST_LOG".into(), "error".into()),
-        ]
-    };
-    let env = env_for(&stand_in_storage);
-    let azurite_env = env_for(&azurite.storage());
-    // `--handler PATH` measures another build (e.g. the static musl one scripts/package
-    // makes); `--perf FILE` records where the handler's CPU goes during the headline run.
-    let bin = flag(&args, "--handler")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cas-sentinel")));
-    let perf_to = flag(&args, "--perf");
-    if args.iter().any(|a| a == "--only-poll") {
-        // The catch-up rows alone (minutes, not the whole run), printed, not written.
-        poll_rows(&bin, &args, &mut report, &mut notes).await;
-        println!("{}", render(&report, &notes));
-        return;
-    }
-    notes.push(format!(
-        "Handler measured: `{}`, started as the host starts it (`serve`, settings in its environment).",
-        bin.strip_prefix(env!("CARGO_MANIFEST_DIR"))
-            .unwrap_or(&bin)
-            .display()
-    ));
-
-    // Cold start: exec to the first answer on GET /, 20 runs.
+/// Cold start: exec to the first answer on GET /, 20 runs; and the idle RSS.
+async fn cold_start(bin: &PathBuf, env: &[(String, String)], report: &mut Vec<Metric>) {
     let mut starts = Vec::new();
     let mut idle_rss = 0;
     for i in 0..20 {
-        let (child, took) = spawn_handler(&bin, &env).await;
+        let (child, took) = spawn_handler(bin, env).await;
         starts.push(took);
         if i == 19 {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -186,99 +446,21 @@ async fn main() {
         "< 20 MB",
         Some((idle_rss as f64 / 1024.0) < 20.0),
     ));
+}
 
-    // Throughput: every message posted the way the host posts it, 16 in flight.
-    let http = reqwest::Client::new();
-    let invocations = Invocations {
-        warmup: host_payloads(&warmup_messages()),
-        measured: host_payloads(&messages),
-    };
-    let mb = input_bytes as f64 / MB;
-    // The headline run is repeated (each time with a fresh handler and fresh storage, so
-    // no batch is already marked sent) and the median reported: this machine's speed
-    // drifts by a fifth from minute to minute with its neighbours' load.
-    let mut off_runs = Vec::new();
-    let mut stand_in_calls = 0;
-    for i in 0..RUNS {
-        let (stand_in, storage) = StorageSim::start().await;
-        let perf = if i == 0 { perf_to.as_deref() } else { None };
-        off_runs.push(throughput(&bin, &env_for(&storage), &invocations, &http, None, perf).await);
-        stand_in_calls = stand_in.calls();
-    }
-    off_runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-    let spread = format!(
-        "{:.0}-{:.0} MB/s over {RUNS} runs",
-        mb / off_runs[RUNS - 1].secs,
-        mb / off_runs[0].secs
-    );
-    let off_box = off_runs.swap_remove(RUNS / 2);
-    let calls_before = sink.calls.load(Ordering::Relaxed);
-    let on_box = throughput(&bin, &azurite_env, &invocations, &http, azurite.pid(), None).await;
-    let calls = sink.calls.load(Ordering::Relaxed) - calls_before;
-    let mbps = mb / off_box.secs;
-    let handler_cpu = off_box.handler_cpu;
-    report.push(metric(
-        "ingest throughput, 16 in flight, storage off the box (record JSON)",
-        format!(
-            "{mbps:.1} MB/s, {:.0} records/s (median; {spread})",
-            record_count as f64 / off_box.secs
-        ),
-        ">= 100 MB/s",
-        Some(mbps >= 100.0),
-    ));
-    report.push(metric(
-        "the same with Azurite on the same 2 cores",
-        format!(
-            "{:.1} MB/s, {:.0} records/s",
-            mb / on_box.secs,
-            record_count as f64 / on_box.secs
-        ),
-        "",
-        None,
-    ));
-    notes.push(format!(
-        "Storage off the box: the handler's storage calls (2 per invocation: create the batch's state blob as its claim, then mark it sent) go through the Azure SDK over HTTP to `blobs::sim`, an in-memory stand-in on loopback that answers them as Azurite does (tests/storage_stand_in.rs runs the same sequence on both). In production the storage account is remote and its CPU is not the instance's. Median run: {} invocations in {:.2} s ({:.2} core-seconds available), {} failed, {stand_in_calls} storage calls (warm-up included); the handler used {:.2} CPU-seconds, this process (load generator, counting endpoint, storage stand-in) {:.2}.",
-        messages.len(), off_box.secs, off_box.secs * 2.0, off_box.failures, off_box.handler_cpu, off_box.bench_cpu
-    ));
-    notes.push(format!(
-        "Azurite on the same 2 cores: {} invocations in {:.2} s, {} failed; the handler used {:.2} CPU-seconds, Azurite {:.2} ({:.1} ms of CPU per storage call, {} calls), this process {:.2}. Azurite is one Node process, so at its cost per call it caps the run at about {:.0} MB/s whatever the handler does: this row measures the emulator.",
-        messages.len(), on_box.secs, on_box.failures, on_box.handler_cpu, on_box.other_cpu,
-        on_box.other_cpu * 1000.0 / (2.0 * messages.len() as f64), 2 * messages.len(),
-        on_box.bench_cpu, mb / on_box.other_cpu.max(1e-9)
-    ));
-    notes.push(format!(
-        "Logs Ingestion: {calls} calls for {} invocations in the Azurite run.",
-        messages.len()
-    ));
-    report.push(metric(
-        "same bytes through gzip alone (level 1, as the sink sends, one core)",
-        format!("{gzip_bound:.1} MB/s"),
-        "bound",
-        None,
-    ));
-    report.push(metric(
-        "same bytes through JSON parse + serialize alone (serde_json Value, one core)",
-        format!("{json_bound:.1} MB/s"),
-        "bound",
-        None,
-    ));
-    let single_core_bound = cpu(stages.total());
-    report.push(metric(
-        "the handler's own CPU work, all stages, one core",
-        format!(
-            "{single_core_bound:.1} MB/s; with storage off the box the handler reaches {:.0}% of twice that (2 cores, shared with the load generator)",
-            100.0 * mbps / (2.0 * single_core_bound)
-        ),
-        "bound",
-        None,
-    ));
-
-    // Peak memory: a fresh handler serving 24 concurrent invocations of full-size messages.
-    let (handler, _) = spawn_handler(&bin, &env).await;
-    let port = handler_port(&env, &handler);
+/// Peak memory: a fresh handler serving 24 concurrent invocations of full-size messages.
+async fn peak_memory(
+    bin: &PathBuf,
+    env: &[(String, String)],
+    http: &reqwest::Client,
+    messages: &[String],
+    report: &mut Vec<Metric>,
+) {
+    let (handler, _) = spawn_handler(bin, env).await;
+    let port = handler_port(env, &handler);
     let url = format!("http://127.0.0.1:{port}/IngestBatch");
     let fresh: Vec<String> = remix(&messages[..messages.len().min(96)]);
-    post_all(&http, &url, &host_payloads(&fresh), 24).await;
+    post_all(http, &url, &host_payloads(&fresh), 24).await;
     let (_, hwm) = rss_kib(handler.id().unwrap());
     report.push(metric(
         "peak RSS serving 24 concurrent ingest invocations",
@@ -287,14 +469,23 @@ async fn main() {
         Some((hwm as f64 / 1024.0) < 100.0),
     ));
     drop(handler);
+}
 
-    // The peer, on the same rows and the same endpoint.
+/// The peer, on the same rows and the same endpoint, against `our_rate` rows a second.
+async fn peer_rows(
+    records: &[Value],
+    sink_url: &str,
+    our_rate: f64,
+    record_count: usize,
+    handler_cpu: f64,
+    report: &mut Vec<Metric>,
+    notes: &mut Vec<String>,
+) {
     // The peer's rate is steady well before 20,000 rows; more would only lengthen the run.
-    let peer = peer(&records[..records.len().min(20_000)], &sink_url).await;
+    let peer = peer(&records[..records.len().min(20_000)], sink_url).await;
     match peer {
         Some((rows, secs, peer_cpu)) => {
             let peer_rate = rows as f64 / secs;
-            let our_rate = record_count as f64 / (input_bytes as f64 / MB / mbps);
             report.push(metric(
                 "peer: azure-monitor-ingestion 1.1.0 (Python), same rows, same endpoint",
                 format!("{peer_rate:.0} rows/s"),
@@ -324,15 +515,17 @@ async fn main() {
             notes.push("Peer not run: .venv-bench is missing (scripts/bench creates it).".into())
         }
     }
+}
 
-    // Binary size.
+/// The size of the binary that ships (the musl one when scripts/package has built it).
+fn binary_size(bin: &std::path::Path, report: &mut Vec<Metric>) {
     let musl = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/x86_64-unknown-linux-musl/release/cas-sentinel");
     let (size_path, what) = if musl.exists() {
         (musl, "static musl release binary (stripped)")
     } else {
         (
-            bin.clone(),
+            bin.to_path_buf(),
             "release binary of this build (stripped; build the musl one with scripts/package)",
         )
     };
@@ -343,18 +536,15 @@ async fn main() {
         "< 20 MB",
         Some((size as f64 / MB) < 20.0),
     ));
+}
 
-    // The poll at scale: one catch-up of a day's backlog, as the host runs it.
-    if flag(&args, "--poll-sizes").as_deref() != Some("none") {
-        poll_rows(&bin, &args, &mut report, &mut notes).await;
-    }
-
-    // End-to-end latency on the live simulated tenant.
+/// End-to-end latency on the live simulated tenant.
+async fn latency(bin: &std::path::Path, report: &mut Vec<Metric>, notes: &mut Vec<String>) {
     {
         let dir = std::env::temp_dir().join(format!("cas-bench-live-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let h = cas_sentinel::local::Harness::start(cas_sentinel::local::HarnessOptions {
-            handler_bin: bin.clone(),
+            handler_bin: bin.to_path_buf(),
             work_dir: dir.clone(),
             out_dir: None,
             keep_rows: false,
@@ -381,8 +571,18 @@ async fn main() {
         drop(h);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
 
-    // API efficiency.
+/// API efficiency: CAS requests per 10,000 records, Logs Ingestion calls per MB; and where
+/// the handler's CPU time goes.
+async fn api_efficiency(
+    calls: u64,
+    rows_bytes: usize,
+    stages: &Stages,
+    input_bytes: usize,
+    report: &mut Vec<Metric>,
+    notes: &mut Vec<String>,
+) {
     let (alert_reqs, activity_reqs) = cas_requests().await;
     report.push(metric(
         "CAS requests per 10,000 alerts (distinct times)",
@@ -416,22 +616,6 @@ async fn main() {
         stages.gzip_rows * 1000.0 / (input_bytes as f64 / MB),
         rows_bytes as f64 / input_bytes as f64
     ));
-    let _ = identity;
-
-    let table = render(&report, &notes);
-    println!("{table}");
-    if let Some(path) = write_to {
-        std::fs::write(&path, table).unwrap();
-        println!("wrote {path}");
-    }
-}
-
-/// The value after `name` on the command line.
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
 }
 
 /// One throughput run.
