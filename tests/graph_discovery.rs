@@ -2,7 +2,7 @@
 //! across pages, users and IP addresses across pages, the caps and switches, 401, 403 and
 //! 429, and snapshots interrupted part-way that finish on the next run without a row twice.
 
-use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use cas_sentinel::auth::sim::SimCredential;
 use cas_sentinel::checkpoint::Cursor;
 use cas_sentinel::graph::discovery::Snapshot;
 use cas_sentinel::graph::sim::{app, GraphFault, GraphSim, GRAPH_RESOURCE};
@@ -14,24 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
-
-/// Hands out simulated tokens for whatever scope is asked, as Entra would for a granted one.
-#[derive(Debug)]
-struct SimCredential;
-
-#[async_trait::async_trait]
-impl TokenCredential for SimCredential {
-    async fn get_token(
-        &self,
-        scopes: &[&str],
-        _: Option<TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<AccessToken> {
-        let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-        let resource = scopes[0].trim_end_matches("/.default");
-        let token = format!("sim|{resource}|{}", expires.unix_timestamp());
-        Ok(AccessToken::new(token, expires))
-    }
-}
 
 fn client(url: &Url) -> GraphClient {
     GraphClient::new(reqwest::Client::new(), url.clone(), Arc::new(SimCredential))

@@ -452,31 +452,13 @@ mod tests {
     /// (`blobs::sim`) and the Logs Ingestion simulator, both on loopback; no Azurite, no npm.
     mod protocol {
         use super::*;
+        use crate::auth::sim::SimCredential;
         use crate::blobs::sim::StorageSim;
         use crate::model::{DataType, Window};
         use crate::queue::envelope::pack;
         use crate::sentinel::sim::{IngestFault, IngestionSim, SIM_DCR};
-        use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
         use std::sync::Arc;
         use std::time::Duration;
-
-        /// Simulated Entra tokens for any scope, as the identity simulator hands out.
-        #[derive(Debug)]
-        struct SimCredential;
-
-        #[async_trait::async_trait]
-        impl TokenCredential for SimCredential {
-            async fn get_token(
-                &self,
-                scopes: &[&str],
-                _: Option<TokenRequestOptions<'_>>,
-            ) -> azure_core::Result<AccessToken> {
-                let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-                let resource = scopes[0].trim_end_matches("/.default");
-                let token = format!("sim|{resource}|{}", expires.unix_timestamp());
-                Ok(AccessToken::new(token, expires))
-            }
-        }
 
         struct World {
             _storage: Arc<StorageSim>,
