@@ -81,6 +81,14 @@ pub fn repair_bytes(body: impl Into<Vec<u8>>) -> Result<(String, Repairs), Broke
     Ok((rewritten.unwrap_or(text), repairs))
 }
 
+/// Bytes from a service as a JSON value ([`repair_bytes`], then parsed), and what was
+/// repaired; the error says why it is not JSON.
+pub fn value_of(body: impl Into<Vec<u8>>) -> Result<(serde_json::Value, Repairs), String> {
+    let (text, repairs) = repair_bytes(body).map_err(|e| format!("not JSON: {e}"))?;
+    let v = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    Ok((v, repairs))
+}
+
 /// Returns `text` as strict JSON (borrowed when it already was), and what was changed.
 pub fn repair(text: &str) -> Result<(Cow<'_, str>, Repairs), Broken> {
     let mut r = Repairer {

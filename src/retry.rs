@@ -46,8 +46,32 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(max);
     let floor = (base / 2).min(ceiling);
     let span = ceiling.saturating_sub(floor).as_millis() as u64;
-    let r = RandomState::new().build_hasher().finish();
+    let r = random_u64();
     floor + Duration::from_millis(if span == 0 { 0 } else { r % (span + 1) })
+}
+
+/// A random number from the standard library's per-process random hasher keys: enough for
+/// jitter and for ids that only need to differ, with no random-number crate.
+pub fn random_u64() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+/// The code and message of an Azure error body, `{"error":{"code","message"}}` (Logs
+/// Ingestion and Microsoft Graph both answer so): `unknown` and the body's start when it is
+/// not that shape.
+pub fn error_parts(body: &str) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let code = v
+        .pointer("/error/code")
+        .and_then(|c| c.as_str())
+        .unwrap_or("unknown")
+        .to_string();
+    let message = v
+        .pointer("/error/message")
+        .and_then(|c| c.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| body.chars().take(300).collect());
+    (code, message)
 }
 
 /// The longest wait a `Retry-After` may ask for; a larger value (or `1e20`) is read as

@@ -141,9 +141,9 @@ impl CasClient {
             path: path.into(),
             detail,
         };
-        let (text, _) =
-            crate::lenient::repair_bytes(bytes).map_err(|e| shape(format!("not JSON: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| shape(format!("not JSON: {e}")))
+        crate::lenient::value_of(bytes)
+            .map(|(v, _)| v)
+            .map_err(shape)
     }
 
     /// Sends one request with throttling, retries and error mapping; the body of the

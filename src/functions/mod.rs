@@ -27,10 +27,7 @@ pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
 
 /// An invocation id of our own, for a request that came without the host's.
 fn own_invocation_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let r = crate::retry::random_u64();
     format!("cas-{r:016x}")
 }
 

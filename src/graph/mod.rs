@@ -15,7 +15,7 @@ pub mod sim;
 pub use config::{DiscoveryPeriod, DiscoverySettings};
 
 use crate::auth::{self, AuthError};
-use crate::retry::{drive, read_answer, Attempt, Deadline, Policy};
+use crate::retry::{drive, error_parts, read_answer, Attempt, Deadline, Policy};
 use azure_core::credentials::TokenCredential;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,10 +184,7 @@ impl GraphClient {
             what: what.into(),
             detail,
         };
-        let (text, repairs) =
-            crate::lenient::repair_bytes(body).map_err(|e| shape(format!("not JSON: {e}")))?;
-        let mut v: Value =
-            serde_json::from_str(&text).map_err(|e| shape(format!("not JSON: {e}")))?;
+        let (mut v, repairs) = crate::lenient::value_of(body).map_err(shape)?;
         let items = match v.get_mut("value").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => return Err(shape("no \"value\" array".into())),
@@ -234,12 +231,7 @@ pub fn classify<T>(
     retry_after: Option<Duration>,
     body: &str,
 ) -> Attempt<T, GraphError> {
-    let v: Value = serde_json::from_str(body).unwrap_or_default();
-    let code = v
-        .pointer("/error/code")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_string();
+    let (code, message) = error_parts(body);
     let denied = |hint| {
         Attempt::Fail(GraphError::Denied {
             what: what.into(),
@@ -255,11 +247,7 @@ pub fn classify<T>(
         _ => Attempt::Fail(GraphError::Status {
             what: what.into(),
             status,
-            message: v
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| body.chars().take(300).collect()),
+            message,
             code,
         }),
     }
@@ -289,35 +277,21 @@ fn describe(url: &Url) -> String {
 
 /// Decodes `%xx` escapes (Graph ids and the `'` of `duration'P7D'` travel escaped).
 pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
+
+/// What a path segment escapes: all but RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Escapes one path segment (a report or app id) for a Graph URL.
 pub(crate) fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 #[cfg(test)]

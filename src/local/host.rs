@@ -101,10 +101,7 @@ impl HostEmulator {
             .map_err(|e| LocalError::Handler(e.to_string()))?;
         // The host names each invocation in a header; ids here are random like its GUIDs.
         let invocation = {
-            use std::hash::{BuildHasher, Hasher};
-            let r = std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish();
+            let r = crate::retry::random_u64();
             format!(
                 "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
                 r >> 32,

@@ -7,7 +7,7 @@ pub mod sim;
 
 use crate::auth::{self, AuthError};
 use crate::queue::envelope::gzip_fast;
-use crate::retry::{drive, read_answer, Attempt, Deadline, Policy};
+use crate::retry::{drive, error_parts, read_answer, Attempt, Deadline, Policy};
 use azure_core::credentials::TokenCredential;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -232,21 +232,6 @@ pub fn scope_for(endpoint: &Url) -> &'static str {
     } else {
         "https://monitor.azure.com/.default"
     }
-}
-
-fn error_parts(text: &str) -> (String, String) {
-    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-    let code = v
-        .pointer("/error/code")
-        .and_then(|c| c.as_str())
-        .unwrap_or("unknown")
-        .to_string();
-    let message = v
-        .pointer("/error/message")
-        .and_then(|c| c.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| text.chars().take(300).collect());
-    (code, message)
 }
 
 fn hint_for(status: u16, code: &str) -> &'static str {
