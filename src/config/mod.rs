@@ -217,9 +217,7 @@ impl Settings {
         };
         let mut errs = Collector(Vec::new());
         let mut data_types = errs.take(parse_data_types(get("CAS_DATA_TYPES")), Vec::new());
-        let discovery = DiscoverySettings::from_lookup(&get)
-            .map_err(|e| errs.0.extend(e))
-            .ok();
+        let discovery = DiscoverySettings::read(&get, &mut errs);
         // Discovery reads Graph with the Entra identity, never with CAS_API_TOKEN. A
         // deployment that chose the legacy token and did not ask for discovery by name has
         // most likely not granted that identity Graph's permission: leave discovery out
@@ -251,7 +249,7 @@ impl Settings {
             .ok();
 
         // Placeholders stand in for failed settings only until here: any failure returns.
-        let (Some(storage), Some(discovery), true) = (storage, discovery, errs.0.is_empty()) else {
+        let (Some(storage), true) = (storage, errs.0.is_empty()) else {
             return Err(SettingsErrors(errs.0));
         };
         Ok(Settings {
@@ -370,7 +368,7 @@ pub(crate) fn parse_switch(
 }
 
 /// A placeholder URL for a setting that failed (never used: a failure returns).
-fn placeholder_url() -> Url {
+pub(crate) fn placeholder_url() -> Url {
     Url::parse("http://127.0.0.1/").expect("a valid URL")
 }
 
@@ -466,37 +464,56 @@ impl SentinelSettings {
     }
 }
 
-/// `CAS_INVOCATION_BUDGET`: at least [`MIN_BUDGET`]; the upper bound is host.json's
-/// (see [`Settings::check_against_host`]).
-fn parse_budget(value: Option<String>) -> Result<Duration, SettingError> {
-    let d = parse_duration("CAS_INVOCATION_BUDGET", value, "PT4M")?;
-    if d >= MIN_BUDGET {
+/// A duration setting (`default` when unset) that must lie in `range` (in seconds); the
+/// error says `why` after the value.
+pub(crate) fn parse_duration_within(
+    name: &'static str,
+    value: Option<String>,
+    default: &str,
+    range: std::ops::RangeInclusive<u64>,
+    why: impl FnOnce(Duration) -> String,
+) -> Result<Duration, SettingError> {
+    let d = parse_duration(name, value, default)?;
+    if range.contains(&d.as_secs()) {
         return Ok(d);
     }
     Err(SettingError::Invalid {
-        name: "CAS_INVOCATION_BUDGET",
-        reason: format!("{}s is too short to read one page and send one batch: at least PT5S (and below host.json's functionTimeout less PT1M)", d.as_secs()),
+        name,
+        reason: why(d),
     })
+}
+
+/// `CAS_INVOCATION_BUDGET`: at least [`MIN_BUDGET`]; the upper bound is host.json's
+/// (see [`Settings::check_against_host`]).
+fn parse_budget(value: Option<String>) -> Result<Duration, SettingError> {
+    parse_duration_within(
+        "CAS_INVOCATION_BUDGET",
+        value,
+        "PT4M",
+        MIN_BUDGET.as_secs()..=u64::MAX,
+        |d| {
+            format!("{}s is too short to read one page and send one batch: at least PT5S (and below host.json's functionTimeout less PT1M)", d.as_secs())
+        },
+    )
 }
 
 /// `CAS_STORAGE_SAS_LIFETIME`: PT10S to P7D.
 fn parse_sas_lifetime(value: Option<String>) -> Result<Duration, SettingError> {
-    let d = parse_duration("CAS_STORAGE_SAS_LIFETIME", value, "P1D")?;
-    if (10..=7 * 86_400).contains(&d.as_secs()) {
-        return Ok(d);
-    }
-    Err(SettingError::Invalid {
-        name: "CAS_STORAGE_SAS_LIFETIME",
-        reason: "must be between PT10S and P7D".into(),
-    })
+    parse_duration_within(
+        "CAS_STORAGE_SAS_LIFETIME",
+        value,
+        "P1D",
+        10..=7 * 86_400,
+        |_| "must be between PT10S and P7D".into(),
+    )
 }
 
 /// Gathers every setting error instead of stopping at the first.
-struct Collector(Vec<SettingError>);
+pub(crate) struct Collector(pub(crate) Vec<SettingError>);
 
 impl Collector {
     /// The value, or `placeholder` with the error recorded.
-    fn take<T>(&mut self, r: Result<T, SettingError>, placeholder: T) -> T {
+    pub(crate) fn take<T>(&mut self, r: Result<T, SettingError>, placeholder: T) -> T {
         r.unwrap_or_else(|e| {
             self.0.push(e);
             placeholder

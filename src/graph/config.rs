@@ -1,7 +1,10 @@
 //! The discovery settings: where Microsoft Graph is, which continuous reports to read,
 //! over what rolling period, how often, and how many user and IP rows per app.
 
-use crate::config::{is_loopback, parse_count, parse_duration, parse_switch, SettingError};
+use crate::config::{
+    is_loopback, parse_count, parse_duration_within, parse_switch, placeholder_url, Collector,
+    SettingError,
+};
 use std::time::Duration;
 use url::Url;
 
@@ -70,85 +73,55 @@ const GRAPH_HOSTS: &[&str] = &[
 impl DiscoverySettings {
     /// Reads the discovery section through `get`, gathering every problem.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<SettingError>> {
-        let mut errors = Vec::new();
-        let e = &mut errors;
-        let graph_url = take(
-            e,
-            parse_graph_url(&get("GRAPH_API_URL").unwrap_or_else(|| DEFAULT_GRAPH_URL.into())),
+        let mut errs = Collector(Vec::new());
+        let s = Self::read(get, &mut errs);
+        if errs.0.is_empty() {
+            Ok(s)
+        } else {
+            Err(errs.0)
+        }
+    }
+
+    /// The discovery section; problems go to `errs` (and the value is then a placeholder).
+    pub(crate) fn read(get: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) -> Self {
+        let interval = parse_duration_within(
+            "CAS_DISCOVERY_INTERVAL",
+            get("CAS_DISCOVERY_INTERVAL"),
+            "P1D",
+            3600..=30 * 86_400,
+            |_| {
+                "must be between PT1H and P30D (Graph's aggregates move slowly; a snapshot costs two Graph calls per app)".into()
+            },
         );
-        let period = take(e, parse_period(get("CAS_DISCOVERY_PERIOD")));
-        let interval = take(
-            e,
-            parse_duration(
-                "CAS_DISCOVERY_INTERVAL",
-                get("CAS_DISCOVERY_INTERVAL"),
-                "P1D",
-            )
-            .and_then(|d| {
-                if (3600..=30 * 86_400).contains(&d.as_secs()) {
-                    Ok(d)
-                } else {
-                    Err(SettingError::Invalid {
-                        name: "CAS_DISCOVERY_INTERVAL",
-                        reason: "must be between PT1H and P30D (Graph's aggregates move slowly; a snapshot costs two Graph calls per app)".into(),
-                    })
-                }
-            }),
-        );
-        let users = take(
-            e,
-            parse_switch("CAS_DISCOVERY_USERS", get("CAS_DISCOVERY_USERS"), true),
-        );
-        let ip_addresses = take(
-            e,
-            parse_switch(
-                "CAS_DISCOVERY_IP_ADDRESSES",
-                get("CAS_DISCOVERY_IP_ADDRESSES"),
-                true,
-            ),
-        );
-        let max_per_app = take(e, parse_count(
+        let max_per_app = parse_count(
             "CAS_DISCOVERY_MAX_PER_APP",
             get("CAS_DISCOVERY_MAX_PER_APP"),
             1000,
             1..=10_000,
             "expected a whole number from 1 to 10000 (user rows, and IP rows, per app and snapshot)",
-        ));
-        let streams = get("CAS_DISCOVERY_STREAMS").map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        });
-        match (
-            graph_url,
-            period,
-            interval,
-            users,
-            ip_addresses,
-            max_per_app,
-        ) {
-            (Some(graph_url), Some(period), Some(interval), Some(users), Some(ips), Some(max))
-                if errors.is_empty() =>
-            {
-                Ok(DiscoverySettings {
-                    graph_url,
-                    streams,
-                    period,
-                    interval,
-                    users,
-                    ip_addresses: ips,
-                    max_per_app: max,
-                })
-            }
-            _ => Err(errors),
+        );
+        let switch = |name| parse_switch(name, get(name), true);
+        DiscoverySettings {
+            graph_url: errs.take(
+                parse_graph_url(&get("GRAPH_API_URL").unwrap_or_else(|| DEFAULT_GRAPH_URL.into())),
+                placeholder_url(),
+            ),
+            streams: get("CAS_DISCOVERY_STREAMS").map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+            period: errs.take(
+                parse_period(get("CAS_DISCOVERY_PERIOD")),
+                DiscoveryPeriod::P7D,
+            ),
+            interval: errs.take(interval, Duration::ZERO),
+            users: errs.take(switch("CAS_DISCOVERY_USERS"), false),
+            ip_addresses: errs.take(switch("CAS_DISCOVERY_IP_ADDRESSES"), false),
+            max_per_app: errs.take(max_per_app, 0),
         }
     }
-}
-
-/// The value, or `None` with the error recorded.
-fn take<T>(errors: &mut Vec<SettingError>, r: Result<T, SettingError>) -> Option<T> {
-    r.map_err(|e| errors.push(e)).ok()
 }
 
 fn parse_period(value: Option<String>) -> Result<DiscoveryPeriod, SettingError> {
