@@ -54,6 +54,15 @@ impl Repairs {
     }
 }
 
+impl std::ops::AddAssign for Repairs {
+    fn add_assign(&mut self, other: Repairs) {
+        self.escapes += other.escapes;
+        self.controls += other.controls;
+        self.numbers += other.numbers;
+        self.deep += other.deep;
+    }
+}
+
 /// Text that is not JSON in a way no repair can fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not JSON at byte {offset}: {what}")]

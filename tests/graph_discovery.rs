@@ -5,7 +5,7 @@
 use cas_sentinel::auth::sim::SimCredential;
 use cas_sentinel::checkpoint::Cursor;
 use cas_sentinel::graph::discovery::Snapshot;
-use cas_sentinel::graph::sim::{app, GraphFault, GraphSim, GRAPH_RESOURCE};
+use cas_sentinel::graph::sim::{app, hostile_app, GraphFault, GraphSim, GRAPH_RESOURCE};
 use cas_sentinel::graph::{DiscoverySettings, GraphClient, GraphError};
 use cas_sentinel::model::{now_ms, DataType};
 use cas_sentinel::retry::Deadline;
@@ -408,4 +408,43 @@ async fn a_long_page_of_apps_is_read_a_few_apps_a_step_and_resumed_inside_the_pa
     ids.sort();
     ids.dedup();
     assert_eq!((first.len() + rest.len(), ids.len()), (23, 23));
+}
+
+#[tokio::test]
+async fn an_app_graph_describes_in_text_no_json_reader_accepts_is_repaired_counted_and_written() {
+    let (sim, url) = GraphSim::start(3, 4).await;
+    sim.add_report(
+        "Global View",
+        vec![app(1, "Fine", "crm", 1, 1), hostile_app(2, 2, 1)],
+    );
+    let g = client(&url);
+    let mut snap = Snapshot::new(&settings(&url, &[]), None, now_ms());
+    let step = snap.next(&g, minute()).await.unwrap().unwrap();
+    let repairs = step.page.repairs;
+    assert!(repairs.escapes >= 1 && repairs.numbers >= 1, "{repairs:?}");
+    let records: Vec<Value> = step
+        .new_records()
+        .into_iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect();
+    assert_eq!(
+        records.len(),
+        (1 + 1 + 1) + (1 + 2 + 1),
+        "the app after it is not stalled"
+    );
+    let hostile = records
+        .iter()
+        .find(|r| r["kind"] == "app" && r["app"]["id"] == "10002")
+        .unwrap();
+    let row = cas_sentinel::schema::to_row(DataType::Discovery, hostile);
+    assert_eq!(row["AppName"], "Shadow \u{fffd} app");
+    assert_eq!(
+        row["Domains"][0].as_str().unwrap().len(),
+        100_012,
+        "a huge field passes whole (the sink cuts it to the service's limit)"
+    );
+    assert!(
+        row["MappingIssues"].as_str().unwrap().contains("riskScore"),
+        "{row}"
+    );
 }

@@ -284,7 +284,7 @@ impl PollReport {
     fn count(&mut self, step: &Step, messages: usize) {
         let repairs = step.page.repairs;
         if repairs.any() {
-            tracing::warn!(data_type = %self.data_type, ?repairs, "CAS records held text no JSON reader accepts (lone surrogates, numbers beyond f64, over-deep nesting); repaired and forwarded");
+            tracing::warn!(data_type = %self.data_type, ?repairs, "records held text no JSON reader accepts (lone surrogates, numbers beyond f64, over-deep nesting); repaired and forwarded");
         }
         self.pages += 1;
         self.repaired += repairs.total();

@@ -52,7 +52,8 @@ pub struct Snapshot {
     reports: Option<Vec<Report>>,
     page: Option<AppsPage>,
     finished: bool,
-    repaired: usize,
+    /// What was repaired in Graph's answers since the last step (it goes with the step).
+    repairs: crate::lenient::Repairs,
 }
 
 impl Snapshot {
@@ -82,7 +83,7 @@ impl Snapshot {
             reports: None,
             page: None,
             finished: false,
-            repaired: 0,
+            repairs: Default::default(),
         }
     }
 
@@ -110,11 +111,6 @@ impl Snapshot {
     /// Whether no snapshot is due, or the due one is fully enqueued.
     pub fn complete(&self) -> bool {
         self.taken_ms.is_none() || self.finished
-    }
-
-    /// Values repaired so far so Graph's answers could be read.
-    pub fn repaired(&self) -> usize {
-        self.repaired
     }
 
     /// The rows of the next apps (up to [`APPS_PER_STEP`]; at the end, an empty step that
@@ -194,8 +190,9 @@ impl Snapshot {
             .get_or_insert_with(SnapshotResume::default)
     }
 
-    fn step(&self, records: Vec<Value>) -> Step {
-        let page = Page::from_values(&records);
+    fn step(&mut self, records: Vec<Value>) -> Step {
+        let mut page = Page::from_values(&records);
+        page.repairs = std::mem::take(&mut self.repairs);
         Step {
             new: (0..page.records.len()).collect(),
             page,
@@ -278,7 +275,7 @@ impl Snapshot {
             }
             other => other?,
         };
-        self.repaired += read.repaired;
+        self.repairs += read.repairs;
         Ok(AppsPage {
             apps: read.items,
             next: read.next,
@@ -350,7 +347,7 @@ impl Snapshot {
         let mut next = Some(url);
         while let Some(u) = next.take() {
             let page = graph.page(&u, deadline).await?;
-            self.repaired += page.repaired;
+            self.repairs += page.repairs;
             items.extend(page.items);
             if items.len() >= max {
                 items.truncate(max);

@@ -84,8 +84,8 @@ pub struct GraphPage {
     pub items: Vec<Value>,
     /// The next page, when there is one.
     pub next: Option<Url>,
-    /// Values repaired so the page could be read (see [`crate::lenient`]).
-    pub repaired: usize,
+    /// What was repaired so the page could be read (see [`crate::lenient`]).
+    pub repairs: crate::lenient::Repairs,
 }
 
 /// The Graph client. Cheap to clone; clones share the request counter.
@@ -206,7 +206,7 @@ impl GraphClient {
         Ok(GraphPage {
             items,
             next,
-            repaired: repairs.total(),
+            repairs,
         })
     }
 }

@@ -37,6 +37,9 @@ pub struct SimApp {
     pub users: Vec<String>,
     /// Its IP addresses.
     pub ip_addresses: Vec<String>,
+    /// The detail's text as served, when it holds what a `Value` cannot (a lone
+    /// surrogate, a number beyond `f64`); `None`: `detail` serialized.
+    pub text: Option<String>,
 }
 
 /// Requests seen, for assertions and the Graph call counts the docs quote.
@@ -197,7 +200,7 @@ impl GraphSim {
         &self,
         st: &State,
         parts: &[&str],
-    ) -> Result<(Vec<Value>, usize), Box<warp::reply::Response>> {
+    ) -> Result<(Vec<String>, usize), Box<warp::reply::Response>> {
         let not_found =
             |what: &str| Box::new(error(StatusCode::NOT_FOUND, "ResourceNotFound", what));
         let [stream, function, rest @ ..] = parts else {
@@ -207,7 +210,7 @@ impl GraphSim {
             let items = st
                 .reports
                 .iter()
-                .map(|r| json!({"@odata.type": "#microsoft.graph.security.cloudAppDiscoveryReport", "id": r.id, "displayName": r.name, "isSnapshotReport": false, "logDataProvider": "paloAlto", "receiverProtocol": "syslogUdp", "supportedEntityTypes": ["user", "ipAddress"], "supportedTrafficTypes": ["uploadedBytes", "downloadedBytes"]}))
+                .map(|r| json!({"@odata.type": "#microsoft.graph.security.cloudAppDiscoveryReport", "id": r.id, "displayName": r.name, "isSnapshotReport": false, "logDataProvider": "paloAlto", "receiverProtocol": "syslogUdp", "supportedEntityTypes": ["user", "ipAddress"], "supportedTrafficTypes": ["uploadedBytes", "downloadedBytes"]}).to_string())
                 .collect();
             return Ok((items, self.apps_per_page));
         };
@@ -235,7 +238,11 @@ impl GraphSim {
         }
         match rest {
             [] => Ok((
-                report.apps.iter().map(|a| a.detail.clone()).collect(),
+                report
+                    .apps
+                    .iter()
+                    .map(|a| a.text.clone().unwrap_or_else(|| a.detail.to_string()))
+                    .collect(),
                 self.apps_per_page,
             )),
             [app, list @ ("users" | "ipAddresses")] => {
@@ -245,9 +252,9 @@ impl GraphSim {
                     .find(|a| a.detail["id"] == *app)
                     .ok_or_else(|| not_found("The app was not discovered in this report"))?;
                 let items = if *list == "users" {
-                    a.users.iter().map(|u| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppUser", "userIdentifier": u})).collect()
+                    a.users.iter().map(|u| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppUser", "userIdentifier": u}).to_string()).collect()
                 } else {
-                    a.ip_addresses.iter().map(|i| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppIPAddress", "ipAddress": i})).collect()
+                    a.ip_addresses.iter().map(|i| json!({"@odata.type": "#microsoft.graph.security.discoveredCloudAppIPAddress", "ipAddress": i}).to_string()).collect()
                 };
                 Ok((items, self.items_per_page))
             }
@@ -299,20 +306,23 @@ impl GraphSim {
         &self,
         base: &str,
         path: &str,
-        items: Vec<Value>,
+        items: Vec<String>,
         offset: usize,
         size: usize,
         generation: u64,
     ) -> warp::reply::Response {
+        // Written as text, so an item can hold what no `Value` can (see `SimApp::text`).
         let end = (offset + size).min(items.len());
-        let mut body = json!({
-            "@odata.context": format!("{base}/beta/$metadata#Collection"),
-            "value": items.get(offset..end).unwrap_or_default(),
-        });
+        let context = json!(format!("{base}/beta/$metadata#Collection"));
+        let value = items.get(offset..end).unwrap_or_default().join(",");
+        let mut body = format!(r#"{{"@odata.context":{context},"value":[{value}]"#);
         if end < items.len() {
-            body["@odata.nextLink"] = json!(format!("{base}{path}?$skiptoken=g{generation}o{end}"));
+            let next = json!(format!("{base}{path}?$skiptoken=g{generation}o{end}"));
+            body.push_str(&format!(r#","@odata.nextLink":{next}"#));
         }
-        warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response()
+        body.push('}');
+        let reply = warp::reply::with_header(body, "content-type", "application/json");
+        warp::reply::with_status(reply, StatusCode::OK).into_response()
     }
 }
 
@@ -363,5 +373,25 @@ pub fn app(n: u64, name: &str, category: &str, users: usize, ips: usize) -> SimA
         ip_addresses: (0..ips)
             .map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1))
             .collect(),
+        text: None,
     }
+}
+
+/// An app as real discovery data can hold one: a name with a lone UTF-16 surrogate (half
+/// an emoji, cut by a log parser upstream), a risk score no `f64` holds, and a domain of
+/// 100,000 bytes.
+pub fn hostile_app(n: u64, users: usize, ips: usize) -> SimApp {
+    let mut a = app(n, "HOSTILE_NAME", "cloudStorage", users, ips);
+    a.detail["domains"] = json!([format!("{}.example.com", "x".repeat(100_000))]);
+    let text = a
+        .detail
+        .to_string()
+        .replacen("\"HOSTILE_NAME\"", "\"Shadow \\ud83d app\"", 1)
+        .replacen(
+            &format!("\"riskScore\":{}", n % 10 + 1),
+            "\"riskScore\":1e400",
+            1,
+        );
+    a.text = Some(text);
+    a
 }
