@@ -127,6 +127,25 @@ impl App {
         })
     }
 
+    /// What an ingest uses of the app (see [`crate::functions::ingest::process`]).
+    pub fn sink(&self) -> crate::functions::ingest::Sink<'_> {
+        crate::functions::ingest::Sink {
+            blobs: &self.blobs,
+            sentinel: &self.sentinel,
+            streams: &self.settings.sentinel,
+        }
+    }
+
+    /// What a poll reads from, of the app (see [`crate::functions::poll::run_with`]).
+    pub fn sources(&self) -> crate::functions::poll::Sources<'_> {
+        crate::functions::poll::Sources {
+            settings: &self.settings,
+            cas: &self.cas,
+            graph: &self.graph,
+            checkpoints: &self.checkpoints,
+        }
+    }
+
     /// Enqueues one packed message; a spilled payload goes to its blob first, so no
     /// message ever points at a blob that is not there.
     pub async fn enqueue(&self, m: &Outgoing) -> Result<(), AppError> {

@@ -209,6 +209,17 @@ fn errors(answer: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Analyzes `input`'s queries and fails, naming each query and message, on any error.
+fn assert_no_errors(input: Value) {
+    let errs = errors(&analyze(input));
+    assert!(
+        errs.is_empty(),
+        "{} KQL error(s):\n{}",
+        errs.len(),
+        errs.join("\n")
+    );
+}
+
 /// The compat cases: (file, the real tables it names, its text).
 fn compat_cases() -> Vec<(String, Vec<String>, String)> {
     let dir = root().join("tests/kql/compat");
@@ -290,14 +301,8 @@ fn every_shipped_query_analyzes_without_errors() {
     for (file, _, text) in compat_cases() {
         queries.push(json!({"name": format!("tests/kql/compat/{file} (through the functions)"), "text": with_stand_ins(&text)}));
     }
-    let answer =
-        analyze(json!({"tables": custom_tables(), "functions": functions, "queries": queries}));
-    let errs = errors(&answer);
-    assert!(
-        errs.is_empty(),
-        "{} KQL error(s):\n{}",
-        errs.len(),
-        errs.join("\n")
+    assert_no_errors(
+        json!({"tables": custom_tables(), "functions": functions, "queries": queries}),
     );
 }
 
@@ -307,9 +312,7 @@ fn the_compatibility_cases_are_valid_against_the_real_sentinel_tables() {
         .into_iter()
         .map(|(file, _, text)| json!({"name": format!("tests/kql/compat/{file}"), "text": text}))
         .collect();
-    let answer = analyze(json!({"tables": sentinel_tables(), "queries": queries}));
-    let errs = errors(&answer);
-    assert!(errs.is_empty(), "{}", errs.join("\n"));
+    assert_no_errors(json!({"tables": sentinel_tables(), "queries": queries}));
 }
 
 #[test]
@@ -439,14 +442,8 @@ fn the_workbook_rules_and_hunting_queries_analyze_without_errors() {
             queries.push(json!({"name": r["file"], "text": r["doc"]["query"]}));
         }
     }
-    let answer =
-        analyze(json!({"tables": content_tables(), "functions": functions(), "queries": queries}));
-    let errs = errors(&answer);
-    assert!(
-        errs.is_empty(),
-        "{} KQL error(s):\n{}",
-        errs.len(),
-        errs.join("\n")
+    assert_no_errors(
+        json!({"tables": content_tables(), "functions": functions(), "queries": queries}),
     );
 }
 

@@ -80,17 +80,6 @@ pub struct Sink<'a> {
     pub streams: &'a SentinelSettings,
 }
 
-impl crate::app::App {
-    /// What [`process`] uses of the app.
-    pub fn sink(&self) -> Sink<'_> {
-        Sink {
-            blobs: &self.blobs,
-            sentinel: &self.sentinel,
-            streams: &self.settings.sentinel,
-        }
-    }
-}
-
 /// Sends one batch given its message text.
 ///
 /// Each batch has one state blob, `batches/<type>/<batch>`, that is the claim, the record

@@ -118,18 +118,6 @@ impl Outbox for App {
     }
 }
 
-impl App {
-    /// What a poll reads from, of the app.
-    pub fn sources(&self) -> Sources<'_> {
-        Sources {
-            settings: &self.settings,
-            cas: &self.cas,
-            graph: &self.graph,
-            checkpoints: &self.checkpoints,
-        }
-    }
-}
-
 /// Stores the reader's cursor over `previous` (unless it is unchanged).
 async fn save(
     app: Sources<'_>,
