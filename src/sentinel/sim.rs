@@ -172,10 +172,12 @@ impl IngestionSim {
             return Err(refuse(StatusCode::UNAUTHORIZED, "InvalidToken", why));
         }
         if st.denied {
+            // The service's own answer for an identity without the role on the DCR (as the
+            // Azure SDKs' troubleshooting guides quote it): code OperationFailed, not Forbidden.
             return Err(refuse(
                 StatusCode::FORBIDDEN,
-                "Forbidden",
-                "The authentication token provided does not have access to ingest data for the data collection rule",
+                "OperationFailed",
+                "The authentication token provided does not have access to ingest data for the data collection rule with immutable Id 'dcr-…' PipelineAccessResult: AccessGranted: False, IsRbacPresent: False",
             ));
         }
         if q.get("api-version").map(String::as_str) != Some("2023-01-01") {
@@ -315,6 +317,9 @@ fn read_rows(
         return Err(too_large(st, "the uncompressed body exceeds 1 MiB"));
     }
     let Ok(Value::Array(rows)) = serde_json::from_slice(&raw) else {
+        // Stricter than the service, on purpose: it answers a JSON object with 204 and
+        // writes nothing (reported against its docs and SDKs). Refusing it here means a
+        // packing bug of ours fails a test instead of losing rows silently.
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "InvalidContent",
