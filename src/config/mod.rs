@@ -674,23 +674,33 @@ fn parse_filter(
 
 /// Accepts the CAS API on its known domains over https, or http on loopback for local work.
 fn parse_cas_url(text: &str) -> Result<Url, SettingError> {
-    let url = Url::parse(text).map_err(|e| SettingError::Invalid {
-        name: "CAS_API_URL",
-        reason: format!("{text:?} is not a URL: {e}"),
-    })?;
-    if is_loopback(&url) {
+    let known = |host: &str| {
+        host.ends_with(".portal.cloudappsecurity.com")
+            || host.ends_with(".portal.cloudappsecurity.us")
+            || host == "portal.cloudappsecuritygov.com"
+            || host.ends_with(".portal.cloudappsecuritygov.com")
+    };
+    parse_service_url("CAS_API_URL", text, known, "*.portal.cloudappsecurity.com, *.portal.cloudappsecurity.us or portal.cloudappsecuritygov.com")
+}
+
+/// A service's base URL: https on a host `known` accepts (a token for the service is sent
+/// there), or http(s) on a loopback address for local work; `hosts` says which in the error.
+pub(crate) fn parse_service_url(
+    name: &'static str,
+    text: &str,
+    known: impl Fn(&str) -> bool,
+    hosts: &str,
+) -> Result<Url, SettingError> {
+    let bad = |reason: String| SettingError::Invalid { name, reason };
+    let url = Url::parse(text).map_err(|e| bad(format!("{text:?} is not a URL: {e}")))?;
+    if is_loopback(&url) && matches!(url.scheme(), "http" | "https") {
         return Ok(url);
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    let known = host.ends_with(".portal.cloudappsecurity.com")
-        || host.ends_with(".portal.cloudappsecurity.us")
-        || host == "portal.cloudappsecuritygov.com"
-        || host.ends_with(".portal.cloudappsecuritygov.com");
-    if url.scheme() != "https" || !known {
-        return Err(SettingError::Invalid {
-            name: "CAS_API_URL",
-            reason: format!("{text:?} must be https on *.portal.cloudappsecurity.com, *.portal.cloudappsecurity.us or portal.cloudappsecuritygov.com (or http on a loopback address for local work)"),
-        });
+    if url.scheme() != "https" || !known(&host) {
+        return Err(bad(format!(
+            "{text:?} must be https on {hosts} (or http on a loopback address for local work)"
+        )));
     }
     Ok(url)
 }

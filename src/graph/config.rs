@@ -2,8 +2,8 @@
 //! over what rolling period, how often, and how many user and IP rows per app.
 
 use crate::config::{
-    is_loopback, parse_count, parse_duration_within, parse_switch, placeholder_url, Collector,
-    SettingError,
+    parse_count, parse_duration_within, parse_service_url, parse_switch, placeholder_url,
+    Collector, SettingError,
 };
 use std::time::Duration;
 use url::Url;
@@ -141,22 +141,8 @@ fn parse_period(value: Option<String>) -> Result<DiscoveryPeriod, SettingError> 
 /// Graph's URL: https on a Graph host (a token for Graph is sent there), or http on a
 /// loopback address for local work.
 fn parse_graph_url(text: &str) -> Result<Url, SettingError> {
-    let bad = |reason: String| SettingError::Invalid {
-        name: "GRAPH_API_URL",
-        reason,
-    };
-    let url = Url::parse(text).map_err(|e| bad(format!("{text:?} is not a URL: {e}")))?;
-    if is_loopback(&url) && matches!(url.scheme(), "http" | "https") {
-        return Ok(url);
-    }
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    if url.scheme() != "https" || !GRAPH_HOSTS.contains(&host.as_str()) {
-        return Err(bad(format!(
-            "{text:?} must be https on {} (or http on a loopback address for local work)",
-            GRAPH_HOSTS.join(", ")
-        )));
-    }
-    Ok(url)
+    let known = |host: &str| GRAPH_HOSTS.contains(&host);
+    parse_service_url("GRAPH_API_URL", text, known, &GRAPH_HOSTS.join(", "))
 }
 
 #[cfg(test)]
