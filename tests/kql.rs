@@ -660,17 +660,15 @@ fn the_deployed_content_is_generated_from_the_yaml() {
     let text =
         std::fs::read_to_string(root().join("infra/generated/sentinel-content.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
-    let incident = v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| {
-            r["file"]
-                .as_str()
-                .unwrap()
-                .ends_with("cas-alert-incident.yaml")
-        })
-        .unwrap();
+    let rule = |file: &str| {
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["file"].as_str().unwrap().ends_with(file))
+            .unwrap()
+    };
+    let incident = rule("cas-alert-incident.yaml");
     let g = &incident["properties"]["incidentConfiguration"]["groupingConfiguration"];
     assert_eq!(
         (g["enabled"].as_bool(), g["matchingMethod"].as_str()),
@@ -682,17 +680,7 @@ fn the_deployed_content_is_generated_from_the_yaml() {
         "later status rows join the same incident"
     );
     assert_eq!(incident["properties"]["queryFrequency"], "PT5M");
-    let mass = v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| {
-            r["file"]
-                .as_str()
-                .unwrap()
-                .ends_with("mass-download-across-apps.yaml")
-        })
-        .unwrap();
+    let mass = rule("mass-download-across-apps.yaml");
     assert_eq!(mass["parameters"], json!({"downloadThreshold": 200}));
     // Every threshold has its value in infra/'s ruleThresholds, with the same default.
     let main = std::fs::read_to_string(root().join("infra/main.bicep")).unwrap();
