@@ -3,17 +3,17 @@
 //! and API efficiency. `scripts/bench` runs it and writes BENCHMARKS.md.
 
 use cas_sentinel::auth::sim::{IdentitySim, HEADER_SECRET};
-use cas_sentinel::blobs::sim::StorageSim;
+use cas_sentinel::batch::envelope::{pack, Envelope};
 use cas_sentinel::cas::pull::pull;
 use cas_sentinel::cas::sim::{activity_record, client_settings, CasSim, SimConfig};
 use cas_sentinel::cas::{CasAuth, CasClient};
+use cas_sentinel::config::StorageSettings;
 use cas_sentinel::local::azurite::{free_port, Azurite};
 use cas_sentinel::model::{now_ms, DataType, Window};
-use cas_sentinel::queue::envelope::{pack, Envelope};
 use cas_sentinel::retry::Deadline;
 use cas_sentinel::schema::to_row;
 use cas_sentinel::secret::Secret;
-use cas_sentinel::storage::StorageSettings;
+use cas_sentinel::storage::sim::StorageSim;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -714,8 +714,9 @@ impl Stages {
 
 /// Runs the handler's CPU work stage by stage on one core, and the naive JSON bound.
 fn profile(messages: &[String]) -> Stages {
-    use cas_sentinel::queue::envelope::{decode_text, gzip_fast, json_array};
-    use cas_sentinel::schema::{row_bytes, Record};
+    use cas_sentinel::batch::envelope::decode_text;
+    use cas_sentinel::codec::{gzip_fast, json_array};
+    use cas_sentinel::{json::Record, schema::row_bytes};
     let mut s = Stages {
         base64: 0.0,
         gunzip: 0.0,

@@ -1,15 +1,15 @@
 //! Everything an invocation needs, built once from the settings and shared by all
 //! concurrent invocations: the CAS, Graph and Logs Ingestion clients, the queues and blobs.
 
-use crate::blobs::{BlobError, Blobs, WriteCondition, CONTAINER};
+use crate::batch::envelope::{spill_blob_name, Outgoing};
 use crate::cas::{CasAuth, CasClient};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Settings;
+use crate::config::{StorageAuth, StorageConfigError};
 use crate::graph::GraphClient;
-use crate::queue::envelope::{spill_blob_name, Outgoing};
-use crate::queue::{Queue, QueueError};
 use crate::sentinel::LogsIngestion;
-use crate::storage::{StorageAuth, StorageConfigError};
+use crate::storage::blobs::{BlobError, Blobs, WriteCondition, CONTAINER};
+use crate::storage::queue::{Queue, QueueError};
 use std::time::Duration;
 
 /// The shared context.

@@ -367,7 +367,7 @@ async fn run_once() -> Result<()> {
             break;
         }
         for m in batch {
-            let Some(text) = crate::queue::decode_stored(&m.raw_text) else {
+            let Some(text) = crate::storage::queue::decode_stored(&m.raw_text) else {
                 bail!(
                     "message {} in {} is not base64 text; leaving it for inspection",
                     m.id,

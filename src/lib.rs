@@ -14,24 +14,24 @@
 
 pub mod app;
 pub mod auth;
-pub mod blobs;
+pub mod batch;
 pub mod cas;
 pub mod checkpoint;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod duration;
 pub mod functions;
 #[cfg(test)]
 mod fuzz;
 pub mod graph;
-pub mod lenient;
+pub mod json;
 #[cfg(feature = "sim")]
 pub mod local;
 pub mod loopback;
 pub mod model;
 pub mod ops;
 pub mod package;
-pub mod queue;
 pub mod retry;
 pub mod schema;
 pub mod secret;

@@ -2,11 +2,11 @@
 
 mod common;
 
-use cas_sentinel::blobs::BlobError;
-use cas_sentinel::blobs::{Blobs, CONTAINER};
 use cas_sentinel::cas::sim::{Fault, SimConfig};
 use cas_sentinel::checkpoint::{CheckpointError, CheckpointStore, Cursor};
 use cas_sentinel::model::{now_ms, DataType};
+use cas_sentinel::storage::blobs::BlobError;
+use cas_sentinel::storage::blobs::{Blobs, CONTAINER};
 use common::{assert_exactly_once, harness};
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ async fn two_runs_can_never_both_advance_a_checkpoint() {
         .put(
             &CheckpointStore::blob_name(DataType::Activities),
             b"{oops".to_vec(),
-            cas_sentinel::blobs::WriteCondition::Always,
+            cas_sentinel::storage::blobs::WriteCondition::Always,
         )
         .await
         .unwrap();

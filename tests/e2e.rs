@@ -3,9 +3,9 @@
 
 mod common;
 
+use cas_sentinel::batch::envelope::Envelope;
 use cas_sentinel::cas::sim::SimConfig;
 use cas_sentinel::model::now_ms;
-use cas_sentinel::queue::envelope::Envelope;
 use common::{assert_exactly_once, harness};
 use std::time::Duration;
 
@@ -115,7 +115,7 @@ async fn a_batch_that_keeps_failing_ends_in_the_poison_queue_intact() {
     assert_eq!((d.failed, d.poisoned, d.succeeded), (5, 1, 0), "{d:?}");
     let poison = h.poison.peek(32).await.unwrap();
     assert_eq!(poison.len(), 1);
-    let text = cas_sentinel::queue::decode_stored(&poison[0]).unwrap();
+    let text = cas_sentinel::storage::queue::decode_stored(&poison[0]).unwrap();
     assert_eq!(
         Envelope::parse(&text).unwrap().count,
         10,

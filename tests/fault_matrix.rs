@@ -7,10 +7,11 @@
 mod common;
 
 use base64::Engine;
+use cas_sentinel::batch::envelope::{pack, Payload};
 use cas_sentinel::cas::sim::{Fault, SimConfig};
+use cas_sentinel::codec::gzip;
 use cas_sentinel::local::Harness;
 use cas_sentinel::model::{now_ms, DataType, Window};
-use cas_sentinel::queue::envelope::{gzip, pack, Payload};
 use cas_sentinel::sentinel::sim::IngestFault;
 use common::{counts, harness};
 use serde_json::json;

@@ -4,9 +4,10 @@
 
 use cas_sentinel::auth::sim::SimCredential;
 use cas_sentinel::checkpoint::Cursor;
+use cas_sentinel::config::DiscoverySettings;
 use cas_sentinel::graph::discovery::Snapshot;
 use cas_sentinel::graph::sim::{app, hostile_app, GraphFault, GraphSim, GRAPH_RESOURCE};
-use cas_sentinel::graph::{DiscoverySettings, GraphClient, GraphError};
+use cas_sentinel::graph::{GraphClient, GraphError};
 use cas_sentinel::model::{now_ms, DataType};
 use cas_sentinel::retry::Deadline;
 use serde_json::Value;

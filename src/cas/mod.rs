@@ -141,7 +141,7 @@ impl CasClient {
             path: path.into(),
             detail,
         };
-        crate::lenient::value_of(bytes)
+        crate::json::lenient::value_of(bytes)
             .map(|(v, _)| v)
             .map_err(shape)
     }

@@ -1,13 +1,13 @@
 //! One CAS list page, read leniently and kept as text.
 //!
-//! The page's body is repaired (see [`crate::lenient`]) so that no single odd record can
+//! The page's body is repaired (see [`crate::json::lenient`]) so that no single odd record can
 //! fail the page, then its records are located in one pass and kept as spans of that text:
 //! they travel to the queue as the bytes CAS sent (repaired), never as `Value` trees, so a
 //! page costs about twice its size in memory and nothing more.
 
 use super::CasError;
-use crate::lenient::{self, Repairs};
-use crate::schema::Record;
+use crate::json::lenient::{self, Repairs};
+use crate::json::Record;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;

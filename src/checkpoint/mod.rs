@@ -2,8 +2,8 @@
 //! batches it covers are durably enqueued, and only with an ETag condition so that two
 //! overlapping runs can never both move it.
 
-use crate::blobs::{BlobError, Blobs, WriteCondition};
 use crate::model::DataType;
+use crate::storage::blobs::{BlobError, Blobs, WriteCondition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

@@ -1,17 +1,30 @@
 //! Settings, read once from the environment (Functions app settings) and checked as a
 //! whole, so one start-up reports every problem at once and names the setting to change.
-//! [`doc`] describes each setting once, for the README and the tests.
+//! One file per section ([`CasSettings`], [`DiscoverySettings`], [`SentinelSettings`],
+//! [`StorageSettings`], the host's budget and schedule), the field parsers they share, and
+//! [`doc`], which describes each setting once, for the README and the tests. Nothing here
+//! imports the code that uses the settings.
 
+mod cas;
+pub mod discovery;
 pub mod doc;
+mod fields;
+mod host;
+mod logs_ingestion;
+pub mod storage;
 
-use crate::duration::parse_iso8601;
-use crate::graph::DiscoverySettings;
+pub use cas::{AlertUpdates, CasSettings};
+pub use discovery::{DiscoveryPeriod, DiscoverySettings};
+pub use host::{function_timeout, BUDGET_MARGIN, DEFAULT_SCHEDULE, MIN_BUDGET};
+pub use logs_ingestion::{SentinelSettings, MAX_CALL_BYTES};
+pub use storage::{StorageAuth, StorageConfigError, StorageSettings};
+
 use crate::model::DataType;
 use crate::secret::Secret;
-use crate::storage::{StorageConfigError, StorageSettings};
-use serde_json::{Map, Value};
+use fields::Collector;
+use host::{check_schedule, parse_budget};
 use std::time::Duration;
-use url::Url;
+use storage::{check_queue_name, parse_sas_lifetime};
 
 /// Every setting the handler and the CLI use.
 #[derive(Clone, Debug)]
@@ -39,110 +52,6 @@ pub struct Settings {
     /// app setting through `%CAS_SCHEDULE%` in `function.json`; it is checked here so a
     /// typo is named at start-up and by `validate`, not only in the host's own logs.
     pub schedule: String,
-}
-
-/// The default PollCas schedule: every 2 minutes. A poll that is caught up costs about one
-/// CAS request per data type, so this uses about 1.5 of the tenant's 30 requests a minute
-/// (leaving the rest for catching up, and for other tools that share the tenant), and a
-/// record reaches Sentinel about `CAS_SETTLE_DELAY` plus 1 to 2 minutes after CAS stored it.
-pub const DEFAULT_SCHEDULE: &str = "0 */2 * * * *";
-
-/// Checks an NCRONTAB schedule (`second minute hour day month day-of-week`). The second
-/// must be one fixed value: firing more than once a minute reads nothing new (windows end
-/// `CAS_SETTLE_DELAY` before now) and only spends CAS's request budget.
-fn check_schedule(value: String) -> Result<String, SettingError> {
-    let bad = |reason: String| SettingError::Invalid {
-        name: "CAS_SCHEDULE",
-        reason,
-    };
-    let fields: Vec<&str> = value.split_whitespace().collect();
-    if fields.len() != 6 {
-        return Err(bad(format!(
-            "{value:?} has {} fields; NCRONTAB takes six: second minute hour day month day-of-week, e.g. {DEFAULT_SCHEDULE:?}",
-            fields.len()
-        )));
-    }
-    if let Some(f) = fields.iter().find(|f| {
-        !f.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "*/,-".contains(c))
-    }) {
-        return Err(bad(format!("{value:?}: field {f:?} is not NCRONTAB")));
-    }
-    if !fields[0].parse::<u8>().is_ok_and(|s| s < 60) {
-        return Err(bad(format!(
-            "{value:?} fires more than once a minute (the seconds field must be one number, 0-59); a poll cannot find anything newer than CAS_SETTLE_DELAY ago"
-        )));
-    }
-    Ok(fields.join(" "))
-}
-
-/// How to reach the Defender for Cloud Apps API.
-#[derive(Clone, Debug)]
-pub struct CasSettings {
-    /// Tenant API base URL, e.g. `https://contoso.us2.portal.cloudappsecurity.com`.
-    pub api_url: Url,
-    /// The legacy API token; `None` means an Entra token is used.
-    pub token: Option<Secret>,
-    /// Extra filter ANDed into every alerts query.
-    pub alerts_filter: Map<String, Value>,
-    /// Extra filter ANDed into every activities query.
-    pub activities_filter: Map<String, Value>,
-    /// How far back the first run reaches.
-    pub lookback: Duration,
-    /// How long after `now` a record must be before it is pulled, so CAS has stored
-    /// everything up to the window's end.
-    pub settle: Duration,
-    /// Activities per scan page (500–5000).
-    pub scan_limit: u32,
-    /// How far before the last position each pull re-reads, to catch records CAS made
-    /// visible late; the ids already sent from that span are kept and skipped.
-    pub overlap: Duration,
-    /// Client-side request budget per minute (CAS allows 30 per tenant; lower it when
-    /// other integrations share the tenant).
-    pub requests_per_minute: u32,
-    /// Re-forwarding of alerts whose status, resolution or severity changed (`None`: off).
-    pub alert_updates: Option<AlertUpdates>,
-    /// Leave out alerts Defender for Identity raised (`CAS_SKIP_IDENTITY_ALERTS`), for a
-    /// workspace that gets them from Defender for Identity's own connector too.
-    pub skip_identity_alerts: bool,
-}
-
-/// How changed alerts are found: every `interval`, the alerts raised in the last
-/// `window` are listed again and compared with what was forwarded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AlertUpdates {
-    /// How far back alerts are watched for changes.
-    pub window: Duration,
-    /// How often they are re-listed.
-    pub interval: Duration,
-}
-
-/// Where rows are written.
-#[derive(Clone, Debug)]
-pub struct SentinelSettings {
-    /// The DCR's logs ingestion endpoint (or a DCE).
-    pub endpoint: Url,
-    /// The DCR immutable id (`dcr-…`).
-    pub dcr_immutable_id: String,
-    /// Stream name for alerts.
-    pub stream_alerts: String,
-    /// Stream name for activities.
-    pub stream_activities: String,
-    /// Stream name for discovery.
-    pub stream_discovery: String,
-    /// Largest request body (uncompressed) sent in one call; at most the service's 1 MiB.
-    pub max_call_bytes: usize,
-}
-
-impl SentinelSettings {
-    /// The stream a data type is written to.
-    pub fn stream(&self, data_type: DataType) -> &str {
-        match data_type {
-            DataType::Alerts => &self.stream_alerts,
-            DataType::Activities => &self.stream_activities,
-            DataType::Discovery => &self.stream_discovery,
-        }
-    }
 }
 
 /// The Entra identity: a client secret when given, else managed identity.
@@ -276,258 +185,8 @@ impl Settings {
     }
 }
 
-/// How long before host.json's `functionTimeout` an invocation's budget must end: the
-/// handler answers, and a batch's claim lapses, while the host still waits for it.
-pub const BUDGET_MARGIN: Duration = Duration::from_secs(60);
-
-/// The shortest budget worth running with (one CAS page and one Logs Ingestion call).
-pub const MIN_BUDGET: Duration = Duration::from_secs(5);
-
-/// host.json's `functionTimeout` (`hh:mm:ss`, or `d.hh:mm:ss`); `None` when it is absent
-/// or `-1` (no limit).
-pub fn function_timeout(host_json: &str) -> Result<Option<Duration>, String> {
-    let v: Value =
-        serde_json::from_str(host_json).map_err(|e| format!("host.json is not JSON: {e}"))?;
-    let Some(t) = v.get("functionTimeout") else {
-        return Ok(None);
-    };
-    let text = t
-        .as_str()
-        .ok_or("host.json's functionTimeout is not a string")?;
-    if text.trim() == "-1" {
-        return Ok(None);
-    }
-    let (days, rest) = match text.split_once('.') {
-        Some((d, r)) if !d.contains(':') => (
-            d.parse::<u64>()
-                .map_err(|_| format!("functionTimeout {text:?}"))?,
-            r,
-        ),
-        _ => (0, text),
-    };
-    let parts: Vec<&str> = rest.split(':').collect();
-    let [h, m, s] = parts.as_slice() else {
-        return Err(format!(
-            "host.json's functionTimeout {text:?} is not hh:mm:ss"
-        ));
-    };
-    let n = |x: &str| x.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
-    match (n(h), n(m), n(s)) {
-        (Some(h), Some(m), Some(s)) => Ok(Some(Duration::from_secs_f64(
-            days as f64 * 86_400.0 + h * 3600.0 + m * 60.0 + s,
-        ))),
-        _ => Err(format!(
-            "host.json's functionTimeout {text:?} is not hh:mm:ss"
-        )),
-    }
-}
-
-impl Settings {
-    /// Checks the settings against the host's own configuration (`host.json`): the
-    /// invocation budget must end [`BUDGET_MARGIN`] before `functionTimeout`, or the host
-    /// kills invocations mid-way and their claims outlive the redeliveries.
-    pub fn check_against_host(&self, host_json: &str) -> Result<(), SettingError> {
-        let bad = |reason: String| SettingError::Invalid {
-            name: "CAS_INVOCATION_BUDGET",
-            reason,
-        };
-        let timeout = function_timeout(host_json).map_err(bad)?;
-        let budget = self.invocation_budget;
-        match timeout {
-            Some(t) if budget + BUDGET_MARGIN > t => Err(bad(format!(
-                "{}s leaves less than {}s before host.json's functionTimeout ({}s): set it to at most {}s (e.g. PT{}S), or raise functionTimeout",
-                budget.as_secs(),
-                BUDGET_MARGIN.as_secs(),
-                t.as_secs(),
-                t.saturating_sub(BUDGET_MARGIN).as_secs(),
-                t.saturating_sub(BUDGET_MARGIN).as_secs(),
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Why discovery is off when only a legacy CAS token is configured, and what to grant.
 pub const DISCOVERY_NEEDS_ENTRA: &str = "discovery is off: it reads Microsoft Graph with the Entra identity (managed identity or AZURE_CLIENT_SECRET), not CAS_API_TOKEN. To turn it on, grant that identity the Microsoft Graph application permission CloudApp-Discovery.Read.All (docs/deploy.md) and list discovery in CAS_DATA_TYPES";
-
-/// An on/off setting (`on`, `true`, `1`, `yes` / `off`, `false`, `0`, `no`).
-pub(crate) fn parse_switch(
-    name: &'static str,
-    value: Option<String>,
-    default: bool,
-) -> Result<bool, SettingError> {
-    match value.map(|v| v.to_ascii_lowercase()).as_deref() {
-        None => Ok(default),
-        Some("on" | "true" | "1" | "yes") => Ok(true),
-        Some("off" | "false" | "0" | "no") => Ok(false),
-        Some(other) => Err(SettingError::Invalid {
-            name,
-            reason: format!("{other:?}: expected on or off"),
-        }),
-    }
-}
-
-/// A placeholder URL for a setting that failed (never used: a failure returns).
-pub(crate) fn placeholder_url() -> Url {
-    Url::parse("http://127.0.0.1/").expect("a valid URL")
-}
-
-impl CasSettings {
-    /// The CAS section; problems go to `errs` (and the value is then a placeholder).
-    fn from_lookup(get: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) -> CasSettings {
-        let duration = |errs: &mut Collector, name: &'static str, default: &str| {
-            errs.take(parse_duration(name, get(name), default), Duration::ZERO)
-        };
-        CasSettings {
-            api_url: errs.take(
-                required(
-                    get,
-                    "CAS_API_URL",
-                    "the tenant API URL, e.g. https://contoso.us2.portal.cloudappsecurity.com",
-                )
-                .and_then(|v| parse_cas_url(&v)),
-                placeholder_url(),
-            ),
-            token: get("CAS_API_TOKEN").map(Secret::new),
-            alerts_filter: errs.take(
-                parse_filter("CAS_ALERTS_FILTER", get("CAS_ALERTS_FILTER"), &["date"]),
-                Map::new(),
-            ),
-            activities_filter: errs.take(
-                parse_filter(
-                    "CAS_ACTIVITIES_FILTER",
-                    get("CAS_ACTIVITIES_FILTER"),
-                    &["created", "isScan"],
-                ),
-                Map::new(),
-            ),
-            lookback: duration(errs, "CAS_LOOKBACK", "P1D"),
-            settle: duration(errs, "CAS_SETTLE_DELAY", "PT1M"),
-            scan_limit: errs.take(parse_scan_limit(get("CAS_SCAN_LIMIT")), 0),
-            overlap: duration(errs, "CAS_OVERLAP", "PT2M"),
-            requests_per_minute: errs.take(parse_rpm(get("CAS_REQUESTS_PER_MINUTE")), 0),
-            alert_updates: errs
-                .take(
-                    parse_switch("CAS_ALERT_UPDATES", get("CAS_ALERT_UPDATES"), true),
-                    false,
-                )
-                .then(|| AlertUpdates {
-                    window: duration(errs, "CAS_ALERT_UPDATE_WINDOW", "P7D"),
-                    interval: duration(errs, "CAS_ALERT_UPDATE_INTERVAL", "PT1H"),
-                }),
-            skip_identity_alerts: errs.take(
-                parse_switch(
-                    "CAS_SKIP_IDENTITY_ALERTS",
-                    get("CAS_SKIP_IDENTITY_ALERTS"),
-                    false,
-                ),
-                false,
-            ),
-        }
-    }
-}
-
-impl SentinelSettings {
-    /// The Logs Ingestion section; problems go to `errs`.
-    fn from_lookup(get: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) -> SentinelSettings {
-        let mut stream = |name: &'static str, dt: DataType| {
-            let value = get(name).unwrap_or_else(|| dt.default_stream().to_string());
-            errs.take(check_stream(name, &value).map(|_| value), String::new())
-        };
-        let stream_alerts = stream("SENTINEL_STREAM_ALERTS", DataType::Alerts);
-        let stream_activities = stream("SENTINEL_STREAM_ACTIVITIES", DataType::Activities);
-        let stream_discovery = stream("SENTINEL_STREAM_DISCOVERY", DataType::Discovery);
-        SentinelSettings {
-            endpoint: errs.take(
-                required(
-                    get,
-                    "SENTINEL_INGESTION_ENDPOINT",
-                    "the DCR's logs ingestion endpoint (or a DCE URL)",
-                )
-                .and_then(|v| parse_https_url("SENTINEL_INGESTION_ENDPOINT", &v)),
-                placeholder_url(),
-            ),
-            dcr_immutable_id: errs.take(
-                required(
-                    get,
-                    "SENTINEL_DCR_IMMUTABLE_ID",
-                    "the DCR immutable id, dcr-<32 hex digits>",
-                )
-                .and_then(|v| check_dcr_id(&v).map(|_| v)),
-                String::new(),
-            ),
-            stream_alerts,
-            stream_activities,
-            stream_discovery,
-            max_call_bytes: errs.take(parse_call_limit(get("SENTINEL_MAX_CALL_BYTES")), 0),
-        }
-    }
-}
-
-/// A duration setting (`default` when unset) that must lie in `range` (in seconds); the
-/// error says `why` after the value.
-pub(crate) fn parse_duration_within(
-    name: &'static str,
-    value: Option<String>,
-    default: &str,
-    range: std::ops::RangeInclusive<u64>,
-    why: impl FnOnce(Duration) -> String,
-) -> Result<Duration, SettingError> {
-    let d = parse_duration(name, value, default)?;
-    if range.contains(&d.as_secs()) {
-        return Ok(d);
-    }
-    Err(SettingError::Invalid {
-        name,
-        reason: why(d),
-    })
-}
-
-/// `CAS_INVOCATION_BUDGET`: at least [`MIN_BUDGET`]; the upper bound is host.json's
-/// (see [`Settings::check_against_host`]).
-fn parse_budget(value: Option<String>) -> Result<Duration, SettingError> {
-    parse_duration_within(
-        "CAS_INVOCATION_BUDGET",
-        value,
-        "PT4M",
-        MIN_BUDGET.as_secs()..=u64::MAX,
-        |d| {
-            format!("{}s is too short to read one page and send one batch: at least PT5S (and below host.json's functionTimeout less PT1M)", d.as_secs())
-        },
-    )
-}
-
-/// `CAS_STORAGE_SAS_LIFETIME`: PT10S to P7D.
-fn parse_sas_lifetime(value: Option<String>) -> Result<Duration, SettingError> {
-    parse_duration_within(
-        "CAS_STORAGE_SAS_LIFETIME",
-        value,
-        "P1D",
-        10..=7 * 86_400,
-        |_| "must be between PT10S and P7D".into(),
-    )
-}
-
-/// Gathers every setting error instead of stopping at the first.
-pub(crate) struct Collector(pub(crate) Vec<SettingError>);
-
-impl Collector {
-    /// The value, or `placeholder` with the error recorded.
-    pub(crate) fn take<T>(&mut self, r: Result<T, SettingError>, placeholder: T) -> T {
-        r.unwrap_or_else(|e| {
-            self.0.push(e);
-            placeholder
-        })
-    }
-}
-
-fn required(
-    get: &dyn Fn(&str) -> Option<String>,
-    name: &'static str,
-    hint: &'static str,
-) -> Result<String, SettingError> {
-    get(name).ok_or(SettingError::Missing { name, hint })
-}
 
 fn parse_data_types(value: Option<String>) -> Result<Vec<DataType>, SettingError> {
     let Some(value) = value else {
@@ -554,239 +213,10 @@ fn parse_data_types(value: Option<String>) -> Result<Vec<DataType>, SettingError
     Ok(out)
 }
 
-pub(crate) fn parse_duration(
-    name: &'static str,
-    value: Option<String>,
-    default: &str,
-) -> Result<Duration, SettingError> {
-    parse_iso8601(value.as_deref().unwrap_or(default)).map_err(|e| SettingError::Invalid {
-        name,
-        reason: e.to_string(),
-    })
-}
-
-/// A whole number setting within `range`, `default` when unset; `explain` completes the
-/// error, after the value given.
-pub(crate) fn parse_count<T>(
-    name: &'static str,
-    value: Option<String>,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-    explain: &str,
-) -> Result<T, SettingError>
-where
-    T: std::str::FromStr + PartialOrd,
-{
-    let Some(v) = value else { return Ok(default) };
-    match v.parse::<T>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(SettingError::Invalid {
-            name,
-            reason: format!("{v:?}: {explain}"),
-        }),
-    }
-}
-
-fn parse_call_limit(value: Option<String>) -> Result<usize, SettingError> {
-    const MAX: usize = crate::sentinel::pack::MAX_CALL_BYTES;
-    parse_count(
-        "SENTINEL_MAX_CALL_BYTES",
-        value,
-        MAX,
-        65_536..=MAX,
-        &format!("give a byte count from 65536 to {MAX} (the service's limit)"),
-    )
-}
-
-fn parse_rpm(value: Option<String>) -> Result<u32, SettingError> {
-    parse_count(
-        "CAS_REQUESTS_PER_MINUTE",
-        value,
-        30,
-        1..=30,
-        "CAS allows 30 requests per minute per tenant; give a whole number from 1 to 30",
-    )
-}
-
-fn parse_scan_limit(value: Option<String>) -> Result<u32, SettingError> {
-    parse_count(
-        "CAS_SCAN_LIMIT",
-        value,
-        5000,
-        500..=5000,
-        "the scan page size must be a whole number from 500 to 5000",
-    )
-}
-
-/// Parses a CAS filter setting: a JSON object of `field: {op: value}` that must not set the
-/// fields the window itself controls.
-fn parse_filter(
-    name: &'static str,
-    value: Option<String>,
-    reserved: &[&str],
-) -> Result<Map<String, Value>, SettingError> {
-    let Some(v) = value else {
-        return Ok(Map::new());
-    };
-    let parsed: Value = serde_json::from_str(&v).map_err(|e| SettingError::Invalid {
-        name,
-        reason: format!(
-            "not valid JSON ({e}); expected an object such as {{\"severity\":{{\"eq\":[2]}}}}"
-        ),
-    })?;
-    // Accept both the bare filter object and the request form `{"filters": {...}}`.
-    let map = match parsed {
-        Value::Object(mut m) if m.len() == 1 && m.contains_key("filters") => {
-            match m.remove("filters") {
-                Some(Value::Object(inner)) => inner,
-                _ => {
-                    return Err(SettingError::Invalid {
-                        name,
-                        reason: "\"filters\" must be an object".into(),
-                    })
-                }
-            }
-        }
-        Value::Object(m) => m,
-        _ => {
-            return Err(SettingError::Invalid {
-                name,
-                reason: "must be a JSON object of field: {operator: value}".into(),
-            })
-        }
-    };
-    for (field, cond) in &map {
-        if reserved.contains(&field.as_str()) {
-            return Err(SettingError::Invalid {
-                name,
-                reason: format!("sets {field:?}, which the poll window controls; remove it (use CAS_LOOKBACK for the first window)"),
-            });
-        }
-        if !cond.is_object() {
-            return Err(SettingError::Invalid {
-                name,
-                reason: format!("field {field:?} must map to an object such as {{\"eq\": ...}}"),
-            });
-        }
-    }
-    Ok(map)
-}
-
-/// Accepts the CAS API on its known domains over https, or http on loopback for local work.
-fn parse_cas_url(text: &str) -> Result<Url, SettingError> {
-    let known = |host: &str| {
-        host.ends_with(".portal.cloudappsecurity.com")
-            || host.ends_with(".portal.cloudappsecurity.us")
-            || host == "portal.cloudappsecuritygov.com"
-            || host.ends_with(".portal.cloudappsecuritygov.com")
-    };
-    parse_service_url("CAS_API_URL", text, known, "*.portal.cloudappsecurity.com, *.portal.cloudappsecurity.us or portal.cloudappsecuritygov.com")
-}
-
-/// A service's base URL: https on a host `known` accepts (a token for the service is sent
-/// there), or http(s) on a loopback address for local work; `hosts` says which in the error.
-pub(crate) fn parse_service_url(
-    name: &'static str,
-    text: &str,
-    known: impl Fn(&str) -> bool,
-    hosts: &str,
-) -> Result<Url, SettingError> {
-    let bad = |reason: String| SettingError::Invalid { name, reason };
-    let url = Url::parse(text).map_err(|e| bad(format!("{text:?} is not a URL: {e}")))?;
-    if is_loopback(&url) && matches!(url.scheme(), "http" | "https") {
-        return Ok(url);
-    }
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    if url.scheme() != "https" || !known(&host) {
-        return Err(bad(format!(
-            "{text:?} must be https on {hosts} (or http on a loopback address for local work)"
-        )));
-    }
-    Ok(url)
-}
-
-fn parse_https_url(name: &'static str, text: &str) -> Result<Url, SettingError> {
-    let url = Url::parse(text).map_err(|e| SettingError::Invalid {
-        name,
-        reason: format!("{text:?} is not a URL: {e}"),
-    })?;
-    check_https_or_loopback(&url).map_err(|reason| SettingError::Invalid { name, reason })?;
-    Ok(url)
-}
-
-/// Outbound calls are https, except to loopback addresses (local development and tests).
-pub fn check_https_or_loopback(url: &Url) -> Result<(), String> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback(url) => Ok(()),
-        _ => Err(format!(
-            "{url} must use https (plain http only for loopback addresses)"
-        )),
-    }
-}
-
-/// Whether the URL's host is a loopback address (127.0.0.0/8, ::1 or localhost).
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-fn check_dcr_id(v: &str) -> Result<(), SettingError> {
-    let ok = v
-        .strip_prefix("dcr-")
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(SettingError::Invalid {
-            name: "SENTINEL_DCR_IMMUTABLE_ID",
-            reason: format!("{v:?} is not a DCR immutable id (dcr- followed by 32 hex digits; the DCR's JSON view shows it as immutableId)"),
-        })
-    }
-}
-
-fn check_stream(name: &'static str, v: &str) -> Result<(), SettingError> {
-    let ok = v.starts_with("Custom-")
-        && v.len() <= 7 + 45
-        && v[7..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && v.len() > 7;
-    if ok {
-        Ok(())
-    } else {
-        Err(SettingError::Invalid {
-            name,
-            reason: format!("{v:?} is not a custom stream name (Custom- followed by up to 45 letters, digits or underscores)"),
-        })
-    }
-}
-
-fn check_queue_name(v: String) -> Result<String, SettingError> {
-    // Storage queue names: 3–63 lowercase letters, digits and single hyphens; the
-    // poison queue adds 7 characters, so leave room for it.
-    let ok = (3..=56).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !v.starts_with('-')
-        && !v.ends_with('-')
-        && !v.contains("--");
-    if ok {
-        Ok(v)
-    } else {
-        Err(SettingError::Invalid {
-            name: "CAS_QUEUE_NAME",
-            reason: format!("{v:?} is not a storage queue name (3–56 lowercase letters, digits and single hyphens, leaving room for the -poison suffix)"),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::cas::parse_cas_url;
+    use super::logs_ingestion::check_stream;
     use super::*;
     use std::collections::HashMap;
 
@@ -825,7 +255,10 @@ mod tests {
         );
         assert!(s.cas.token.is_none());
         assert_eq!(s.schedule, DEFAULT_SCHEDULE);
-        assert_eq!(s.storage.sas_lifetime, crate::storage::DEFAULT_SAS_LIFETIME);
+        assert_eq!(
+            s.storage.sas_lifetime,
+            crate::config::storage::DEFAULT_SAS_LIFETIME
+        );
     }
 
     #[test]

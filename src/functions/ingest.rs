@@ -4,16 +4,16 @@
 //! Ingestion calls marks each part as it goes, so a retry after a part failed resends
 //! only the parts that did not arrive.
 
-use crate::blobs::Blobs;
-use crate::blobs::{BlobError, WriteCondition};
+use crate::batch::envelope::{decode_text, Envelope, EnvelopeError, Payload};
 use crate::config::SentinelSettings;
 use crate::model::now_ms;
 use crate::model::{BatchId, DataType};
-use crate::queue::envelope::{decode_text, Envelope, EnvelopeError, Payload};
 use crate::retry::Deadline;
-use crate::schema::{row_bytes, Record};
 use crate::sentinel::LogsIngestion;
 use crate::sentinel::{pack, SentinelError};
+use crate::storage::blobs::Blobs;
+use crate::storage::blobs::{BlobError, WriteCondition};
+use crate::{json::Record, schema::row_bytes};
 use std::fmt;
 
 /// What an ingest did.
@@ -332,7 +332,7 @@ async fn rows_of(app: Sink<'_>, env: &Envelope) -> Result<Vec<Vec<u8>>, IngestEr
     let records = match env.read_records(&text, Record::batch) {
         Ok(records) => records,
         Err(first @ EnvelopeError::Corrupt { .. }) => {
-            repaired = match crate::lenient::repair(&text) {
+            repaired = match crate::json::lenient::repair(&text) {
                 Ok((fixed, _)) => fixed.into_owned(),
                 Err(_) => return Err(first.into()),
             };
@@ -346,7 +346,7 @@ async fn rows_of(app: Sink<'_>, env: &Envelope) -> Result<Vec<Vec<u8>>, IngestEr
         .map(|r| {
             let bytes = row_bytes(env.data_type, r, env.observed);
             // A row shorter than the field limit cannot hold an oversized field.
-            if bytes.len() <= pack::MAX_FIELD_BYTES {
+            if bytes.len() <= crate::schema::limits::MAX_FIELD_BYTES {
                 return bytes;
             }
             let Ok(mut row) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
@@ -354,7 +354,7 @@ async fn rows_of(app: Sink<'_>, env: &Envelope) -> Result<Vec<Vec<u8>>, IngestEr
                 // row goes as it is and Logs Ingestion's own limit applies.
                 return bytes;
             };
-            if !pack::fit_fields(&mut row) {
+            if !crate::schema::limits::fit_fields(&mut row) {
                 return bytes;
             }
             truncated += 1;
@@ -442,10 +442,10 @@ mod tests {
     mod protocol {
         use super::*;
         use crate::auth::sim::SimCredential;
-        use crate::blobs::sim::StorageSim;
+        use crate::batch::envelope::pack;
         use crate::model::{DataType, Window};
-        use crate::queue::envelope::pack;
         use crate::sentinel::sim::{IngestFault, IngestionSim, SIM_DCR};
+        use crate::storage::sim::StorageSim;
         use std::sync::Arc;
         use std::time::Duration;
 
@@ -520,7 +520,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_batch_is_sent_once_however_often_it_is_delivered() {
-            let w = World::new(crate::sentinel::pack::MAX_CALL_BYTES).await;
+            let w = World::new(crate::config::MAX_CALL_BYTES).await;
             let text = batch(40);
             let first = process(w.sink(), &text, minute()).await.unwrap();
             assert!(
@@ -536,7 +536,7 @@ mod tests {
 
         #[tokio::test]
         async fn of_two_simultaneous_deliveries_only_one_sends() {
-            let w = World::new(crate::sentinel::pack::MAX_CALL_BYTES).await;
+            let w = World::new(crate::config::MAX_CALL_BYTES).await;
             let text = batch(40);
             let (a, b) = tokio::join!(
                 process(w.sink(), &text, minute()),

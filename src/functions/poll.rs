@@ -3,11 +3,11 @@
 //! checkpoint.
 
 use crate::app::App;
+use crate::batch::envelope::{pack, pack_observed, Outgoing};
 use crate::cas::pull::{Puller, Step};
 use crate::checkpoint::{Checkpoint, CheckpointError, Cursor};
 use crate::graph::discovery::Snapshot;
 use crate::model::{now_ms, DataType, Window};
-use crate::queue::envelope::{pack, pack_observed, Outgoing};
 use crate::retry::Deadline;
 use std::fmt;
 
@@ -26,7 +26,7 @@ pub struct PollReport {
     pub messages: usize,
     /// CAS pages read.
     pub pages: usize,
-    /// Values repaired so that they could be read (see [`crate::lenient`]).
+    /// Values repaired so that they could be read (see [`crate::json::lenient`]).
     pub repaired: usize,
     /// Whether the window was read to its end (else the next run continues it).
     pub complete: bool,
@@ -362,13 +362,13 @@ mod tests {
     //! messages are enqueued, so a run that fails to enqueue loses nothing and the next
     //! run sends each record once.
     use super::*;
-    use crate::blobs::sim::StorageSim;
-    use crate::blobs::Blobs;
     use crate::cas::sim::{CasSim, SimConfig};
     use crate::cas::{CasAuth, CasClient};
     use crate::checkpoint::CheckpointStore;
     use crate::config::Settings;
     use crate::secret::Secret;
+    use crate::storage::blobs::Blobs;
+    use crate::storage::sim::StorageSim;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     use std::time::Duration;
@@ -397,7 +397,7 @@ mod tests {
         fn ids(&self) -> Vec<String> {
             let mut out = Vec::new();
             for t in self.texts.lock().unwrap().iter() {
-                let env = crate::queue::envelope::Envelope::parse(t).unwrap();
+                let env = crate::batch::envelope::Envelope::parse(t).unwrap();
                 for r in env.inline_records().unwrap() {
                     out.push(r["_id"].as_str().unwrap().to_string());
                 }

@@ -14,7 +14,7 @@ use super::{segment, GraphClient, GraphError, STREAMS_PATH};
 use crate::cas::pull::Step;
 use crate::cas::Page;
 use crate::checkpoint::{Cursor, SnapshotResume};
-use crate::graph::DiscoverySettings;
+use crate::config::DiscoverySettings;
 use crate::model::Window;
 use crate::retry::Deadline;
 use serde_json::{json, Map, Value};
@@ -53,7 +53,7 @@ pub struct Snapshot {
     page: Option<AppsPage>,
     finished: bool,
     /// What was repaired in Graph's answers since the last step (it goes with the step).
-    repairs: crate::lenient::Repairs,
+    repairs: crate::json::lenient::Repairs,
 }
 
 impl Snapshot {

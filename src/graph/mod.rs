@@ -1,18 +1,15 @@
 //! Shadow IT discovery through Microsoft Graph (beta), the supported API for discovered
-//! apps: the client ([`GraphClient`]), the snapshot reader ([`discovery`]), its settings
-//! ([`config`]) and the simulated Graph the local run and the tests use ([`sim`]).
+//! apps: the client ([`GraphClient`]), the snapshot reader ([`discovery`]) and the simulated
+//! Graph the local run and the tests use (`sim`). Its settings are in `config::discovery`.
 //!
 //! The Defender for Cloud Apps API itself has no supported discovered-apps call: Graph
 //! lists each continuous report (`uploadedStreams`), the apps discovered in it over a
 //! rolling 7, 30 or 90 days (`aggregatedAppsDetails`), and each app's users and IP
 //! addresses, all paged with `@odata.nextLink`.
 
-pub mod config;
 pub mod discovery;
 #[cfg(feature = "sim")]
 pub mod sim;
-
-pub use config::{DiscoveryPeriod, DiscoverySettings};
 
 use crate::auth::{self, AuthError};
 use crate::retry::{drive, error_parts, read_answer, Attempt, Deadline, Policy};
@@ -84,8 +81,8 @@ pub struct GraphPage {
     pub items: Vec<Value>,
     /// The next page, when there is one.
     pub next: Option<Url>,
-    /// What was repaired so the page could be read (see [`crate::lenient`]).
-    pub repairs: crate::lenient::Repairs,
+    /// What was repaired so the page could be read (see [`crate::json::lenient`]).
+    pub repairs: crate::json::lenient::Repairs,
 }
 
 /// The Graph client. Cheap to clone; clones share the request counter.
@@ -184,7 +181,7 @@ impl GraphClient {
             what: what.into(),
             detail,
         };
-        let (mut v, repairs) = crate::lenient::value_of(body).map_err(shape)?;
+        let (mut v, repairs) = crate::json::lenient::value_of(body).map_err(shape)?;
         let items = match v.get_mut("value").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => return Err(shape("no \"value\" array".into())),
@@ -257,7 +254,7 @@ pub fn classify<T>(
 /// a loopback Graph (the simulator) stands in for the public one.
 pub fn scope_for(base: &Url) -> String {
     match base.host_str() {
-        Some(host) if base.scheme() == "https" && !crate::config::is_loopback(base) => {
+        Some(host) if base.scheme() == "https" && !crate::loopback::is_loopback(base) => {
             format!("https://{host}/.default")
         }
         _ => "https://graph.microsoft.com/.default".into(),

@@ -2,7 +2,7 @@
 //! run and the tests. It is installed from npm at the version pinned in `package.json`.
 
 use super::LocalError;
-use crate::storage::StorageSettings;
+use crate::config::StorageSettings;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

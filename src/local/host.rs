@@ -6,7 +6,7 @@
 use super::LocalError;
 use crate::functions::protocol::InvocationResponse;
 use crate::functions::{INGEST_FUNCTION, POLL_FUNCTION};
-use crate::queue::{decode_stored, Queue, Received};
+use crate::storage::queue::{decode_stored, Queue, Received};
 use serde_json::{json, Value};
 use std::time::Duration;
 use url::Url;

@@ -3,10 +3,10 @@
 
 use super::OpsError;
 use crate::app::App;
+use crate::batch::envelope::pack;
 use crate::cas::pull::Puller;
 use crate::checkpoint::Cursor;
 use crate::model::{format_ms, DataType, Window};
-use crate::queue::envelope::pack;
 use crate::retry::Deadline;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

@@ -11,10 +11,10 @@ pub mod validate;
 pub enum OpsError {
     /// A queue call failed.
     #[error(transparent)]
-    Queue(#[from] crate::queue::QueueError),
+    Queue(#[from] crate::storage::queue::QueueError),
     /// A blob call failed.
     #[error(transparent)]
-    Blob(#[from] crate::blobs::BlobError),
+    Blob(#[from] crate::storage::blobs::BlobError),
     /// A checkpoint could not be read.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),

@@ -7,10 +7,10 @@
 
 use super::OpsError;
 use crate::app::App;
+use crate::batch::envelope::Envelope;
 use crate::functions::ingest::state_name;
 use crate::model::DataType;
-use crate::queue::envelope::Envelope;
-use crate::queue::{decode_stored, Queue, Received};
+use crate::storage::queue::{decode_stored, Queue, Received};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::{BufRead, Write};

@@ -103,7 +103,7 @@ pub async fn validate(lookup: &dyn Fn(&str) -> Option<String>, host_json: &str) 
         checks.push(stream_check(&app, &stream, deadline()).await);
     }
     let outcome = match app.ensure_resources().await {
-        Ok(()) => Ok(format!("queue {}, {} and container {} reachable", app.queue.name(), app.poison.name(), crate::blobs::CONTAINER)),
+        Ok(()) => Ok(format!("queue {}, {} and container {} reachable", app.queue.name(), app.poison.name(), crate::storage::blobs::CONTAINER)),
         Err(e) => Err(format!("{e}: the identity needs Storage Queue Data Contributor and Storage Blob Data Owner on the account (or a working AzureWebJobsStorage connection string)")),
     };
     checks.push(Check::new("storage", outcome));

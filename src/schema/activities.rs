@@ -1,8 +1,8 @@
 //! `McasActivity_CL`: activities in the shape of the `CloudAppEvents` table.
 
-use super::record::SourceText;
-use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
+use crate::json::record::SourceText;
+use crate::json::Record;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;

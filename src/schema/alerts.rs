@@ -1,8 +1,8 @@
 //! `McasAlerts_CL`: alerts in the shape of Sentinel's `SecurityAlert` table.
 
-use super::record::SourceText;
-use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
+use crate::json::record::SourceText;
+use crate::json::Record;
 use crate::model::format_ms;
 use serde::Serialize;
 use serde_json::value::RawValue;

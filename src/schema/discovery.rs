@@ -13,9 +13,9 @@
 //! discoveredCloudAppDetail (brief on user and IP rows)>, "user" | "ipAddress": <Graph's
 //! item>}`.
 
-use super::record::SourceText;
-use super::Record;
 use super::{time_generated, Column, ColumnType as T, Issues};
+use crate::json::record::SourceText;
+use crate::json::Record;
 use crate::model::format_ms;
 use serde::Serialize;
 use serde_json::Value;

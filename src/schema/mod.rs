@@ -11,10 +11,11 @@ pub mod alerts;
 pub mod discovery;
 pub mod entities;
 pub mod generate;
-pub mod record;
+pub mod limits;
 
+use crate::json::record::{self, Record};
 use crate::model::{format_ms, DataType};
-pub use record::Record;
+
 use serde_json::Value;
 
 /// A Log Analytics column type, as DCR stream declarations name them.
@@ -84,9 +85,9 @@ pub(crate) const MAPPING_ISSUES: Column = Column::new(
     "what could not be mapped, if anything",
 );
 
-/// `TruncatedFields`, in every table, filled by [`crate::sentinel::pack::fit_fields`].
+/// `TruncatedFields`, in every table, filled by [`crate::schema::limits::fit_fields`].
 pub(crate) const TRUNCATED_FIELDS: Column = Column::new(
-    crate::sentinel::pack::TRUNCATED_COLUMN,
+    crate::schema::limits::TRUNCATED_COLUMN,
     ColumnType::String,
     "columns cut to 32,766 bytes (the service's field limit), if any",
 );

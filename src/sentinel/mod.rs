@@ -6,7 +6,7 @@ pub mod pack;
 pub mod sim;
 
 use crate::auth::{self, AuthError};
-use crate::queue::envelope::gzip_fast;
+use crate::codec::gzip_fast;
 use crate::retry::{drive, error_parts, read_answer, Attempt, Deadline, Policy};
 use azure_core::credentials::TokenCredential;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,14 +75,14 @@ impl LogsIngestion {
             dcr_immutable_id,
             credential,
             scope,
-            max_call_bytes: pack::MAX_CALL_BYTES,
+            max_call_bytes: crate::config::MAX_CALL_BYTES,
             calls: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Lowers the per-call limit (never above the service's 1 MiB).
     pub fn with_max_call_bytes(mut self, limit: usize) -> Self {
-        self.max_call_bytes = limit.min(pack::MAX_CALL_BYTES);
+        self.max_call_bytes = limit.min(crate::config::MAX_CALL_BYTES);
         self
     }
 

@@ -1,10 +1,10 @@
 //! The discovery settings: where Microsoft Graph is, which continuous reports to read,
 //! over what rolling period, how often, and how many user and IP rows per app.
 
-use crate::config::{
-    parse_count, parse_duration_within, parse_service_url, parse_switch, placeholder_url,
-    Collector, SettingError,
+use super::fields::{
+    parse_count, parse_duration_within, parse_service_url, parse_switch, placeholder_url, Collector,
 };
+use super::SettingError;
 use std::time::Duration;
 use url::Url;
 

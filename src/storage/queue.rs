@@ -4,9 +4,7 @@
 //! base64 by default (`extensions.queues.messageEncoding`), and a message that does not
 //! decode would go straight to poison without our handler ever seeing it.
 
-pub mod envelope;
-
-use crate::blobs::describe;
+use crate::storage::blobs::describe;
 use azure_core::http::StatusCode;
 use azure_storage_queue::models::{
     QueueClientGetPropertiesResultHeaders, QueueClientPeekMessagesOptions,
@@ -55,10 +53,10 @@ impl Queue {
     /// The queue `name` in the account `storage` describes, reached with `credential`
     /// when the account uses identity-based access.
     pub fn open(
-        storage: &crate::storage::StorageSettings,
+        storage: &crate::config::StorageSettings,
         name: &str,
         credential: Option<std::sync::Arc<dyn azure_core::credentials::TokenCredential>>,
-    ) -> Result<Self, crate::storage::StorageConfigError> {
+    ) -> Result<Self, crate::config::StorageConfigError> {
         Ok(Queue {
             name: name.to_string(),
             client: std::sync::Arc::new(storage.fresh_queue_client(name, credential)?),

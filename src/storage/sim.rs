@@ -12,7 +12,7 @@
 //! that has not expired; it does not verify the signature (Azurite does, in the tests).
 //! Anything else is answered 501 naming what was asked, never silently accepted.
 
-use crate::storage::StorageSettings;
+use crate::config::StorageSettings;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

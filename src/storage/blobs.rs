@@ -2,9 +2,6 @@
 //! rare oversized payload. A thin layer over `azure_storage_blob` that turns its errors
 //! into the three outcomes we act on: not there, someone else wrote first, or a failure.
 
-#[cfg(feature = "sim")]
-pub mod sim;
-
 use azure_core::http::{Etag, RequestContent, StatusCode};
 use azure_storage_blob::models::{BlobClientDownloadOptions, BlockBlobClientUploadOptions};
 use azure_storage_blob::BlobContainerClient;
