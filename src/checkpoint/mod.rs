@@ -228,3 +228,105 @@ impl CheckpointStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Checkpoints written by a deployed release must read back after any change of the
+    //! cursor types: these files are what release 0.1.0 stores, one per data type.
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/checkpoints/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn stored(data_type: DataType, cursor: Cursor) -> String {
+        let s = Stored {
+            v: 1,
+            data_type,
+            cursor,
+        };
+        serde_json::to_string(&s).unwrap() + "\n"
+    }
+
+    fn samples() -> Vec<(&'static str, DataType, Cursor)> {
+        let alerts = Cursor {
+            position_ms: 1_764_000_000_000,
+            rescan_from_ms: Some(1_763_999_880_000),
+            recent: [("a1".to_string(), 1_763_999_990_000)].into(),
+            pages: Some(PageResume {
+                lower: 1_763_900_000_000,
+                upper: 1_764_000_000_000,
+                skip: 200,
+                newest: 1_763_999_000_000,
+            }),
+            pending_upper_ms: Some(1_764_000_000_000),
+            watch: Some(AlertWatch {
+                last_check_ms: 1_763_990_000_000,
+                alerts: [("a1".to_string(), (1_763_999_990_000, "0/2".to_string()))].into(),
+                since_ms: Some(1_763_000_000_000),
+                pass: Some(WatchPass {
+                    started_ms: 1_763_995_000_000,
+                    next: PageResume {
+                        lower: 1_763_400_000_000,
+                        upper: 1_763_995_000_000,
+                        skip: 100,
+                        newest: 1_763_500_000_000,
+                    },
+                }),
+            }),
+            ..Default::default()
+        };
+        let activities = Cursor {
+            position_ms: 1_764_000_000_000,
+            rescan_from_ms: Some(1_763_999_880_000),
+            recent: [("x1".to_string(), 1_763_999_990_000)].into(),
+            scan: Some(ScanResume {
+                window_to: 1_764_000_100_000,
+                next_filters:
+                    json!({"created": {"gte": 1_763_999_880_000_i64}, "id": {"gt": "x1"}})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+            }),
+            ..Default::default()
+        };
+        let discovery = Cursor {
+            position_ms: 1_764_028_800_000,
+            snapshot: Some(SnapshotResume {
+                taken_ms: 1_763_942_400_000,
+                streams_done: vec!["s1".into()],
+                page: Some("https://graph.microsoft.com/beta/next".into()),
+                apps_done: vec!["11161".into()],
+            }),
+            ..Default::default()
+        };
+        vec![
+            ("alerts.json", DataType::Alerts, alerts),
+            ("activities.json", DataType::Activities, activities),
+            ("discovery.json", DataType::Discovery, discovery),
+        ]
+    }
+
+    #[test]
+    fn the_stored_files_of_release_0_1_0_read_back_unchanged() {
+        for (file, dt, cursor) in samples() {
+            if std::env::var_os("WRITE_CHECKPOINT_FIXTURES").is_some() {
+                let path = format!(
+                    "{}/tests/fixtures/checkpoints/{file}",
+                    env!("CARGO_MANIFEST_DIR")
+                );
+                std::fs::write(path, stored(dt, cursor.clone())).unwrap();
+            }
+            let text = fixture(file);
+            let read: Stored = serde_json::from_str(&text).unwrap();
+            assert_eq!((read.v, read.data_type), (1, dt), "{file}");
+            assert_eq!(read.cursor, cursor, "{file}");
+            assert_eq!(stored(dt, read.cursor), text, "{file}");
+        }
+    }
+}
