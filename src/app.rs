@@ -1,15 +1,19 @@
-//! Everything an invocation needs, built once from the settings and shared by all
-//! concurrent invocations: the CAS, Graph and Logs Ingestion clients, the queues and blobs.
+//! The composition root: everything an invocation needs, built once from the settings and
+//! shared by all concurrent invocations (the CAS, Graph and Logs Ingestion clients, the
+//! queues and blobs), and the pipeline's ports implemented over them.
 
 use crate::batch::envelope::{spill_blob_name, Outgoing};
 use crate::cas::{CasAuth, CasClient};
 use crate::checkpoint::CheckpointStore;
-use crate::config::Settings;
-use crate::config::{StorageAuth, StorageConfigError};
+use crate::config::{Settings, StorageAuth, StorageConfigError};
 use crate::graph::GraphClient;
+use crate::pipeline::ingest::{self, IngestError, IngestOutcome, Sink};
+use crate::pipeline::poll::{self, EnqueueError, Outbox, PollError, PollReport, Sources};
+use crate::retry::Deadline;
 use crate::sentinel::LogsIngestion;
-use crate::storage::blobs::{BlobError, Blobs, WriteCondition, CONTAINER};
-use crate::storage::queue::{Queue, QueueError};
+use crate::storage::blobs::{Blobs, WriteCondition, CONTAINER};
+use crate::storage::queue::Queue;
+use crate::storage::SetupError;
 use std::time::Duration;
 
 /// The shared context.
@@ -47,12 +51,6 @@ pub enum AppError {
     /// The HTTP client could not be made.
     #[error("HTTP client: {0}")]
     Http(String),
-    /// A queue could not be created.
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    /// The container could not be created.
-    #[error(transparent)]
-    Blob(#[from] BlobError),
 }
 
 impl App {
@@ -127,18 +125,18 @@ impl App {
         })
     }
 
-    /// What an ingest uses of the app (see [`crate::functions::ingest::process`]).
-    pub fn sink(&self) -> crate::functions::ingest::Sink<'_> {
-        crate::functions::ingest::Sink {
+    /// What an ingest uses of the app (see [`ingest::process`]).
+    pub fn sink(&self) -> Sink<'_> {
+        Sink {
             blobs: &self.blobs,
             sentinel: &self.sentinel,
             streams: &self.settings.sentinel,
         }
     }
 
-    /// What a poll reads from, of the app (see [`crate::functions::poll::run_with`]).
-    pub fn sources(&self) -> crate::functions::poll::Sources<'_> {
-        crate::functions::poll::Sources {
+    /// What a poll reads from, of the app (see [`poll::run`]).
+    pub fn sources(&self) -> Sources<'_> {
+        Sources {
             settings: &self.settings,
             cas: &self.cas,
             graph: &self.graph,
@@ -146,9 +144,43 @@ impl App {
         }
     }
 
-    /// Enqueues one packed message; a spilled payload goes to its blob first, so no
-    /// message ever points at a blob that is not there.
-    pub async fn enqueue(&self, m: &Outgoing) -> Result<(), AppError> {
+    /// Polls every enabled data type into the fan-out queue (see [`poll::run`]).
+    pub async fn poll(&self, deadline: Deadline) -> Vec<Result<PollReport, PollError>> {
+        if let Err(e) = self.ensure_resources().await {
+            return vec![Err(PollError::Setup(e))];
+        }
+        poll::run(self.sources(), self, deadline).await
+    }
+
+    /// Sends one queue message's batch (see [`ingest::process`]).
+    pub async fn ingest(
+        &self,
+        text: &str,
+        deadline: Deadline,
+    ) -> Result<IngestOutcome, IngestError> {
+        self.ensure_resources().await.map_err(IngestError::Setup)?;
+        ingest::process(self.sink(), text, deadline).await
+    }
+
+    /// Creates the queues and the container if they are missing: once per process when
+    /// it succeeds, again on the next invocation when it does not.
+    pub async fn ensure_resources(&self) -> Result<(), SetupError> {
+        self.resources_ready
+            .get_or_try_init(|| async {
+                self.queue.ensure().await?;
+                self.poison.ensure().await?;
+                self.blobs.ensure_container().await?;
+                Ok::<(), SetupError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The fan-out queue, a spilled payload going to its blob first, so no message ever
+/// points at a blob that is not there.
+impl Outbox for App {
+    async fn enqueue(&self, m: &Outgoing) -> Result<(), EnqueueError> {
         if let Some(gz) = &m.spill {
             self.blobs
                 .put(
@@ -156,23 +188,10 @@ impl App {
                     gz.clone(),
                     WriteCondition::Always,
                 )
-                .await?;
+                .await
+                .map_err(EnqueueError::Spill)?;
         }
         self.queue.send_text(&m.text).await?;
         Ok(())
-    }
-
-    /// Creates the queues and the container if they are missing: once per process when
-    /// it succeeds, again on the next invocation when it does not.
-    pub async fn ensure_resources(&self) -> Result<(), AppError> {
-        self.resources_ready
-            .get_or_try_init(|| async {
-                self.queue.ensure().await?;
-                self.poison.ensure().await?;
-                self.blobs.ensure_container().await?;
-                Ok::<(), AppError>(())
-            })
-            .await
-            .map(|_| ())
     }
 }

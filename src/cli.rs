@@ -2,8 +2,9 @@
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::functions::{self, ingest, poll, Handler, MAX_DEQUEUE_COUNT};
+use crate::functions::{self, Handler, MAX_DEQUEUE_COUNT};
 use crate::model::{unix_ms, DataType};
+use crate::pipeline::ingest;
 use crate::retry::Deadline;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -351,7 +352,7 @@ async fn run_once() -> Result<()> {
     }
     let deadline = Deadline::after(app.settings.invocation_budget);
     let mut failed = false;
-    for r in poll::run(&app, deadline).await {
+    for r in app.poll(deadline).await {
         match r {
             Ok(report) => println!("poll: {report}"),
             Err(e) => {
@@ -374,12 +375,9 @@ async fn run_once() -> Result<()> {
                     app.queue.name()
                 );
             };
-            match ingest::process(
-                app.sink(),
-                &text,
-                Deadline::after(app.settings.invocation_budget),
-            )
-            .await
+            match app
+                .ingest(&text, Deadline::after(app.settings.invocation_budget))
+                .await
             {
                 Ok(o @ ingest::IngestOutcome::Sent { .. }) => {
                     sent += 1;

@@ -4,8 +4,8 @@
 
 use cas_sentinel::cas::pull::{pull, Pull};
 use cas_sentinel::cas::sim::{client_settings, CasSim, Fault, SimConfig};
+use cas_sentinel::cas::Cursor;
 use cas_sentinel::cas::{CasAuth, CasClient, CasError};
-use cas_sentinel::checkpoint::Cursor;
 use cas_sentinel::config::CasSettings;
 use cas_sentinel::model::{now_ms, DataType};
 use cas_sentinel::retry::Deadline;

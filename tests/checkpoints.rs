@@ -3,7 +3,8 @@
 mod common;
 
 use cas_sentinel::cas::sim::{Fault, SimConfig};
-use cas_sentinel::checkpoint::{CheckpointError, CheckpointStore, Cursor};
+use cas_sentinel::cas::Cursor;
+use cas_sentinel::checkpoint::{CheckpointError, CheckpointStore};
 use cas_sentinel::model::{now_ms, DataType};
 use cas_sentinel::storage::blobs::BlobError;
 use cas_sentinel::storage::blobs::{Blobs, CONTAINER};
@@ -55,7 +56,10 @@ async fn two_runs_can_never_both_advance_a_checkpoint() {
         )
         .await
         .unwrap();
-    let err = store.load(DataType::Activities).await.unwrap_err();
+    let err = store
+        .load::<Cursor>(DataType::Activities)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("checkpoints/activities.json is unreadable"),

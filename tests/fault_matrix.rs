@@ -402,7 +402,6 @@ async fn hostile_records() -> Row {
 /// handler process ingests.
 async fn watch_at_scale() -> Row {
     use cas_sentinel::app::App;
-    use cas_sentinel::functions::poll;
     use cas_sentinel::retry::Deadline;
     let t = Instant::now();
     let token = "fm-watch-token";
@@ -449,7 +448,7 @@ async fn watch_at_scale() -> Row {
                 .add_activities((0..500).map(|i| now_ms() - 20_000 + i * 10), |_| 0);
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
-        for r in poll::run(&app, Deadline::after(Duration::from_secs(8))).await {
+        for r in app.poll(Deadline::after(Duration::from_secs(8))).await {
             let r = r.unwrap();
             if r.data_type == DataType::Activities && r.complete && runs >= 2 {
                 activities_done_in.get_or_insert(runs);

@@ -3,13 +3,14 @@
 //! 429, and snapshots interrupted part-way that finish on the next run without a row twice.
 
 use cas_sentinel::auth::sim::SimCredential;
-use cas_sentinel::checkpoint::Cursor;
 use cas_sentinel::config::DiscoverySettings;
 use cas_sentinel::graph::discovery::Snapshot;
+use cas_sentinel::graph::discovery::SnapshotCursor as Cursor;
 use cas_sentinel::graph::sim::{app, hostile_app, GraphFault, GraphSim, GRAPH_RESOURCE};
 use cas_sentinel::graph::{GraphClient, GraphError};
 use cas_sentinel::model::{now_ms, DataType};
 use cas_sentinel::retry::Deadline;
+use cas_sentinel::source::Source;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -318,7 +318,7 @@ pub fn pack<R: AsRef<str>>(data_type: DataType, window: Window, records: &[R]) -
 /// [`pack`] for records that are changes observed at `observed` (Unix ms).
 ///
 /// Records are JSON texts, packed as they are: the poll carries CAS's own bytes (see
-/// [`crate::cas::Page`]) and never builds a tree of them.
+/// [`crate::source::Page`]) and never builds a tree of them.
 pub fn pack_observed<R: AsRef<str>>(
     data_type: DataType,
     window: Window,

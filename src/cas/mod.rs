@@ -2,16 +2,19 @@
 //! retries, and typed pages. What to ask for lives in [`pull`]; the simulated tenant
 //! used by the local run and the tests lives in [`sim`].
 
+mod cursor;
 pub mod page;
 pub mod pull;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use page::{Keys, Page, RecordKey, ACTIVITY_KEYS, ALERT_KEYS};
+pub use cursor::{AlertWatch, Cursor, PageResume, ScanResume, WatchPass};
+pub use page::{Keys, ACTIVITY_KEYS, ALERT_KEYS};
 
 use crate::auth::{self, AuthError, CAS_SCOPE};
 use crate::retry::{drive, read_answer, Attempt, Deadline, Policy};
 use crate::secret::Secret;
+use crate::source::Page;
 use azure_core::credentials::TokenCredential;
 use serde_json::Value;
 use std::collections::VecDeque;

@@ -6,27 +6,13 @@
 //! page costs about twice its size in memory and nothing more.
 
 use super::CasError;
-use crate::json::lenient::{self, Repairs};
+use crate::json::lenient;
 use crate::json::Record;
+use crate::source::{Page, RecordKey};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-use std::ops::Range;
-
-/// One record of a page: where its text is, and the fields the poll keys on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordKey {
-    span: Range<usize>,
-    /// The record's `_id`, when it has a string one.
-    pub id: Option<String>,
-    /// The record's position (`timestamp` for alerts, `created` for activities), when it
-    /// has an integer one.
-    pub pos: Option<i64>,
-    /// The raw text of the fields named by [`Keys::fingerprint`], joined with `/` (empty
-    /// for a missing field).
-    pub fingerprint: String,
-}
+use serde_json::Value;
 
 /// Which fields of a list's records the poll keys on.
 #[derive(Clone, Copy, Debug)]
@@ -50,54 +36,6 @@ pub const ACTIVITY_KEYS: Keys = Keys {
     pos: "created",
     fingerprint: &[],
 };
-
-/// A page of records as CAS listed them.
-#[derive(Debug)]
-pub struct Page {
-    text: String,
-    /// The records, in the order CAS listed them.
-    pub records: Vec<RecordKey>,
-    /// Whether more records match.
-    pub has_next: bool,
-    /// Scan mode: the filters that fetch the next page.
-    pub next_query_filters: Option<Map<String, Value>>,
-    /// What had to be repaired for the page to be read.
-    pub repairs: Repairs,
-}
-
-impl Page {
-    /// A record's JSON text.
-    pub fn text(&self, record: &RecordKey) -> &str {
-        &self.text[record.span.clone()]
-    }
-
-    /// A page of records made here rather than listed by CAS (discovery's aggregates).
-    pub fn from_values(records: &[Value]) -> Page {
-        let mut text = String::from("[");
-        let mut keys = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            let start = text.len();
-            text.push_str(&r.to_string());
-            keys.push(RecordKey {
-                span: start..text.len(),
-                id: None,
-                pos: None,
-                fingerprint: String::new(),
-            });
-        }
-        text.push(']');
-        Page {
-            text,
-            records: keys,
-            has_next: false,
-            next_query_filters: None,
-            repairs: Repairs::default(),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct Wire<'a> {

@@ -16,11 +16,12 @@
 //! it re-lists the alerts of `CAS_ALERT_UPDATE_WINDOW`, a page at a time, taking turns with
 //! the new-alerts listing so neither can starve the other, and resuming where it stopped.
 
-use super::{CasClient, CasError, Page, ACTIVITY_KEYS, ALERT_KEYS};
-use crate::checkpoint::{AlertWatch, Cursor, PageResume, ScanResume, WatchPass};
+use super::{AlertWatch, Cursor, PageResume, ScanResume, WatchPass};
+use super::{CasClient, CasError, ACTIVITY_KEYS, ALERT_KEYS};
 use crate::config::CasSettings;
 use crate::model::{DataType, Window};
 use crate::retry::Deadline;
+use crate::source::{Page, ReadError, Source, Step};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
@@ -35,46 +36,6 @@ pub const LARGE_RECENT: usize = 100_000;
 pub const ALERTS_PATH: &str = "api/v1/alerts/";
 /// The activities list.
 pub const ACTIVITIES_PATH: &str = "api/v1/activities/";
-
-/// One page read: what of it to enqueue, and the cursor to store once it is enqueued.
-#[derive(Debug)]
-pub struct Step {
-    /// The page, which holds the records' text.
-    pub page: Page,
-    /// The window the records belong to (it names their batches).
-    pub window: Window,
-    /// Records to forward as new: indexes into `page.records`.
-    pub new: Vec<usize>,
-    /// Alerts forwarded before whose resolution or severity has changed since.
-    pub changed: Vec<usize>,
-    /// When the changes were seen: their rows' `TimeGenerated`. Fixed for a whole
-    /// re-check, so a page read again packs the same batches.
-    pub observed: Option<i64>,
-    /// Whether [`Puller::cursor`] must be stored once the records are enqueued, before the
-    /// next page is read. False for a re-check page that found nothing: storing the watch
-    /// (which can hold tens of thousands of alerts) after each such page would cost more
-    /// than reading a few pages again after a crash; the poll stores it from time to time
-    /// and when it stops.
-    pub commit: bool,
-}
-
-impl Step {
-    /// The text of the records to forward as new.
-    pub fn new_records(&self) -> Vec<&str> {
-        self.new
-            .iter()
-            .map(|&i| self.page.text(&self.page.records[i]))
-            .collect()
-    }
-
-    /// The text of the changed alerts.
-    pub fn changed_records(&self) -> Vec<&str> {
-        self.changed
-            .iter()
-            .map(|&i| self.page.text(&self.page.records[i]))
-            .collect()
-    }
-}
 
 /// Where the main listing stands.
 enum Main {
@@ -154,33 +115,6 @@ impl Puller {
         }
     }
 
-    /// The window being read.
-    pub fn window(&self) -> Window {
-        self.window
-    }
-
-    /// The cursor to store before enqueueing anything from this pull: the window being
-    /// enqueued, so a run that dies part-way reads exactly it again. `None` when it is
-    /// stored already.
-    pub fn intent(&self) -> Option<Cursor> {
-        let end = self.window.to_ms();
-        let reading = !matches!(self.main, Main::Done);
-        (reading && self.start.pending_upper_ms != Some(end)).then(|| Cursor {
-            pending_upper_ms: Some(end),
-            ..self.start.clone()
-        })
-    }
-
-    /// Whether the main window has been read to its end.
-    pub fn complete(&self) -> bool {
-        matches!(self.main, Main::Done)
-    }
-
-    /// The cursor after the last step: what to store once its records are enqueued.
-    pub fn cursor(&self) -> &Cursor {
-        &self.cursor
-    }
-
     /// Reads the next page; `None` when there is nothing more to read in this run (the
     /// window is read and no re-check is due) or the deadline has passed.
     pub async fn next(
@@ -240,7 +174,6 @@ impl Puller {
             pages: None,
             pending_upper_ms: Some(self.window.to_ms()),
             watch: self.cursor.watch.clone(),
-            snapshot: None,
         }
     }
 
@@ -406,6 +339,53 @@ impl Puller {
             changed,
             observed: Some(pass.started_ms),
             commit,
+        })
+    }
+}
+
+impl Source for Puller {
+    type Client = CasClient;
+    type Cursor = Cursor;
+
+    /// The window being read.
+    fn window(&self) -> Window {
+        self.window
+    }
+
+    /// The cursor to store before enqueueing anything from this pull: the window being
+    /// enqueued, so a run that dies part-way reads exactly it again. `None` when it is
+    /// stored already.
+    fn intent(&self) -> Option<Cursor> {
+        let end = self.window.to_ms();
+        let reading = !matches!(self.main, Main::Done);
+        (reading && self.start.pending_upper_ms != Some(end)).then(|| Cursor {
+            pending_upper_ms: Some(end),
+            ..self.start.clone()
+        })
+    }
+
+    /// Whether the main window has been read to its end.
+    fn complete(&self) -> bool {
+        matches!(self.main, Main::Done)
+    }
+
+    /// The cursor after the last step: what to store once its records are enqueued.
+    fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    fn lag_seconds(&self, now_ms: i64) -> Option<i64> {
+        Some((now_ms - self.cursor.position_ms) / 1000)
+    }
+
+    async fn read(
+        &mut self,
+        client: &CasClient,
+        deadline: Deadline,
+    ) -> Result<Option<Step>, ReadError> {
+        self.next(client, deadline).await.map_err(|e| match e {
+            e @ CasError::OutOfTime { .. } => ReadError::OutOfTime(e.to_string()),
+            e => ReadError::Failed(Box::new(e)),
         })
     }
 }

@@ -6,11 +6,10 @@
 //! the poison queue). Because the host discards the body of a failed invocation, every
 //! log line is also written to stderr through `tracing`.
 
-pub mod ingest;
-pub mod poll;
 pub mod protocol;
 
 use crate::app::App;
+use crate::pipeline::ingest::IngestOutcome;
 use crate::retry::Deadline;
 use protocol::{InvocationRequest, InvocationResponse, QueueTrigger, TimerInfo};
 use std::net::SocketAddr;
@@ -164,7 +163,7 @@ async fn invoke_poll(app: &App, req: &InvocationRequest, deadline: Deadline, out
         ),
     }
     let mut all_ok = true;
-    let (reports, counted) = crate::telemetry::counted(poll::run(app, deadline)).await;
+    let (reports, counted) = crate::telemetry::counted(app.poll(deadline)).await;
     let (mut records, mut messages) = (0, 0);
     for r in reports {
         match r {
@@ -212,21 +211,15 @@ async fn invoke_ingest(app: &App, req: &InvocationRequest, deadline: Deadline, o
         Err(e) => return out.log(false, format!("IngestBatch: {e}")),
     };
     let id = trigger.id.as_deref().unwrap_or("?");
-    let send = async {
-        app.ensure_resources()
-            .await
-            .map_err(ingest::IngestError::Setup)?;
-        ingest::process(app.sink(), &trigger.text, deadline).await
-    };
-    let (result, counted) = crate::telemetry::counted(send).await;
+    let (result, counted) = crate::telemetry::counted(app.ingest(&trigger.text, deadline)).await;
     let delivery = trigger.dequeue_count;
     match result {
         Ok(outcome) => {
             out.ok = true;
             let line = format!("IngestBatch: message {id} (delivery {delivery}): {outcome}");
             let (rows, calls) = match &outcome {
-                ingest::IngestOutcome::Sent { rows, calls, .. } => (*rows, *calls),
-                ingest::IngestOutcome::AlreadySent(_) => (0, 0),
+                IngestOutcome::Sent { rows, calls, .. } => (*rows, *calls),
+                IngestOutcome::AlreadySent(_) => (0, 0),
             };
             tracing::info!(
                 message_id = id,

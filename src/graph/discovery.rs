@@ -11,16 +11,42 @@
 //! (the one app in flight at a crash packs into the same batches when read again).
 
 use super::{segment, GraphClient, GraphError, STREAMS_PATH};
-use crate::cas::pull::Step;
-use crate::cas::Page;
-use crate::checkpoint::{Cursor, SnapshotResume};
 use crate::config::DiscoverySettings;
 use crate::model::Window;
 use crate::retry::Deadline;
+use crate::source::{Page, ReadError, Source, Step};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use url::Url;
 
 const DAY_MS: i64 = 86_400_000;
+
+/// The snapshot reader's cursor, stored in its checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotCursor {
+    /// When the next snapshot is due (Unix ms).
+    pub position_ms: i64,
+    /// The snapshot being taken, when one was interrupted part-way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotResume>,
+}
+
+/// How far a discovery snapshot has got. Every row of a snapshot carries its `taken_ms`,
+/// so the rows written before an interruption and after it belong to the same snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotResume {
+    /// When the snapshot was started (Unix ms): its rows' `TimeGenerated`.
+    pub taken_ms: i64,
+    /// Ids of the continuous reports whose apps are all enqueued.
+    #[serde(default)]
+    pub streams_done: Vec<String>,
+    /// The page of apps being read (its URL; `None`: the report's first page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// Ids of that page's apps whose rows are enqueued (at most one page's worth).
+    #[serde(default)]
+    pub apps_done: Vec<String>,
+}
 
 /// Apps read per step (one enqueue and one cursor write), within one page of apps. A fixed
 /// count, not "until the time runs out", so a step read again after a crash holds the
@@ -44,8 +70,8 @@ struct AppsPage {
 /// Reads one snapshot from a cursor, a few apps at a time.
 pub struct Snapshot {
     settings: DiscoverySettings,
-    start: Cursor,
-    cursor: Cursor,
+    start: SnapshotCursor,
+    cursor: SnapshotCursor,
     /// When the snapshot being read was started; `None` when none is due.
     taken_ms: Option<i64>,
     /// The chosen reports, listed on the first step of a run.
@@ -59,8 +85,12 @@ pub struct Snapshot {
 impl Snapshot {
     /// The snapshot due at `now_ms` given `cursor` (`None` on a first run, which takes one
     /// at once, as Microsoft's own integration starts forwarding within minutes).
-    pub fn new(settings: &DiscoverySettings, cursor: Option<&Cursor>, now_ms: i64) -> Snapshot {
-        let start = cursor.cloned().unwrap_or(Cursor {
+    pub fn new(
+        settings: &DiscoverySettings,
+        cursor: Option<&SnapshotCursor>,
+        now_ms: i64,
+    ) -> Snapshot {
+        let start = cursor.cloned().unwrap_or(SnapshotCursor {
             position_ms: now_ms,
             ..Default::default()
         });
@@ -85,32 +115,6 @@ impl Snapshot {
             finished: false,
             repairs: Default::default(),
         }
-    }
-
-    /// The period the snapshot covers (a point at the next due time when none is due).
-    pub fn window(&self) -> Window {
-        let at = self.taken_ms.unwrap_or(self.start.position_ms);
-        let from = match self.taken_ms {
-            Some(t) => t - self.settings.period.days() * DAY_MS,
-            None => at,
-        };
-        Window::new(from, at).expect("a period ends after it starts")
-    }
-
-    /// The cursor to store before the first row is enqueued: the snapshot as started, so
-    /// a run that dies part-way is finished with the same `TimeGenerated`.
-    pub fn intent(&self) -> Option<Cursor> {
-        (self.start.snapshot.is_none() && self.taken_ms.is_some()).then(|| self.cursor.clone())
-    }
-
-    /// The cursor after the last step.
-    pub fn cursor(&self) -> &Cursor {
-        &self.cursor
-    }
-
-    /// Whether no snapshot is due, or the due one is fully enqueued.
-    pub fn complete(&self) -> bool {
-        self.taken_ms.is_none() || self.finished
     }
 
     /// The rows of the next apps (up to [`APPS_PER_STEP`]; at the end, an empty step that
@@ -140,11 +144,11 @@ impl Snapshot {
                 .cloned();
             let Some(report) = report else {
                 self.finished = true;
-                self.cursor = Cursor {
+                self.cursor = SnapshotCursor {
                     position_ms: next_due(taken, self.settings.interval.as_millis() as i64),
                     ..Default::default()
                 };
-                return Ok(Some(self.step(Vec::new())));
+                return Ok(Some(self.step_of(Vec::new())));
             };
             if self.page.is_none() {
                 self.page = Some(self.load_page(graph, &report, deadline).await?);
@@ -168,7 +172,7 @@ impl Snapshot {
                 }
                 let done = &mut self.progress().apps_done;
                 done.extend(pending.iter().map(app_key));
-                return Ok(Some(self.step(records)));
+                return Ok(Some(self.step_of(records)));
             }
             // The page is done: on to the next page, or the next report.
             let p = self.progress();
@@ -190,7 +194,7 @@ impl Snapshot {
             .get_or_insert_with(SnapshotResume::default)
     }
 
-    fn step(&mut self, records: Vec<Value>) -> Step {
+    fn step_of(&mut self, records: Vec<Value>) -> Step {
         let mut page = Page::from_values(&records);
         page.repairs = std::mem::take(&mut self.repairs);
         Step {
@@ -359,6 +363,52 @@ impl Snapshot {
     }
 }
 
+impl Source for Snapshot {
+    type Client = GraphClient;
+    type Cursor = SnapshotCursor;
+
+    /// The period the snapshot covers (a point at the next due time when none is due).
+    fn window(&self) -> Window {
+        let at = self.taken_ms.unwrap_or(self.start.position_ms);
+        let from = match self.taken_ms {
+            Some(t) => t - self.settings.period.days() * DAY_MS,
+            None => at,
+        };
+        Window::new(from, at).expect("a period ends after it starts")
+    }
+
+    /// The cursor to store before the first row is enqueued: the snapshot as started, so
+    /// a run that dies part-way is finished with the same `TimeGenerated`.
+    fn intent(&self) -> Option<SnapshotCursor> {
+        (self.start.snapshot.is_none() && self.taken_ms.is_some()).then(|| self.cursor.clone())
+    }
+
+    /// The cursor after the last step.
+    fn cursor(&self) -> &SnapshotCursor {
+        &self.cursor
+    }
+
+    /// Whether no snapshot is due, or the due one is fully enqueued.
+    fn complete(&self) -> bool {
+        self.taken_ms.is_none() || self.finished
+    }
+
+    fn lag_seconds(&self, _now_ms: i64) -> Option<i64> {
+        None
+    }
+
+    async fn read(
+        &mut self,
+        client: &GraphClient,
+        deadline: Deadline,
+    ) -> Result<Option<Step>, ReadError> {
+        self.next(client, deadline).await.map_err(|e| match e {
+            e @ GraphError::OutOfTime { .. } => ReadError::OutOfTime(e.to_string()),
+            e => ReadError::Failed(Box::new(e)),
+        })
+    }
+}
+
 /// The key an app is remembered by within its page: its id, else its whole text.
 fn app_key(app: &Value) -> String {
     match app.get("id").and_then(Value::as_str) {
@@ -407,7 +457,7 @@ mod tests {
         assert!(resumed.intent().is_none(), "already stored");
 
         // Done: nothing until the next day, however often the timer fires.
-        let done = Cursor {
+        let done = SnapshotCursor {
             position_ms: next_due(now, DAY_MS),
             ..Default::default()
         };

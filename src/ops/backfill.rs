@@ -5,9 +5,11 @@ use super::OpsError;
 use crate::app::App;
 use crate::batch::envelope::pack;
 use crate::cas::pull::Puller;
-use crate::checkpoint::Cursor;
+use crate::cas::Cursor;
 use crate::model::{format_ms, DataType, Window};
+use crate::pipeline::poll::Outbox;
 use crate::retry::Deadline;
+use crate::source::Source;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -40,7 +42,7 @@ pub async fn backfill(
     }
     app.ensure_resources().await?;
     let mut report = BackfillReport::default();
-    if let Some(c) = app.checkpoints.load(data_type).await?.cursor {
+    if let Some(c) = app.checkpoints.load::<Cursor>(data_type).await?.cursor {
         if window.to_ms() >= c.query_from() {
             report.overlap_warning = Some(format!(
                 "the range reaches {} and the poll has already forwarded {data_type} from {}: records in both are sent twice (dedupe in KQL by the CAS id)",

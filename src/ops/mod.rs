@@ -23,7 +23,10 @@ pub enum OpsError {
     Cas(#[from] crate::cas::CasError),
     /// The queues or container could not be set up.
     #[error(transparent)]
-    App(#[from] crate::app::AppError),
+    Setup(#[from] crate::storage::SetupError),
+    /// A message could not be enqueued.
+    #[error(transparent)]
+    Enqueue(#[from] crate::pipeline::poll::EnqueueError),
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     File {

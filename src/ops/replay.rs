@@ -8,7 +8,7 @@
 use super::OpsError;
 use crate::app::App;
 use crate::batch::envelope::Envelope;
-use crate::functions::ingest::state_name;
+use crate::batch::ledger::state_name;
 use crate::model::DataType;
 use crate::storage::queue::{decode_stored, Queue, Received};
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,9 @@
 
 use super::OpsError;
 use crate::app::App;
-use crate::functions::ingest::{is_part_marker, state_prefix};
+use crate::batch::ledger::{is_part_marker, state_prefix};
+use crate::cas::Cursor;
+use crate::graph::discovery::SnapshotCursor;
 use crate::model::{format_ms, now_ms, DataType};
 use serde::Serialize;
 use std::fmt::Write;
@@ -50,7 +52,15 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
     let now = now_ms();
     let mut data_types = Vec::new();
     for dt in DataType::ALL {
-        let cursor = app.checkpoints.load(dt).await?.cursor;
+        let discovery = dt == DataType::Discovery;
+        // A discovery cursor holds when the next snapshot is due, not a position in the
+        // data, so it has no lag.
+        let (cursor, snapshot) = if discovery {
+            let c = app.checkpoints.load::<SnapshotCursor>(dt).await?.cursor;
+            (None, Some(c))
+        } else {
+            (app.checkpoints.load::<Cursor>(dt).await?.cursor, None)
+        };
         let sent_batches = app
             .blobs
             .names(&state_prefix(dt))
@@ -58,13 +68,12 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
             .iter()
             .filter(|n| !is_part_marker(n))
             .count();
-        let discovery = dt == DataType::Discovery;
         let mut notes = Vec::new();
-        if discovery {
+        if let Some(snapshot) = snapshot {
             if let Some(why) = app.settings.discovery_off {
                 notes.push(why.to_string());
             }
-            match cursor.as_ref() {
+            match snapshot {
                 Some(c) => match &c.snapshot {
                     Some(s) => notes.push(format!(
                         "snapshot of {} in progress ({} report(s) done)",
@@ -79,16 +88,8 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
         data_types.push(TypeStatus {
             data_type: dt,
             enabled: app.settings.data_types.contains(&dt),
-            // A discovery cursor holds when the next snapshot is due, not a position
-            // in the data, so it has no lag.
-            checkpoint: cursor
-                .as_ref()
-                .filter(|_| !discovery)
-                .map(|c| format_ms(c.position_ms)),
-            lag_seconds: cursor
-                .as_ref()
-                .filter(|_| !discovery)
-                .map(|c| (now - c.position_ms) / 1000),
+            checkpoint: cursor.as_ref().map(|c| format_ms(c.position_ms)),
+            lag_seconds: cursor.as_ref().map(|c| (now - c.position_ms) / 1000),
             scan_in_progress: cursor
                 .as_ref()
                 .is_some_and(|c| c.scan.is_some() || c.pages.is_some()),

@@ -20,6 +20,17 @@ pub mod queue;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+/// A queue or the container could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A queue.
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+    /// The container.
+    #[error(transparent)]
+    Blob(#[from] blobs::BlobError),
+}
+
 impl StorageSettings {
     /// The SAS query to append to URLs, if this account is reached by SAS.
     fn sas_query(&self) -> Result<Option<String>, StorageConfigError> {

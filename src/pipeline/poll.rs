@@ -1,14 +1,16 @@
-//! `PollCas`: for each enabled data type, pull what is new since the checkpoint (from CAS,
-//! or a discovery snapshot from Microsoft Graph), enqueue it, and only then advance the
-//! checkpoint.
+//! The poll: for each enabled data type, read what is new since the checkpoint from its
+//! [`Source`], enqueue it, and only then advance the checkpoint.
 
-use crate::app::App;
 use crate::batch::envelope::{pack, pack_observed, Outgoing};
-use crate::cas::pull::{Puller, Step};
-use crate::checkpoint::{Checkpoint, CheckpointError, Cursor};
+use crate::cas::pull::Puller;
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::graph::discovery::Snapshot;
 use crate::model::{now_ms, DataType, Window};
 use crate::retry::Deadline;
+use crate::source::{ReadError, Source, Step};
+use crate::storage::blobs::BlobError;
+use crate::storage::queue::QueueError;
+use crate::storage::SetupError;
 use std::fmt;
 
 /// What one data type's poll did.
@@ -67,18 +69,27 @@ pub enum PollError {
     /// The checkpoint could not be read or advanced.
     #[error("{0}: checkpoint: {1}")]
     Checkpoint(DataType, CheckpointError),
-    /// CAS failed.
-    #[error("{0}: CAS: {1}")]
-    Cas(DataType, crate::cas::CasError),
-    /// Microsoft Graph failed (discovery); the snapshot continues on the next run.
+    /// The source failed (CAS, or Microsoft Graph for discovery); the next run continues
+    /// from the stored cursor.
     #[error("{0}: {1}")]
-    Graph(DataType, crate::graph::GraphError),
+    Read(DataType, Box<dyn std::error::Error + Send + Sync>),
     /// Enqueueing failed; the checkpoint was not advanced, so the next run pulls the window again.
     #[error("{0}: enqueue: {1}")]
-    Enqueue(DataType, #[source] crate::app::AppError),
+    Enqueue(DataType, #[source] EnqueueError),
     /// The queue or container could not be created.
     #[error("storage: {0}")]
-    Setup(#[source] crate::app::AppError),
+    Setup(#[source] SetupError),
+}
+
+/// A message was not enqueued durably.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The blob of a spilled payload could not be written (the message was not sent).
+    #[error("payload blob: {0}")]
+    Spill(#[source] BlobError),
+    /// The queue refused the message.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 /// How often a lane stores its cursor when its pages enqueue nothing (a change watch
@@ -96,7 +107,7 @@ pub struct Sources<'a> {
     /// The Graph client (discovery).
     pub graph: &'a crate::graph::GraphClient,
     /// Where each data type's cursor is stored.
-    pub checkpoints: &'a crate::checkpoint::CheckpointStore,
+    pub checkpoints: &'a CheckpointStore,
 }
 
 /// Where a poll's messages go. The app's is the fan-out queue (a spilled payload first to
@@ -106,109 +117,27 @@ pub trait Outbox {
     fn enqueue(
         &self,
         m: &Outgoing,
-    ) -> impl std::future::Future<Output = Result<(), crate::app::AppError>> + Send;
+    ) -> impl std::future::Future<Output = Result<(), EnqueueError>> + Send;
 }
 
-impl Outbox for App {
-    fn enqueue(
-        &self,
-        m: &Outgoing,
-    ) -> impl std::future::Future<Output = Result<(), crate::app::AppError>> + Send {
-        App::enqueue(self, m)
-    }
-}
-
-/// Stores the reader's cursor over `previous` (unless it is unchanged).
-async fn save(
-    app: Sources<'_>,
+/// Stores the source's cursor over `previous` (unless it is unchanged).
+async fn save<S: Source>(
+    checkpoints: &CheckpointStore,
     dt: DataType,
-    previous: &Checkpoint,
-    reader: &Reader,
-) -> Result<Checkpoint, PollError> {
-    if previous.cursor.as_ref() == Some(reader.cursor()) {
+    previous: &Checkpoint<S::Cursor>,
+    source: &S,
+) -> Result<Checkpoint<S::Cursor>, PollError> {
+    if previous.cursor.as_ref() == Some(source.cursor()) {
         return Ok(previous.clone());
     }
-    app.checkpoints
-        .advance(dt, previous, reader.cursor().clone())
+    checkpoints
+        .advance(dt, previous, source.cursor().clone())
         .await
         .map_err(|e| PollError::Checkpoint(dt, e))
 }
 
-/// What a lane reads from: CAS for alerts and activities, Graph for discovery. Both hand
-/// out the same [`Step`]s, so the enqueue-then-store loop is one.
-enum Reader {
-    Cas(Puller),
-    Graph(Snapshot),
-}
-
-/// A read that did not produce a step.
-enum ReadError {
-    /// The invocation's time ran out mid-request: an ordinary end for a run with a backlog.
-    OutOfTime(String),
-    /// Anything else.
-    Failed(PollError),
-}
-
-impl Reader {
-    fn new(app: Sources<'_>, dt: DataType, cursor: Option<&Cursor>, now: i64) -> Reader {
-        match dt {
-            DataType::Discovery => {
-                Reader::Graph(Snapshot::new(&app.settings.discovery, cursor, now))
-            }
-            _ => Reader::Cas(Puller::new(&app.settings.cas, dt, cursor, now)),
-        }
-    }
-
-    fn window(&self) -> Window {
-        match self {
-            Reader::Cas(p) => p.window(),
-            Reader::Graph(s) => s.window(),
-        }
-    }
-
-    fn intent(&self) -> Option<Cursor> {
-        match self {
-            Reader::Cas(p) => p.intent(),
-            Reader::Graph(s) => s.intent(),
-        }
-    }
-
-    fn cursor(&self) -> &Cursor {
-        match self {
-            Reader::Cas(p) => p.cursor(),
-            Reader::Graph(s) => s.cursor(),
-        }
-    }
-
-    fn complete(&self) -> bool {
-        match self {
-            Reader::Cas(p) => p.complete(),
-            Reader::Graph(s) => s.complete(),
-        }
-    }
-
-    async fn next(
-        &mut self,
-        app: Sources<'_>,
-        dt: DataType,
-        deadline: Deadline,
-    ) -> Result<Option<Step>, ReadError> {
-        use crate::cas::CasError;
-        use crate::graph::GraphError;
-        match self {
-            Reader::Cas(p) => p.next(app.cas, deadline).await.map_err(|e| match e {
-                e @ CasError::OutOfTime { .. } => ReadError::OutOfTime(e.to_string()),
-                e => ReadError::Failed(PollError::Cas(dt, e)),
-            }),
-            Reader::Graph(s) => s.next(app.graph, deadline).await.map_err(|e| match e {
-                e @ GraphError::OutOfTime { .. } => ReadError::OutOfTime(e.to_string()),
-                e => ReadError::Failed(PollError::Graph(dt, e)),
-            }),
-        }
-    }
-}
-
-/// Polls every enabled data type; one failing does not stop the others.
+/// Polls every enabled data type; one failing does not stop the others. The queues and
+/// the container must exist.
 ///
 /// The data types are read at the same time, each in its own lane. CAS's request budget
 /// is handed out first come, first served (see [`crate::cas::RateLimiter`]), and a lane
@@ -216,15 +145,7 @@ impl Reader {
 /// equal share of the requests and of the invocation's time, and a lane with little to do
 /// leaves its share to the others. An alert-heavy tenant's change watch cannot starve
 /// activities, and a backlog of activities cannot starve alerts.
-pub async fn run(app: &App, deadline: Deadline) -> Vec<Result<PollReport, PollError>> {
-    if let Err(e) = app.ensure_resources().await {
-        return vec![Err(PollError::Setup(e))];
-    }
-    run_with(app.sources(), app, deadline).await
-}
-
-/// [`run`] from `sources` into `outbox`, the queues and container known to exist.
-pub async fn run_with<O: Outbox + Sync>(
+pub async fn run<O: Outbox + Sync>(
     sources: Sources<'_>,
     outbox: &O,
     deadline: Deadline,
@@ -235,6 +156,37 @@ pub async fn run_with<O: Outbox + Sync>(
             .instrument(tracing::info_span!("lane", data_type = %dt))
     });
     futures::future::join_all(lanes).await
+}
+
+/// Polls one data type from the source that reads it: discovery from a Graph snapshot,
+/// alerts and activities from the CAS API. A new source is one arm here.
+pub async fn poll_one<O: Outbox + Sync>(
+    sources: Sources<'_>,
+    outbox: &O,
+    dt: DataType,
+    deadline: Deadline,
+) -> Result<PollReport, PollError> {
+    let settings = sources.settings;
+    let lane = Lane {
+        checkpoints: sources.checkpoints,
+        outbox,
+        dt,
+        deadline,
+    };
+    match dt {
+        DataType::Discovery => {
+            lane.poll(sources.graph, |cursor, now| {
+                Snapshot::new(&settings.discovery, cursor, now)
+            })
+            .await
+        }
+        DataType::Alerts | DataType::Activities => {
+            lane.poll(sources.cas, |cursor, now| {
+                Puller::new(&settings.cas, dt, cursor, now)
+            })
+            .await
+        }
+    }
 }
 
 /// A step's messages: its new records, and its changed alerts (their rows' time is when the
@@ -282,77 +234,85 @@ impl PollReport {
     }
 }
 
-/// Polls one data type, a page at a time: each page's records are enqueued and the
-/// checkpoint advanced past them before the next page is read, so memory is one page and
-/// a run stopped anywhere loses nothing it read.
-pub async fn poll_one<O: Outbox + Sync>(
-    app: Sources<'_>,
-    outbox: &O,
+/// One data type's lane: where its cursor is stored and its messages go.
+struct Lane<'a, O> {
+    checkpoints: &'a CheckpointStore,
+    outbox: &'a O,
     dt: DataType,
     deadline: Deadline,
-) -> Result<PollReport, PollError> {
-    let mut checkpoint = app
-        .checkpoints
-        .load(dt)
-        .await
-        .map_err(|e| PollError::Checkpoint(dt, e))?;
-    let mut puller = Reader::new(app, dt, checkpoint.cursor.as_ref(), now_ms());
-    let mut report = PollReport::new(dt, puller.window());
-    // Before the first enqueue, note the window being enqueued: if this run dies part-way,
-    // the next one reads the same window and produces the same batch ids (skipped as sent).
-    let mut intent = puller.intent();
-    // Progress read but not yet stored (re-check pages that found nothing), and when the
-    // cursor was last stored.
-    let mut unsaved = false;
-    let mut saved_at = std::time::Instant::now();
-    let failure = loop {
-        let step = match puller.next(app, dt, deadline).await {
-            Ok(Some(step)) => step,
-            Ok(None) => break None,
-            // Out of time (a slot or an answer would come after the deadline): an
-            // ordinary end for a run with a backlog; the next run goes on from here.
-            Err(ReadError::OutOfTime(why)) => {
-                report.stopped = Some(why);
-                break None;
+}
+
+impl<O: Outbox + Sync> Lane<'_, O> {
+    /// Polls the source `open` makes from the stored cursor, a page at a time: each
+    /// page's records are enqueued and the checkpoint advanced past them before the next
+    /// page is read, so memory is one page and a run stopped anywhere loses nothing it read.
+    async fn poll<S: Source>(
+        &self,
+        client: &S::Client,
+        open: impl FnOnce(Option<&S::Cursor>, i64) -> S,
+    ) -> Result<PollReport, PollError> {
+        let (dt, deadline, outbox) = (self.dt, self.deadline, self.outbox);
+        let mut checkpoint = self
+            .checkpoints
+            .load::<S::Cursor>(dt)
+            .await
+            .map_err(|e| PollError::Checkpoint(dt, e))?;
+        let mut puller = open(checkpoint.cursor.as_ref(), now_ms());
+        let mut report = PollReport::new(dt, puller.window());
+        // Before the first enqueue, note the window being enqueued: if this run dies part-way,
+        // the next one reads the same window and produces the same batch ids (skipped as sent).
+        let mut intent = puller.intent();
+        // Progress read but not yet stored (re-check pages that found nothing), and when the
+        // cursor was last stored.
+        let mut unsaved = false;
+        let mut saved_at = std::time::Instant::now();
+        let failure = loop {
+            let step = match puller.read(client, deadline).await {
+                Ok(Some(step)) => step,
+                Ok(None) => break None,
+                // Out of time (a slot or an answer would come after the deadline): an
+                // ordinary end for a run with a backlog; the next run goes on from here.
+                Err(ReadError::OutOfTime(why)) => {
+                    report.stopped = Some(why);
+                    break None;
+                }
+                Err(ReadError::Failed(e)) => break Some(PollError::Read(dt, e)),
+            };
+            let messages = pack_step(dt, &step);
+            if !messages.is_empty() {
+                if let Some(i) = intent.take() {
+                    checkpoint = self
+                        .checkpoints
+                        .advance(dt, &checkpoint, i)
+                        .await
+                        .map_err(|e| PollError::Checkpoint(dt, e))?;
+                }
             }
-            Err(ReadError::Failed(e)) => break Some(e),
-        };
-        let messages = pack_step(dt, &step);
-        if !messages.is_empty() {
-            if let Some(i) = intent.take() {
-                checkpoint = app
-                    .checkpoints
-                    .advance(dt, &checkpoint, i)
+            for m in &messages {
+                outbox
+                    .enqueue(m)
                     .await
-                    .map_err(|e| PollError::Checkpoint(dt, e))?;
+                    .map_err(|e| PollError::Enqueue(dt, e))?;
             }
+            report.count(&step, messages.len());
+            unsaved = true;
+            if step.commit || saved_at.elapsed() >= SAVE_AT_LEAST_EVERY {
+                checkpoint = save(self.checkpoints, dt, &checkpoint, &puller).await?;
+                (unsaved, saved_at, intent) = (false, std::time::Instant::now(), None);
+            }
+        };
+        if unsaved {
+            save(self.checkpoints, dt, &checkpoint, &puller).await?;
         }
-        for m in &messages {
-            outbox
-                .enqueue(m)
-                .await
-                .map_err(|e| PollError::Enqueue(dt, e))?;
+        if let Some(e) = failure {
+            // What was read before is enqueued and its position saved.
+            tracing::warn!(data_type = %dt, records = report.records, "pull stopped early; what was read is enqueued");
+            return Err(e);
         }
-        report.count(&step, messages.len());
-        unsaved = true;
-        if step.commit || saved_at.elapsed() >= SAVE_AT_LEAST_EVERY {
-            checkpoint = save(app, dt, &checkpoint, &puller).await?;
-            (unsaved, saved_at, intent) = (false, std::time::Instant::now(), None);
-        }
-    };
-    if unsaved {
-        save(app, dt, &checkpoint, &puller).await?;
+        report.complete = puller.complete();
+        report.lag_seconds = puller.lag_seconds(now_ms());
+        Ok(report)
     }
-    if let Some(e) = failure {
-        // What was read before is enqueued and its position saved.
-        tracing::warn!(data_type = %dt, records = report.records, "pull stopped early; what was read is enqueued");
-        return Err(e);
-    }
-    report.complete = puller.complete();
-    if dt != DataType::Discovery {
-        report.lag_seconds = Some((now_ms() - puller.cursor().position_ms) / 1000);
-    }
-    Ok(report)
 }
 
 #[cfg(test)]
@@ -364,7 +324,6 @@ mod tests {
     use super::*;
     use crate::cas::sim::{CasSim, SimConfig};
     use crate::cas::{CasAuth, CasClient};
-    use crate::checkpoint::CheckpointStore;
     use crate::config::Settings;
     use crate::secret::Secret;
     use crate::storage::blobs::Blobs;
@@ -382,10 +341,14 @@ mod tests {
     }
 
     impl Outbox for Memory {
-        async fn enqueue(&self, m: &Outgoing) -> Result<(), crate::app::AppError> {
+        async fn enqueue(&self, m: &Outgoing) -> Result<(), EnqueueError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if Some(n) == self.fail_at {
-                return Err(crate::app::AppError::Http("the queue is down".into()));
+                return Err(EnqueueError::Queue(QueueError {
+                    queue: "memory".into(),
+                    op: "send",
+                    message: "the queue is down".into(),
+                }));
             }
             self.texts.lock().unwrap().push(m.text.clone());
             Ok(())
@@ -481,7 +444,10 @@ mod tests {
         assert!(matches!(r, Err(PollError::Enqueue(..))), "{r:?}");
         let first = failing.ids();
         assert!(!first.is_empty() && first.len() < 1_200, "{}", first.len());
-        let stored = checkpoints.load(DataType::Activities).await.unwrap();
+        let stored = checkpoints
+            .load::<crate::cas::Cursor>(DataType::Activities)
+            .await
+            .unwrap();
         let cursor = stored.cursor.expect("the first page's cursor is stored");
         assert!(
             cursor.scan.is_some(),

@@ -1,18 +1,18 @@
-//! `IngestBatch`: one queue message → rows in Sentinel, exactly once in effect.
+//! The sink: one queue message → rows in Sentinel, exactly once in effect.
 //!
 //! A batch id already marked as sent is skipped. A batch that needs several Logs
 //! Ingestion calls marks each part as it goes, so a retry after a part failed resends
 //! only the parts that did not arrive.
 
 use crate::batch::envelope::{decode_text, Envelope, EnvelopeError, Payload};
+use crate::batch::ledger::{self, Claim, LedgerError};
 use crate::config::SentinelSettings;
-use crate::model::now_ms;
-use crate::model::{BatchId, DataType};
+use crate::model::BatchId;
 use crate::retry::Deadline;
 use crate::sentinel::LogsIngestion;
 use crate::sentinel::{pack, SentinelError};
-use crate::storage::blobs::Blobs;
-use crate::storage::blobs::{BlobError, WriteCondition};
+use crate::storage::blobs::{BlobError, Blobs};
+use crate::storage::SetupError;
 use crate::{json::Record, schema::row_bytes};
 use std::fmt;
 
@@ -50,7 +50,7 @@ pub enum IngestError {
     /// The message is not a batch we can read.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
-    /// Storage failed (markers or a spilled payload).
+    /// Storage failed (a spilled payload).
     #[error(transparent)]
     Blob(#[from] BlobError),
     /// The spilled payload blob is missing.
@@ -58,10 +58,10 @@ pub enum IngestError {
     MissingPayload(BatchId),
     /// The container could not be created.
     #[error("storage set-up: {0}")]
-    Setup(#[source] crate::app::AppError),
-    /// Another invocation held the batch for the whole of this one's budget.
-    #[error("batch {0}: another invocation is sending it; try again later")]
-    Busy(BatchId),
+    Setup(#[source] SetupError),
+    /// The batch ledger could not be read or written, or another invocation holds the batch.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     /// Logs Ingestion failed.
     #[error(transparent)]
     Sentinel(#[from] SentinelError),
@@ -80,16 +80,9 @@ pub struct Sink<'a> {
     pub streams: &'a SentinelSettings,
 }
 
-/// Sends one batch given its message text.
-///
-/// Each batch has one state blob, `batches/<type>/<batch>`, that is the claim, the record
-/// of which rows have been sent, and the sent marker: created with If-None-Match as
-/// `sending` (the claim, with an expiry), then replaced with If-Match as `sent`. That is
-/// two storage calls on the common path, and exactly one of two simultaneous deliveries
-/// can hold the claim. A claim whose holder died (SIGKILL, instance recycled) blocks the
-/// batch only until it expires. Every write after the claim is conditional on the
-/// claim's own ETag, so a holder that outlived its claim can never overwrite (or delete)
-/// the state of the delivery that took over.
+/// Sends one batch given its message text: claims it in the batch ledger (see
+/// `batch::ledger`; `None` there means it was sent before), sends the rows not yet
+/// accepted, and marks it sent, or releases the claim with the progress made.
 pub async fn process(
     app: Sink<'_>,
     text: &str,
@@ -97,17 +90,12 @@ pub async fn process(
 ) -> Result<IngestOutcome, IngestError> {
     let env = Envelope::parse(text)?;
     tracing::Span::current().record("data_type", env.data_type.as_str());
-    let name = state_name(&env);
-    let Some(mut claim) = claim(app, &env, &name, deadline).await? else {
+    let Some(mut claim) = ledger::claim(app.blobs, &env, deadline).await? else {
         return Ok(IngestOutcome::AlreadySent(env.batch));
     };
     match send(app, &env, &mut claim, deadline).await {
         Ok((rows, calls)) => {
-            let sent = BatchState::Sent {
-                rows,
-                window: env.window,
-            };
-            mark_sent(app, &env, &name, &claim, sent, deadline).await?;
+            ledger::mark_sent(app.blobs, &env, &claim, rows, deadline).await?;
             Ok(IngestOutcome::Sent {
                 batch: env.batch,
                 rows,
@@ -115,200 +103,12 @@ pub async fn process(
             })
         }
         Err(e) => {
-            // Let the next delivery start at once rather than wait out the claim, keeping
-            // the rows already sent so that it sends only the rest.
-            let partial = BatchState::Partial {
-                sent: claim.sent.clone(),
-            };
-            if let Err(release) = app
-                .blobs
-                .put(
-                    &name,
-                    partial.to_bytes(),
-                    WriteCondition::IfMatch(claim.etag.clone()),
-                )
-                .await
-            {
-                tracing::warn!("could not release the claim on {name}: {release}");
-            }
+            claim.release(app.blobs).await;
             Err(e)
         }
     }
 }
 
-/// Writes the `sent` state, retrying storage failures within the budget: Logs Ingestion
-/// has accepted the rows, and a state that never says so would have them sent again.
-async fn mark_sent(
-    app: Sink<'_>,
-    env: &Envelope,
-    name: &str,
-    claim: &Claim,
-    sent: BatchState,
-    deadline: Deadline,
-) -> Result<(), IngestError> {
-    let mut attempt = 0;
-    loop {
-        match app
-            .blobs
-            .put(
-                name,
-                sent.to_bytes(),
-                WriteCondition::IfMatch(claim.etag.clone()),
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            // Our claim expired and another delivery took it over: it may send again.
-            Err(BlobError::Conflict(_)) => {
-                tracing::warn!(batch = %env.batch, "claim expired while sending; another delivery took the batch over");
-                return Ok(());
-            }
-            Err(e) => {
-                let wait = crate::retry::backoff(
-                    attempt,
-                    std::time::Duration::from_millis(200),
-                    std::time::Duration::from_secs(5),
-                );
-                tracing::warn!(batch = %env.batch, attempt, "rows accepted but the sent state could not be written ({e}); retrying");
-                if !deadline.sleep_within(wait).await {
-                    return Err(e.into());
-                }
-                attempt += 1;
-            }
-        }
-    }
-}
-
-/// What the state blob says about a batch.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-enum BatchState {
-    /// An invocation is sending it, until this time (Unix ms); `sent` are the row ranges
-    /// already accepted (a batch that needs several calls records each).
-    Sending {
-        until: i64,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        sent: Vec<[usize; 2]>,
-    },
-    /// A delivery failed part-way and let go: the next one takes over at once and sends
-    /// the rows not in `sent`.
-    Partial { sent: Vec<[usize; 2]> },
-    /// Its rows were accepted by Logs Ingestion.
-    Sent {
-        rows: usize,
-        window: crate::model::Window,
-    },
-}
-
-impl BatchState {
-    fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("states serialize")
-    }
-}
-
-/// A claim held: the state blob's ETag, and the row ranges (`[start, end)`, by the
-/// record's place in the batch, which no setting or clock changes) already sent.
-struct Claim {
-    etag: String,
-    sent: Vec<[usize; 2]>,
-}
-
-/// Takes the batch's claim; `None` when the batch is already sent (possibly by the holder
-/// we waited for). Waits while another live invocation holds it.
-async fn claim(
-    app: Sink<'_>,
-    env: &Envelope,
-    name: &str,
-    deadline: Deadline,
-) -> Result<Option<Claim>, IngestError> {
-    loop {
-        if let Some(c) =
-            try_claim(app, name, WriteCondition::IfAbsent, Vec::new(), deadline).await?
-        {
-            return Ok(Some(c));
-        }
-        let Some((bytes, etag)) = app.blobs.get(name).await? else {
-            continue; // released between our two calls: try again
-        };
-        let sent = match serde_json::from_slice::<BatchState>(&bytes) {
-            Ok(BatchState::Sent { .. }) => return Ok(None),
-            Ok(BatchState::Sending { until, .. }) if until > now_ms() => {
-                if !deadline
-                    .sleep_within(std::time::Duration::from_millis(250))
-                    .await
-                {
-                    return Err(IngestError::Busy(env.batch.clone()));
-                }
-                continue;
-            }
-            // Expired (its holder died) or released: take it over with its progress.
-            Ok(BatchState::Sending { sent, .. } | BatchState::Partial { sent }) => sent,
-            // Unreadable: start over (the rows' ids let KQL drop what this repeats).
-            Err(_) => Vec::new(),
-        };
-        if let Some(c) = try_claim(app, name, WriteCondition::IfMatch(etag), sent, deadline).await?
-        {
-            return Ok(Some(c));
-        }
-    }
-}
-
-/// Writes a `sending` state under `condition`, held until this invocation's budget
-/// ends (plus a margin); `None` when another writer got there first.
-async fn try_claim(
-    app: Sink<'_>,
-    name: &str,
-    condition: WriteCondition,
-    sent: Vec<[usize; 2]>,
-    deadline: Deadline,
-) -> Result<Option<Claim>, IngestError> {
-    let sending = BatchState::Sending {
-        until: claim_until(deadline),
-        sent,
-    };
-    match app.blobs.put(name, sending.to_bytes(), condition).await {
-        Ok(etag) => {
-            let BatchState::Sending { sent, .. } = sending else {
-                unreachable!("built as Sending above")
-            };
-            Ok(Some(Claim { etag, sent }))
-        }
-        Err(BlobError::Conflict(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn claim_until(deadline: Deadline) -> i64 {
-    now_ms() + deadline.remaining().as_millis() as i64 + 5_000
-}
-
-/// The runs of rows `0..n` not covered by `sent`.
-fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize>> {
-    let mut done = vec![false; n];
-    // The ranges come from a blob: clamped to the batch and read in either order, so a
-    // damaged state cannot make the slice panic.
-    for &[a, b] in sent {
-        for d in &mut done[a.min(b).min(n)..a.max(b).min(n)] {
-            *d = true;
-        }
-    }
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < n {
-        if done[i] {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < n && !done[i] {
-            i += 1;
-        }
-        runs.push(start..i);
-    }
-    runs
-}
-
-/// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made).
 /// The batch's rows, ready to send: its payload (inline or from its blob) decoded,
 /// repaired if it came from elsewhere, mapped, and any field over the service's limit cut.
 /// Only the rows outlive this: the batch's text is freed before the calls run.
@@ -367,6 +167,7 @@ async fn rows_of(app: Sink<'_>, env: &Envelope) -> Result<Vec<Vec<u8>>, IngestEr
     Ok(rows)
 }
 
+/// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made).
 async fn send(
     app: Sink<'_>,
     env: &Envelope,
@@ -375,7 +176,7 @@ async fn send(
 ) -> Result<(usize, usize), IngestError> {
     let rows = rows_of(app, env).await?;
     let stream = app.streams.stream(env.data_type);
-    let runs = unsent(rows.len(), &claim.sent);
+    let runs = ledger::unsent(rows.len(), &claim.sent);
     let mut parts = Vec::new();
     for run in &runs {
         let split = pack::split(&rows[run.clone()], app.sentinel.max_call_bytes())
@@ -394,44 +195,14 @@ async fn send(
             .send_rows(stream, &rows[range.clone()], deadline)
             .await?;
         sent_rows += range.len();
-        claim.sent.push([range.start, range.end]);
         if several {
-            // A batch needing several calls records each, so a retry resends only what
-            // failed, whatever SENTINEL_MAX_CALL_BYTES or the rows' bytes are by then.
-            let state = BatchState::Sending {
-                until: claim_until(deadline),
-                sent: claim.sent.clone(),
-            };
-            claim.etag = app
-                .blobs
-                .put(
-                    &state_name(env),
-                    state.to_bytes(),
-                    WriteCondition::IfMatch(claim.etag.clone()),
-                )
-                .await?;
+            claim.record(app.blobs, range, deadline).await?;
+        } else {
+            claim.sent.push([range.start, range.end]);
         }
     }
     Ok((sent_rows, calls))
 }
-
-/// `batches/<type>/<batch>`: the batch's state.
-pub fn state_name(env: &Envelope) -> String {
-    format!("{}{}", state_prefix(env.data_type), env.batch)
-}
-
-/// Where a data type's batch states are.
-pub fn state_prefix(data_type: DataType) -> String {
-    format!("batches/{data_type}/")
-}
-
-/// Whether a name under [`state_prefix`] marks a part rather than a whole batch (as
-/// releases before the state blob recorded parts wrote them).
-pub fn is_part_marker(name: &str) -> bool {
-    name.contains(PART)
-}
-
-const PART: &str = ".part";
 
 #[cfg(test)]
 mod tests {
@@ -549,7 +320,7 @@ mod tests {
             assert_eq!(sent, 1, "{a:?} {b:?}");
             for r in [&a, &b] {
                 assert!(
-                    matches!(r, Ok(_) | Err(IngestError::Busy(_))),
+                    matches!(r, Ok(_) | Err(IngestError::Ledger(LedgerError::Busy(_)))),
                     "the other is skipped or told to come back: {r:?}"
                 );
             }
@@ -583,33 +354,5 @@ mod tests {
                 "every row once"
             );
         }
-    }
-
-    #[test]
-    fn unsent_rows_are_the_gaps_between_recorded_ranges() {
-        assert_eq!(unsent(5, &[]), vec![0..5]);
-        assert_eq!(unsent(10, &[[0, 3], [5, 7]]), vec![3..5, 7..10]);
-        assert_eq!(
-            unsent(4, &[[0, 2], [2, 4]]),
-            Vec::<std::ops::Range<usize>>::new()
-        );
-        // A range recorded under another split overlaps the new one: no row is sent twice.
-        assert_eq!(unsent(6, &[[1, 4], [3, 5]]), vec![0..1, 5..6]);
-        // Ranges past the end (a state from a different batch layout) are clamped.
-        assert_eq!(unsent(3, &[[2, 99]]), vec![0..2]);
-        assert_eq!(
-            unsent(6, &[[5, 2]]),
-            vec![0..2, 5..6],
-            "a reversed range reads as [2, 5)"
-        );
-    }
-
-    #[test]
-    fn states_of_earlier_releases_still_read() {
-        let old: BatchState = serde_json::from_str(r#"{"state":"sending","until":5}"#).unwrap();
-        assert!(matches!(old, BatchState::Sending { until: 5, ref sent } if sent.is_empty()));
-        let p: BatchState =
-            serde_json::from_slice(&BatchState::Partial { sent: vec![[0, 3]] }.to_bytes()).unwrap();
-        assert!(matches!(p, BatchState::Partial { ref sent } if sent == &[[0, 3]]));
     }
 }
