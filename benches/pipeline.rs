@@ -2,18 +2,18 @@
 //! CPU bounds of the same bytes, the Python SDK peer, cold start and memory, binary size,
 //! and API efficiency. `scripts/bench` runs it and writes BENCHMARKS.md.
 
-use cas_sentinel::auth::sim::{IdentitySim, HEADER_SECRET};
-use cas_sentinel::batch::envelope::{pack, Envelope};
-use cas_sentinel::cas::pull::pull;
-use cas_sentinel::cas::sim::{activity_record, client_settings, CasSim, SimConfig};
-use cas_sentinel::cas::{CasAuth, CasClient};
-use cas_sentinel::config::StorageSettings;
-use cas_sentinel::local::azurite::{free_port, Azurite};
-use cas_sentinel::model::{now_ms, DataType, Window};
-use cas_sentinel::retry::Deadline;
-use cas_sentinel::schema::to_row;
-use cas_sentinel::secret::Secret;
-use cas_sentinel::storage::sim::StorageSim;
+use cas_sentinel::testing::auth::sim::{IdentitySim, HEADER_SECRET};
+use cas_sentinel::testing::batch::envelope::{pack, Envelope};
+use cas_sentinel::testing::cas::pull::pull;
+use cas_sentinel::testing::cas::sim::{activity_record, client_settings, CasSim, SimConfig};
+use cas_sentinel::testing::cas::{CasAuth, CasClient};
+use cas_sentinel::testing::config::StorageSettings;
+use cas_sentinel::testing::local::azurite::{free_port, Azurite};
+use cas_sentinel::testing::model::{now_ms, DataType, Window};
+use cas_sentinel::testing::retry::Deadline;
+use cas_sentinel::testing::schema::to_row;
+use cas_sentinel::testing::secret::Secret;
+use cas_sentinel::testing::storage::sim::StorageSim;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -543,18 +543,20 @@ async fn latency(bin: &std::path::Path, report: &mut Vec<Metric>, notes: &mut Ve
     {
         let dir = std::env::temp_dir().join(format!("cas-bench-live-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let h = cas_sentinel::local::Harness::start(cas_sentinel::local::HarnessOptions {
-            handler_bin: bin.to_path_buf(),
-            work_dir: dir.clone(),
-            out_dir: None,
-            keep_rows: false,
-            cas: SimConfig::default(),
-            env: vec![("CAS_DATA_TYPES".into(), "alerts,activities".into())],
-        })
+        let h = cas_sentinel::testing::local::Harness::start(
+            cas_sentinel::testing::local::HarnessOptions {
+                handler_bin: bin.to_path_buf(),
+                work_dir: dir.clone(),
+                out_dir: None,
+                keep_rows: false,
+                cas: SimConfig::default(),
+                env: vec![("CAS_DATA_TYPES".into(), "alerts,activities".into())],
+            },
+        )
         .await
         .unwrap();
         let tick = Duration::from_secs(10);
-        let l = cas_sentinel::local::live_latency(&h, Duration::from_secs(60), tick)
+        let l = cas_sentinel::testing::local::live_latency(&h, Duration::from_secs(60), tick)
             .await
             .unwrap();
         report.push(metric(
@@ -714,9 +716,9 @@ impl Stages {
 
 /// Runs the handler's CPU work stage by stage on one core, and the naive JSON bound.
 fn profile(messages: &[String]) -> Stages {
-    use cas_sentinel::batch::envelope::decode_text;
-    use cas_sentinel::codec::{gzip_fast, json_array};
-    use cas_sentinel::{json::Record, schema::row_bytes};
+    use cas_sentinel::testing::batch::envelope::decode_text;
+    use cas_sentinel::testing::codec::{gzip_fast, json_array};
+    use cas_sentinel::testing::{json::Record, schema::row_bytes};
     let mut s = Stages {
         base64: 0.0,
         gunzip: 0.0,
@@ -778,7 +780,9 @@ async fn counting_sink() -> (Arc<Counter>, String) {
             s.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
             warp::reply::with_status(warp::reply(), warp::http::StatusCode::NO_CONTENT)
         });
-    let addr = cas_sentinel::loopback::serve(route, 0).await.unwrap();
+    let addr = cas_sentinel::testing::loopback::serve(route, 0)
+        .await
+        .unwrap();
     (c, format!("http://{addr}/"))
 }
 

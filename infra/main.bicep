@@ -4,7 +4,7 @@
 // then publish the package built by scripts/package (see docs/deploy.md).
 //
 // The custom tables and the DCR stream declarations come from infra/generated/, which
-// `cas-sentinel schema` writes from the Rust row types (a test fails when they drift).
+// `scripts/generate` writes from the Rust row types (a test fails when they drift).
 
 targetScope = 'resourceGroup'
 

@@ -94,16 +94,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the DCR stream declarations, table definitions and docs/tables.md generated
-    /// from the row types (or, with --check, fail if the files on disk differ).
-    Schema {
-        /// Repository root to write under.
-        #[arg(long, default_value = ".")]
-        root: PathBuf,
-        /// Only compare; exit non-zero when a file is missing or different.
-        #[arg(long)]
-        check: bool,
-    },
 }
 
 /// Entry point: parses arguments, sets up logging, runs the command.
@@ -133,7 +123,6 @@ async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve { port } => serve(port).await,
         Command::Run { .. } => run_once().await,
-        Command::Schema { root, check } => schema(&root, check),
         Command::Validate { json } => validate(json).await,
         Command::Replay {
             data_type,
@@ -268,33 +257,6 @@ fn package(binary: &std::path::Path, out: &std::path::Path) -> Result<()> {
         "publish with: cd {} && func azure functionapp publish <function-app-name>",
         out.display()
     );
-    Ok(())
-}
-
-fn schema(root: &std::path::Path, check: bool) -> Result<()> {
-    let mut drifted = Vec::new();
-    for f in crate::schema::generate::files() {
-        let path = root.join(f.path);
-        if check {
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(f.content.as_str()) {
-                drifted.push(f.path);
-            }
-        } else {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(&path, &f.content)
-                .with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", f.path);
-        }
-    }
-    if !drifted.is_empty() {
-        bail!(
-            "generated files differ from the code: {}; run `cas-sentinel schema`",
-            drifted.join(", ")
-        );
-    }
     Ok(())
 }
 

@@ -2,14 +2,14 @@
 //! scan resumption, filters, alert changes, errors and throttling (discovery, which
 //! reads Microsoft Graph, is in graph_discovery.rs).
 
-use cas_sentinel::cas::pull::{pull, Pull};
-use cas_sentinel::cas::sim::{client_settings, CasSim, Fault, SimConfig};
-use cas_sentinel::cas::Cursor;
-use cas_sentinel::cas::{CasAuth, CasClient, CasError};
-use cas_sentinel::config::CasSettings;
-use cas_sentinel::model::{now_ms, DataType};
-use cas_sentinel::retry::Deadline;
-use cas_sentinel::secret::Secret;
+use cas_sentinel::testing::cas::pull::{pull, Pull};
+use cas_sentinel::testing::cas::sim::{client_settings, CasSim, Fault, SimConfig};
+use cas_sentinel::testing::cas::Cursor;
+use cas_sentinel::testing::cas::{CasAuth, CasClient, CasError};
+use cas_sentinel::testing::config::CasSettings;
+use cas_sentinel::testing::model::{now_ms, DataType};
+use cas_sentinel::testing::retry::Deadline;
+use cas_sentinel::testing::secret::Secret;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,12 +2,12 @@
 
 mod common;
 
-use cas_sentinel::cas::sim::{Fault, SimConfig};
-use cas_sentinel::cas::Cursor;
-use cas_sentinel::checkpoint::{CheckpointError, CheckpointStore};
-use cas_sentinel::model::{now_ms, DataType};
-use cas_sentinel::storage::blobs::BlobError;
-use cas_sentinel::storage::blobs::{Blobs, CONTAINER};
+use cas_sentinel::testing::cas::sim::{Fault, SimConfig};
+use cas_sentinel::testing::cas::Cursor;
+use cas_sentinel::testing::checkpoint::{CheckpointError, CheckpointStore};
+use cas_sentinel::testing::model::{now_ms, DataType};
+use cas_sentinel::testing::storage::blobs::BlobError;
+use cas_sentinel::testing::storage::blobs::{Blobs, CONTAINER};
 use common::{assert_exactly_once, harness};
 use std::time::Duration;
 
@@ -52,7 +52,7 @@ async fn two_runs_can_never_both_advance_a_checkpoint() {
         .put(
             &CheckpointStore::blob_name(DataType::Activities),
             b"{oops".to_vec(),
-            cas_sentinel::storage::blobs::WriteCondition::Always,
+            cas_sentinel::testing::storage::blobs::WriteCondition::Always,
         )
         .await
         .unwrap();

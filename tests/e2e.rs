@@ -3,9 +3,9 @@
 
 mod common;
 
-use cas_sentinel::batch::envelope::Envelope;
-use cas_sentinel::cas::sim::SimConfig;
-use cas_sentinel::model::now_ms;
+use cas_sentinel::testing::batch::envelope::Envelope;
+use cas_sentinel::testing::cas::sim::SimConfig;
+use cas_sentinel::testing::model::now_ms;
 use common::{assert_exactly_once, harness};
 use std::time::Duration;
 
@@ -99,7 +99,7 @@ async fn activities_with_shared_milliseconds_and_late_events_arrive_exactly_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_keeps_failing_ends_in_the_poison_queue_intact() {
-    use cas_sentinel::sentinel::sim::IngestFault;
+    use cas_sentinel::testing::sentinel::sim::IngestFault;
     let h = harness(
         "poison",
         &[("CAS_DATA_TYPES", "alerts")],
@@ -115,7 +115,7 @@ async fn a_batch_that_keeps_failing_ends_in_the_poison_queue_intact() {
     assert_eq!((d.failed, d.poisoned, d.succeeded), (5, 1, 0), "{d:?}");
     let poison = h.poison.peek(32).await.unwrap();
     assert_eq!(poison.len(), 1);
-    let text = cas_sentinel::storage::queue::decode_stored(&poison[0]).unwrap();
+    let text = cas_sentinel::testing::storage::queue::decode_stored(&poison[0]).unwrap();
     assert_eq!(
         Envelope::parse(&text).unwrap().count,
         10,
@@ -147,7 +147,7 @@ async fn legacy_token_auth_and_run_once_do_a_whole_cycle_without_the_host() {
     h.graph.add_report(
         "Global View",
         (0..3)
-            .map(|i| cas_sentinel::graph::sim::app(100 + i, "App", "cloudStorage", 2, 1))
+            .map(|i| cas_sentinel::testing::graph::sim::app(100 + i, "App", "cloudStorage", 2, 1))
             .collect(),
     );
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cas-sentinel"))
@@ -187,7 +187,7 @@ async fn legacy_token_auth_and_run_once_do_a_whole_cycle_without_the_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_storms_lose_nothing_and_resolved_alerts_arrive_again_as_new_rows() {
-    use cas_sentinel::cas::sim::Fault;
+    use cas_sentinel::testing::cas::sim::Fault;
     let h = harness(
         "storms-and-updates",
         &[
@@ -274,7 +274,7 @@ async fn a_handler_that_outlives_its_storage_sas_renews_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discovery_snapshot_cut_short_is_finished_by_the_next_run_and_written_once() {
-    use cas_sentinel::graph::sim::{app, GraphFault};
+    use cas_sentinel::testing::graph::sim::{app, GraphFault};
     let h = harness(
         "discovery-snapshot",
         &[("CAS_DATA_TYPES", "discovery")],

@@ -7,12 +7,12 @@
 mod common;
 
 use base64::Engine;
-use cas_sentinel::batch::envelope::{pack, Payload};
-use cas_sentinel::cas::sim::{Fault, SimConfig};
-use cas_sentinel::codec::gzip;
-use cas_sentinel::local::Harness;
-use cas_sentinel::model::{now_ms, DataType, Window};
-use cas_sentinel::sentinel::sim::IngestFault;
+use cas_sentinel::testing::batch::envelope::{pack, Payload};
+use cas_sentinel::testing::cas::sim::{Fault, SimConfig};
+use cas_sentinel::testing::codec::gzip;
+use cas_sentinel::testing::local::Harness;
+use cas_sentinel::testing::model::{now_ms, DataType, Window};
+use cas_sentinel::testing::sentinel::sim::IngestFault;
 use common::{counts, harness};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -401,8 +401,8 @@ async fn hostile_records() -> Row {
 /// 2 seconds (and 8-second invocations for 4-minute ones), so the case takes seconds; the
 /// handler process ingests.
 async fn watch_at_scale() -> Row {
-    use cas_sentinel::app::App;
-    use cas_sentinel::retry::Deadline;
+    use cas_sentinel::testing::app::App;
+    use cas_sentinel::testing::retry::Deadline;
     let t = Instant::now();
     let token = "fm-watch-token";
     let h = harness(

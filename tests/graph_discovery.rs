@@ -2,15 +2,15 @@
 //! across pages, users and IP addresses across pages, the caps and switches, 401, 403 and
 //! 429, and snapshots interrupted part-way that finish on the next run without a row twice.
 
-use cas_sentinel::auth::sim::SimCredential;
-use cas_sentinel::config::DiscoverySettings;
-use cas_sentinel::graph::discovery::Snapshot;
-use cas_sentinel::graph::discovery::SnapshotCursor as Cursor;
-use cas_sentinel::graph::sim::{app, hostile_app, GraphFault, GraphSim, GRAPH_RESOURCE};
-use cas_sentinel::graph::{GraphClient, GraphError};
-use cas_sentinel::model::{now_ms, DataType};
-use cas_sentinel::retry::Deadline;
-use cas_sentinel::source::Source;
+use cas_sentinel::testing::auth::sim::SimCredential;
+use cas_sentinel::testing::config::DiscoverySettings;
+use cas_sentinel::testing::graph::discovery::Snapshot;
+use cas_sentinel::testing::graph::discovery::SnapshotCursor as Cursor;
+use cas_sentinel::testing::graph::sim::{app, hostile_app, GraphFault, GraphSim, GRAPH_RESOURCE};
+use cas_sentinel::testing::graph::{GraphClient, GraphError};
+use cas_sentinel::testing::model::{now_ms, DataType};
+use cas_sentinel::testing::retry::Deadline;
+use cas_sentinel::testing::source::Source;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -83,7 +83,7 @@ fn kinds(records: &[Value]) -> BTreeMap<(String, String), usize> {
 }
 
 fn key(r: &Value) -> String {
-    let row = cas_sentinel::schema::to_row(DataType::Discovery, r);
+    let row = cas_sentinel::testing::schema::to_row(DataType::Discovery, r);
     assert!(row.get("MappingIssues").is_none(), "{row}");
     row["ReportId"].as_str().unwrap().to_string()
 }
@@ -368,7 +368,7 @@ async fn the_simulated_graph_refuses_what_graph_refuses() {
 
 #[tokio::test]
 async fn a_long_page_of_apps_is_read_a_few_apps_a_step_and_resumed_inside_the_page() {
-    use cas_sentinel::graph::discovery::APPS_PER_STEP;
+    use cas_sentinel::testing::graph::discovery::APPS_PER_STEP;
     let (sim, url) = GraphSim::start(25, 50).await;
     sim.add_report(
         "Global View",
@@ -438,7 +438,7 @@ async fn an_app_graph_describes_in_text_no_json_reader_accepts_is_repaired_count
         .iter()
         .find(|r| r["kind"] == "app" && r["app"]["id"] == "10002")
         .unwrap();
-    let row = cas_sentinel::schema::to_row(DataType::Discovery, hostile);
+    let row = cas_sentinel::testing::schema::to_row(DataType::Discovery, hostile);
     assert_eq!(row["AppName"], "Shadow \u{fffd} app");
     assert_eq!(
         row["Domains"][0].as_str().unwrap().len(),

@@ -5,9 +5,9 @@
 
 mod common;
 
-use cas_sentinel::cas::sim::SimConfig;
-use cas_sentinel::model::now_ms;
-use cas_sentinel::sentinel::sim::IngestFault;
+use cas_sentinel::testing::cas::sim::SimConfig;
+use cas_sentinel::testing::model::now_ms;
+use cas_sentinel::testing::sentinel::sim::IngestFault;
 use serde_json::{Map, Value};
 use std::time::Duration;
 

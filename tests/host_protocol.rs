@@ -3,10 +3,10 @@
 
 mod common;
 
-use cas_sentinel::batch::envelope::pack;
-use cas_sentinel::cas::sim::SimConfig;
-use cas_sentinel::local::azurite::free_port;
-use cas_sentinel::model::{now_ms, DataType, Window};
+use cas_sentinel::testing::batch::envelope::pack;
+use cas_sentinel::testing::cas::sim::SimConfig;
+use cas_sentinel::testing::local::azurite::free_port;
+use cas_sentinel::testing::model::{now_ms, DataType, Window};
 use common::{assert_exactly_once, harness};
 use serde_json::{json, Value};
 use std::time::Duration;

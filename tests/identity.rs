@@ -2,13 +2,13 @@
 //! simulated App Service identity endpoint. One test per binary: it sets process
 //! environment variables, which `azure_identity` reads.
 
-use cas_sentinel::auth::sim::{IdentitySim, HEADER_SECRET};
-use cas_sentinel::cas::pull::pull;
-use cas_sentinel::cas::sim::{client_settings, CasSim, SimConfig};
-use cas_sentinel::cas::{CasAuth, CasClient};
-use cas_sentinel::config::IdentitySettings;
-use cas_sentinel::model::{now_ms, DataType};
-use cas_sentinel::retry::Deadline;
+use cas_sentinel::testing::auth::sim::{IdentitySim, HEADER_SECRET};
+use cas_sentinel::testing::cas::pull::pull;
+use cas_sentinel::testing::cas::sim::{client_settings, CasSim, SimConfig};
+use cas_sentinel::testing::cas::{CasAuth, CasClient};
+use cas_sentinel::testing::config::IdentitySettings;
+use cas_sentinel::testing::model::{now_ms, DataType};
+use cas_sentinel::testing::retry::Deadline;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ async fn managed_identity_tokens_are_cached_and_an_unreachable_endpoint_is_repor
     let (sim, url) = CasSim::start(SimConfig::default()).await;
     sim.add_alerts((0..5).map(|i| now_ms() - 10_000 + i));
     let cas = client_settings(&url, &[("CAS_ALERT_UPDATES", "off")]);
-    let credential = cas_sentinel::auth::credential(&IdentitySettings::default()).unwrap();
+    let credential = cas_sentinel::testing::auth::credential(&IdentitySettings::default()).unwrap();
     let client = CasClient::new(
         reqwest::Client::new(),
         url.clone(),
@@ -48,14 +48,14 @@ async fn managed_identity_tokens_are_cached_and_an_unreachable_endpoint_is_repor
     );
 
     // A token for another scope is a separate token; the cached CAS token is untouched.
-    cas_sentinel::auth::bearer(credential.as_ref(), "https://monitor.azure.com/.default")
+    cas_sentinel::testing::auth::bearer(credential.as_ref(), "https://monitor.azure.com/.default")
         .await
         .unwrap();
     assert_eq!(identity.issued.load(Ordering::Relaxed), 2);
 
     // With the endpoint down, a fresh credential fails with an error that says so.
     identity.down.store(true, Ordering::Relaxed);
-    let fresh = cas_sentinel::auth::credential(&IdentitySettings::default()).unwrap();
+    let fresh = cas_sentinel::testing::auth::credential(&IdentitySettings::default()).unwrap();
     let client = CasClient::new(reqwest::Client::new(), url, CasAuth::Entra(fresh));
     let p = pull(
         &client,

@@ -537,7 +537,7 @@ fn the_rule_and_hunting_files_have_the_azure_sentinel_shape() {
         let (file, doc) = (r["file"].as_str().unwrap(), &r["doc"]);
         let mut bad = |what: String| problems.push(format!("{file}: {what}"));
         let id = doc["id"].as_str().unwrap_or_default();
-        if !cas_sentinel::schema::entities::is_guid(id) || !ids.insert(id.to_string()) {
+        if !cas_sentinel::testing::schema::entities::is_guid(id) || !ids.insert(id.to_string()) {
             bad(format!("id {id:?} is not a unique GUID"));
         }
         for field in ["name", "description", "query"] {

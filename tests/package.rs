@@ -99,7 +99,7 @@ async fn the_package_has_the_layout_func_expects_and_its_binary_serves() {
     let bytes = std::fs::read(out.join("cas-sentinel")).unwrap();
     let text = String::from_utf8_lossy(&bytes);
     for marker in [
-        cas_sentinel::auth::sim::HEADER_SECRET,
+        cas_sentinel::testing::auth::sim::HEADER_SECRET,
         "injected failure",
         "TOO MANY REQUESTS",
         "The continuous report does not exist",
@@ -111,7 +111,7 @@ async fn the_package_has_the_layout_func_expects_and_its_binary_serves() {
     }
 
     // Start it as the host does: from the package folder, with the port in the environment.
-    let port = cas_sentinel::local::azurite::free_port().unwrap();
+    let port = cas_sentinel::testing::local::azurite::free_port().unwrap();
     let mut child = tokio::process::Command::new(out.join("cas-sentinel"))
         .args(
             host["customHandler"]["description"]["arguments"]

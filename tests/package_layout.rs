@@ -1,8 +1,8 @@
 //! The files the Functions host reads agree with the code.
 
-use cas_sentinel::functions::protocol::{QUEUE_BINDING, TIMER_BINDING};
-use cas_sentinel::functions::{INGEST_FUNCTION, POLL_FUNCTION};
-use cas_sentinel::local::host::{BATCH_SIZE, MAX_DEQUEUE_COUNT};
+use cas_sentinel::testing::functions::protocol::{QUEUE_BINDING, TIMER_BINDING};
+use cas_sentinel::testing::functions::{INGEST_FUNCTION, POLL_FUNCTION};
+use cas_sentinel::testing::local::host::{BATCH_SIZE, MAX_DEQUEUE_COUNT};
 use serde_json::Value;
 
 fn read(path: &str) -> Value {

@@ -3,9 +3,9 @@
 
 mod common;
 
-use cas_sentinel::cas::sim::SimConfig;
-use cas_sentinel::model::now_ms;
-use cas_sentinel::sentinel::sim::IngestFault;
+use cas_sentinel::testing::cas::sim::SimConfig;
+use cas_sentinel::testing::model::now_ms;
+use cas_sentinel::testing::sentinel::sim::IngestFault;
 use common::{assert_exactly_once, harness};
 use serde_json::json;
 use std::time::Duration;
@@ -149,8 +149,8 @@ async fn a_schema_mismatch_is_not_retried_in_the_invocation_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_failing_part_way_sends_only_the_rest_even_after_the_call_size_changes() {
-    use cas_sentinel::batch::envelope::pack;
-    use cas_sentinel::model::{DataType, Window};
+    use cas_sentinel::testing::batch::envelope::pack;
+    use cas_sentinel::testing::model::{DataType, Window};
     let mut h = harness(
         "sink-parts",
         &[

@@ -4,11 +4,11 @@
 
 mod common;
 
-use cas_sentinel::config::StorageSettings;
-use cas_sentinel::local::azurite::Azurite;
-use cas_sentinel::storage::blobs::{BlobError, Blobs, WriteCondition};
-use cas_sentinel::storage::queue::Queue;
-use cas_sentinel::storage::sim::StorageSim;
+use cas_sentinel::testing::config::StorageSettings;
+use cas_sentinel::testing::local::azurite::Azurite;
+use cas_sentinel::testing::storage::blobs::{BlobError, Blobs, WriteCondition};
+use cas_sentinel::testing::storage::queue::Queue;
+use cas_sentinel::testing::storage::sim::StorageSim;
 
 /// What each step of the contract came to, as comparable text.
 async fn contract(storage: &StorageSettings) -> Vec<String> {

@@ -4,7 +4,7 @@
 //! driven as the Functions host does. `scripts/demo` builds both and runs this.
 
 use anyhow::{Context, Result};
-use cas_sentinel::local::{demo, DemoOptions};
+use cas_sentinel::testing::local::{demo, DemoOptions};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +32,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cas_sentinel::telemetry::init(cas_sentinel::telemetry::detect_from_env());
+    cas_sentinel::testing::telemetry::init(cas_sentinel::testing::telemetry::detect_from_env());
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,5 +1,5 @@
 //! Every setting described once: its name, its default and what it means. The README's
-//! settings table is generated from this list (`cas-sentinel schema`, checked in CI), and
+//! settings table is generated from this list (`scripts/generate`, checked in CI), and
 //! the tests hold the parsers to it: every setting the parsers read is here, and each
 //! default here is the value a parser uses when the setting is unset.
 

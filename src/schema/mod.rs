@@ -10,6 +10,7 @@ pub mod activities;
 pub mod alerts;
 pub mod discovery;
 pub mod entities;
+#[cfg(feature = "sim")]
 pub mod generate;
 pub mod limits;
 

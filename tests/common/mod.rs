@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use cas_sentinel::cas::sim::SimConfig;
-use cas_sentinel::local::{Harness, HarnessOptions};
+use cas_sentinel::testing::cas::sim::SimConfig;
+use cas_sentinel::testing::local::{Harness, HarnessOptions};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
