@@ -5,10 +5,10 @@ use std::time::Duration;
 /// A duration setting that is not of the form `PnDTnHnMnS`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0:?} is not an ISO 8601 duration such as P1D, PT30M or P1DT12H (years, months and weeks are not accepted: their length varies)")]
-pub struct InvalidDuration(pub String);
+pub(crate) struct InvalidDuration(pub String);
 
 /// Parses `PnDTnHnMnS` (each part optional, seconds may have a fraction).
-pub fn parse_iso8601(text: &str) -> Result<Duration, InvalidDuration> {
+pub(crate) fn parse_iso8601(text: &str) -> Result<Duration, InvalidDuration> {
     let bad = || InvalidDuration(text.to_string());
     let rest = text.trim().strip_prefix(['P', 'p']).ok_or_else(bad)?;
     if rest.is_empty() {

@@ -3,16 +3,16 @@
 //! thousands per parser) to reach the odd corners a hand-written case misses.
 
 /// A small xorshift generator: reproducible, and good enough to pick bytes and places.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator from `seed` (zero is replaced, xorshift needs a nonzero state).
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed.max(1))
     }
 
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -20,7 +20,7 @@ impl Rng {
     }
 
     /// A number below `n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }
@@ -56,7 +56,7 @@ const SPICE: &[&[u8]] = &[
 
 /// `count` variants of the `seeds`: each with a few bytes flipped, spliced in, cut out or
 /// duplicated, or truncated.
-pub fn mutations(seeds: &[Vec<u8>], count: usize, seed: u64) -> Vec<Vec<u8>> {
+pub(crate) fn mutations(seeds: &[Vec<u8>], count: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(seed);
     (0..count)
         .map(|_| {

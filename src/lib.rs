@@ -25,6 +25,7 @@
 //! The library's public face is [`main`], the command line. With the `sim` feature the
 //! [`testing`] module also opens what the tests, the benchmark, the demo and the generator
 //! reach, with the simulated services; the shipped handler is built without it.
+#![warn(missing_docs)]
 #![cfg_attr(feature = "sim", warn(unreachable_pub))]
 
 mod app;

@@ -19,7 +19,7 @@ where
 }
 
 /// Outbound calls are https, except to loopback addresses (local development and tests).
-pub fn check_https_or_loopback(url: &Url) -> Result<(), String> {
+pub(crate) fn check_https_or_loopback(url: &Url) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(url) => Ok(()),
@@ -30,7 +30,7 @@ pub fn check_https_or_loopback(url: &Url) -> Result<(), String> {
 }
 
 /// Whether the URL's host is a loopback address (127.0.0.0/8, ::1 or localhost).
-pub fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

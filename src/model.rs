@@ -120,12 +120,12 @@ impl Window {
     }
 
     /// The first millisecond in the window.
-    pub fn from_ms(&self) -> i64 {
+    pub fn start_ms(self) -> i64 {
         self.from
     }
 
     /// The last millisecond in the window.
-    pub fn to_ms(&self) -> i64 {
+    pub fn end_ms(self) -> i64 {
         self.to
     }
 }
@@ -138,7 +138,7 @@ impl fmt::Display for Window {
 
 /// Formats Unix milliseconds as RFC 3339 UTC (`2026-11-29T10:00:00.123Z`); out-of-range
 /// values print as the raw number rather than failing.
-pub fn format_ms(ms: i64) -> String {
+pub(crate) fn format_ms(ms: i64) -> String {
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) else {
         return ms.to_string();
     };
@@ -152,7 +152,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// A time in Unix milliseconds.
-pub fn unix_ms(t: time::OffsetDateTime) -> i64 {
+pub(crate) fn unix_ms(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn window_rejects_reversed_bounds() {
         assert!(Window::new(10, 9).is_err());
-        assert_eq!(Window::new(9, 9).unwrap().to_ms(), 9);
+        assert_eq!(Window::new(9, 9).unwrap().end_ms(), 9);
     }
 
     #[test]

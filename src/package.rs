@@ -5,9 +5,9 @@
 use std::path::Path;
 
 /// `host.json`, as committed.
-pub const HOST_JSON: &str = include_str!("../host.json");
+pub(crate) const HOST_JSON: &str = include_str!("../host.json");
 /// The function definitions, as committed: (function name, function.json).
-pub const FUNCTIONS: [(&str, &str); 2] = [
+pub(crate) const FUNCTIONS: [(&str, &str); 2] = [
     (
         "PollCas",
         include_str!("../function-definitions/PollCas/function.json"),
@@ -22,20 +22,20 @@ pub const FUNCTIONS: [(&str, &str); 2] = [
 /// stops with "Can't determine project language from files"; `.funcignore` keeps the file
 /// itself out of the upload. The schedule and queue name let `func start` index the
 /// functions in this folder too (their function.json read them as app settings).
-pub const LOCAL_SETTINGS: &str = "{\n  \"IsEncrypted\": false,\n  \"Values\": {\n    \"FUNCTIONS_WORKER_RUNTIME\": \"custom\",\n    \"CAS_SCHEDULE\": \"0 */2 * * * *\",\n    \"CAS_QUEUE_NAME\": \"cas-batches\"\n  }\n}\n";
+pub(crate) const LOCAL_SETTINGS: &str = "{\n  \"IsEncrypted\": false,\n  \"Values\": {\n    \"FUNCTIONS_WORKER_RUNTIME\": \"custom\",\n    \"CAS_SCHEDULE\": \"0 */2 * * * *\",\n    \"CAS_QUEUE_NAME\": \"cas-batches\"\n  }\n}\n";
 
 /// The `host.json` the handler runs under: the one in the working directory (the function
 /// app's root, where the host starts the handler), else the one compiled in (which
 /// `assemble` packages).
-pub fn host_json() -> String {
+pub(crate) fn host_json() -> String {
     std::fs::read_to_string("host.json").unwrap_or_else(|_| HOST_JSON.to_string())
 }
 
 /// What `func` must not upload.
-pub const FUNCIGNORE: &str = "# Only host.json, the function folders and the binary are published.\n.git*\n.vscode\nlocal.settings.json\nlocal.settings.json.example\n*.md\n*.ndjson\n";
+pub(crate) const FUNCIGNORE: &str = "# Only host.json, the function folders and the binary are published.\n.git*\n.vscode\nlocal.settings.json\nlocal.settings.json.example\n*.md\n*.ndjson\n";
 
 /// Assembles the package in `out` around `binary`; returns the files written.
-pub fn assemble(binary: &Path, out: &Path) -> std::io::Result<Vec<String>> {
+pub(crate) fn assemble(binary: &Path, out: &Path) -> std::io::Result<Vec<String>> {
     let exe = serde_json::from_str::<serde_json::Value>(HOST_JSON)
         .ok()
         .and_then(|h| {

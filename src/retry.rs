@@ -42,7 +42,7 @@ impl Deadline {
 
 /// Exponential back-off with full jitter: a random wait in `[base/2, base * 2^attempt]`,
 /// capped at `max`, so that many workers failing together do not retry in lock step.
-pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(max);
     let floor = (base / 2).min(ceiling);
     let span = ceiling.saturating_sub(floor).as_millis() as u64;
@@ -52,14 +52,14 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 
 /// A random number from the standard library's per-process random hasher keys: enough for
 /// jitter and for ids that only need to differ, with no random-number crate.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     RandomState::new().build_hasher().finish()
 }
 
 /// The code and message of an Azure error body, `{"error":{"code","message"}}` (Logs
 /// Ingestion and Microsoft Graph both answer so): `unknown` and the body's start when it is
 /// not that shape.
-pub fn error_parts(body: &str) -> (String, String) {
+pub(crate) fn error_parts(body: &str) -> (String, String) {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let code = v
         .pointer("/error/code")
@@ -77,11 +77,11 @@ pub fn error_parts(body: &str) -> (String, String) {
 /// The longest wait a `Retry-After` may ask for; a larger value (or `1e20`) is read as
 /// this. Waits never outlast an invocation's deadline anyway: this only keeps the number
 /// a `Duration` can hold.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Reads a `Retry-After` header value in seconds (the HTTP-date form is rare on these
 /// APIs and falls back to `None`), at most [`MAX_RETRY_AFTER`].
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     v.trim()
         .parse::<f64>()
@@ -92,7 +92,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// What one try of a call came to.
 #[derive(Debug)]
-pub enum Attempt<T, E> {
+pub(crate) enum Attempt<T, E> {
     /// The call succeeded.
     Done(T),
     /// A failure that waiting may cure: wait `wait` (the service's `Retry-After`), or
@@ -109,7 +109,7 @@ pub enum Attempt<T, E> {
 
 impl<T, E> Attempt<T, E> {
     /// A retry with the service's wait (or back-off when `None`).
-    pub fn retry(wait: Option<Duration>, reason: impl Into<String>) -> Self {
+    pub(crate) fn retry(wait: Option<Duration>, reason: impl Into<String>) -> Self {
         Attempt::Retry {
             wait,
             reason: reason.into(),
@@ -120,7 +120,7 @@ impl<T, E> Attempt<T, E> {
 /// What an HTTP answer means: the body of a success; a retry for a failed connection or a
 /// body cut off; otherwise what the client's `classify` makes of the status, the
 /// `Retry-After` header and the body.
-pub async fn read_answer<E>(
+pub(crate) async fn read_answer<E>(
     sent: Result<reqwest::Response, reqwest::Error>,
     classify: impl FnOnce(u16, Option<Duration>, &str) -> Attempt<bytes::Bytes, E>,
 ) -> Attempt<bytes::Bytes, E> {
@@ -143,7 +143,7 @@ pub async fn read_answer<E>(
 
 /// How one service is retried.
 #[derive(Clone, Copy, Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// The service's name, for the log.
     pub service: &'static str,
     /// The first back-off step.
@@ -155,7 +155,7 @@ pub struct Policy {
 /// Runs `attempt` until it is done or fails, waiting between tries as it asks (or with
 /// jittered back-off), but never past `deadline`: then `out_of_time` makes the error from
 /// the last reason. `attempt` is given the number of the try, from 0.
-pub async fn drive<T, E, F, Fut>(
+pub(crate) async fn drive<T, E, F, Fut>(
     policy: Policy,
     what: &str,
     deadline: Deadline,

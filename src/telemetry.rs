@@ -70,14 +70,14 @@ pub fn detect_from_env() -> LogFormat {
 /// Counters of one invocation, kept in a task-local so the clients add to them without
 /// being passed them.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     retries: AtomicU64,
     bytes_sent: AtomicU64,
 }
 
 /// What an invocation's counters came to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counted {
+pub(crate) struct Counted {
     /// Calls retried (any service).
     pub retries: u64,
     /// Bytes sent to Logs Ingestion (gzip'd, as on the wire).
@@ -89,7 +89,7 @@ tokio::task_local! {
 }
 
 /// Runs `f` with fresh counters; returns its output and what was counted.
-pub async fn counted<F: std::future::Future>(f: F) -> (F::Output, Counted) {
+pub(crate) async fn counted<F: std::future::Future>(f: F) -> (F::Output, Counted) {
     COUNTERS
         .scope(Counters::default(), async {
             let out = f.await;
@@ -103,12 +103,12 @@ pub async fn counted<F: std::future::Future>(f: F) -> (F::Output, Counted) {
 }
 
 /// Counts one retry (outside [`counted`], nothing happens).
-pub fn add_retry() {
+pub(crate) fn add_retry() {
     let _ = COUNTERS.try_with(|c| c.retries.fetch_add(1, Ordering::Relaxed));
 }
 
 /// Counts bytes sent to Logs Ingestion.
-pub fn add_bytes_sent(n: usize) {
+pub(crate) fn add_bytes_sent(n: usize) {
     let _ = COUNTERS.try_with(|c| c.bytes_sent.fetch_add(n as u64, Ordering::Relaxed));
 }
 

@@ -186,7 +186,7 @@ fn settings_and_leaves_import_nothing_above_them() {
         "telemetry",
     ];
     for leaf in leaves {
-        assert!(g.get(leaf).is_none(), "{leaf} imports {:?}", g[leaf]);
+        assert!(!g.contains_key(leaf), "{leaf} imports {:?}", g[leaf]);
     }
     let config: BTreeSet<&str> = g["config"].keys().map(String::as_str).collect();
     assert!(

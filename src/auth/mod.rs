@@ -10,10 +10,10 @@ use azure_identity::{
 use std::sync::Arc;
 
 #[cfg(feature = "sim")]
-pub mod sim;
+pub(crate) mod sim;
 
 /// The scope of a token for the Defender for Cloud Apps API.
-pub const CAS_SCOPE: &str = "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default";
+pub(crate) const CAS_SCOPE: &str = "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default";
 
 /// A credential could not be built or could not produce a token.
 #[derive(Debug, thiserror::Error)]

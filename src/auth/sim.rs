@@ -103,7 +103,7 @@ impl azure_core::credentials::TokenCredential for SimCredential {
 }
 
 /// Checks an `Authorization` header carrying a simulated token for `resource`.
-pub fn check_bearer(header: Option<&str>, resource: &str) -> Result<(), &'static str> {
+pub(crate) fn check_bearer(header: Option<&str>, resource: &str) -> Result<(), &'static str> {
     let token = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or("no bearer token")?;

@@ -19,18 +19,18 @@ use serde_json::Value;
 use std::io::Read;
 
 /// The envelope version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Largest message text: 64 KiB once base64-encoded (4/3 expansion).
-pub const MAX_MESSAGE_TEXT: usize = 65_536 / 4 * 3;
+pub(crate) const MAX_MESSAGE_TEXT: usize = 65_536 / 4 * 3;
 /// Cap on a spilled batch's decompressed size (one record too large for a message), so
 /// a hostile blob cannot exhaust memory.
-pub const MAX_RECORDS_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_RECORDS_BYTES: usize = 32 * 1024 * 1024;
 /// The most record JSON one inline message holds: packing stops there however well the
 /// records compress, so that decoding a message costs a bounded multiple of its size.
-pub const MAX_INLINE_RAW: usize = 1024 * 1024;
+pub(crate) const MAX_INLINE_RAW: usize = 1024 * 1024;
 /// Cap on an inline payload's decompressed size: [`MAX_INLINE_RAW`] with room for the
 /// messages of earlier releases, which packed by compressed size alone.
-pub const MAX_INLINE_BYTES: usize = 4 * MAX_INLINE_RAW;
+pub(crate) const MAX_INLINE_BYTES: usize = 4 * MAX_INLINE_RAW;
 
 /// One queue message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -207,6 +207,7 @@ impl Envelope {
         serde_json::to_string(self).expect("an envelope always serializes")
     }
 
+    #[cfg(feature = "sim")]
     /// Decodes an inline payload's records (a blob payload's bytes go to [`decode_records`]).
     pub fn inline_records(&self) -> Result<Vec<Value>, EnvelopeError> {
         decode_records(self, &self.inline_gzip()?)
@@ -254,8 +255,9 @@ impl Envelope {
     }
 }
 
+#[cfg(feature = "sim")]
 /// Gunzips (with the size cap) and parses a payload, checking the record count.
-pub fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeError> {
+pub(crate) fn decode_records(env: &Envelope, gz: &[u8]) -> Result<Vec<Value>, EnvelopeError> {
     env.read_records(&decode_text(env, gz)?, serde_json::from_str)
 }
 
@@ -292,7 +294,7 @@ fn reserve_for(gz: &[u8], cap: usize) -> usize {
 }
 
 /// The blob that holds a spilled batch's payload.
-pub fn spill_blob_name(batch: &BatchId) -> String {
+pub(crate) fn spill_blob_name(batch: &BatchId) -> String {
     format!("payloads/{batch}.json.gz")
 }
 
@@ -319,7 +321,7 @@ pub fn pack<R: AsRef<str>>(data_type: DataType, window: Window, records: &[R]) -
 ///
 /// Records are JSON texts, packed as they are: the poll carries CAS's own bytes (see
 /// [`crate::source::Page`]) and never builds a tree of them.
-pub fn pack_observed<R: AsRef<str>>(
+pub(crate) fn pack_observed<R: AsRef<str>>(
     data_type: DataType,
     window: Window,
     observed: Option<i64>,

@@ -27,7 +27,7 @@ pub enum LedgerError {
 
 /// Writes the `sent` state, retrying storage failures within the budget: Logs Ingestion
 /// has accepted the rows, and a state that never says so would have them sent again.
-pub async fn mark_sent(
+pub(crate) async fn mark_sent(
     blobs: &Blobs,
     env: &Envelope,
     claim: &Claim,
@@ -100,7 +100,7 @@ impl BatchState {
 
 /// A claim held: the state blob's ETag, and the row ranges (`[start, end)`, by the
 /// record's place in the batch, which no setting or clock changes) already sent.
-pub struct Claim {
+pub(crate) struct Claim {
     name: String,
     etag: String,
     /// The row ranges already accepted, in the order they were.
@@ -111,7 +111,7 @@ impl Claim {
     /// Records that `range` of the batch's rows was accepted, before the next call: a
     /// batch needing several calls records each, so a retry resends only what failed,
     /// whatever `SENTINEL_MAX_CALL_BYTES` or the rows' bytes are by then.
-    pub async fn record(
+    pub(crate) async fn record(
         &mut self,
         blobs: &Blobs,
         range: std::ops::Range<usize>,
@@ -134,7 +134,7 @@ impl Claim {
 
     /// Lets go of the batch after a failure, keeping the rows already sent: the next
     /// delivery starts at once rather than wait out the claim, and sends only the rest.
-    pub async fn release(self, blobs: &Blobs) {
+    pub(crate) async fn release(self, blobs: &Blobs) {
         let partial = BatchState::Partial { sent: self.sent };
         if let Err(e) = blobs
             .put(
@@ -151,7 +151,7 @@ impl Claim {
 
 /// Takes the batch's claim; `None` when the batch is already sent (possibly by the holder
 /// we waited for). Waits while another live invocation holds it.
-pub async fn claim(
+pub(crate) async fn claim(
     blobs: &Blobs,
     env: &Envelope,
     deadline: Deadline,
@@ -224,7 +224,7 @@ fn claim_until(deadline: Deadline) -> i64 {
 }
 
 /// The runs of rows `0..n` not covered by `sent`.
-pub fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize>> {
     let mut done = vec![false; n];
     // The ranges come from a blob: clamped to the batch and read in either order, so a
     // damaged state cannot make the slice panic.
@@ -250,18 +250,18 @@ pub fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// `batches/<type>/<batch>`: the batch's state.
-pub fn state_name(env: &Envelope) -> String {
+pub(crate) fn state_name(env: &Envelope) -> String {
     format!("{}{}", state_prefix(env.data_type), env.batch)
 }
 
 /// Where a data type's batch states are.
-pub fn state_prefix(data_type: DataType) -> String {
+pub(crate) fn state_prefix(data_type: DataType) -> String {
     format!("batches/{data_type}/")
 }
 
 /// Whether a name under [`state_prefix`] marks a part rather than a whole batch (as
 /// releases before the state blob recorded parts wrote them).
-pub fn is_part_marker(name: &str) -> bool {
+pub(crate) fn is_part_marker(name: &str) -> bool {
     name.contains(PART)
 }
 

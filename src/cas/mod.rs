@@ -3,13 +3,14 @@
 //! used by the local run and the tests lives in [`sim`].
 
 mod cursor;
-pub mod page;
-pub mod pull;
+pub(crate) mod page;
+pub(crate) mod pull;
 #[cfg(feature = "sim")]
-pub mod sim;
+pub(crate) mod sim;
 
-pub use cursor::{AlertWatch, Cursor, PageResume, ScanResume, WatchPass};
-pub use page::{Keys, ACTIVITY_KEYS, ALERT_KEYS};
+pub use cursor::Cursor;
+pub(crate) use cursor::{AlertWatch, PageResume, ScanResume, WatchPass};
+pub(crate) use page::{Keys, ACTIVITY_KEYS, ALERT_KEYS};
 
 use crate::auth::{self, AuthError, CAS_SCOPE};
 use crate::retry::{drive, read_answer, Attempt, Deadline, Policy};
@@ -26,7 +27,7 @@ use tokio::time::Instant;
 use url::Url;
 
 /// CAS allows 30 requests per minute per tenant, across all endpoints.
-pub const REQUESTS_PER_MINUTE: usize = 30;
+pub(crate) const REQUESTS_PER_MINUTE: usize = 30;
 
 /// How the client proves who it is.
 #[derive(Clone)]
@@ -131,6 +132,7 @@ impl CasClient {
         page::parse(path, bytes, keys)
     }
 
+    #[cfg(feature = "sim")]
     /// Sends one request and reads the answer as a JSON value (repaired if need be).
     pub async fn call(
         &self,
@@ -227,7 +229,7 @@ const THROTTLED_WAIT: Duration = Duration::from_secs(60);
 /// CAS answers throttling with 429, and sometimes with another status whose text says
 /// "throttled"; both wait for `Retry-After` or a minute. 5xx backs off. 401 and 403 name
 /// their fix. Anything else is the request's own fault and is not retried.
-pub fn classify<T>(
+pub(crate) fn classify<T>(
     path: &str,
     status: u16,
     retry_after: Option<Duration>,
@@ -264,7 +266,7 @@ pub fn classify<T>(
 /// so callers waiting together are served first come, first served. That is what shares
 /// CAS's 30 requests a minute fairly between the data types a poll reads at once: a lane
 /// that asks again only after its previous answer always finds the others queued ahead.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     max: usize,
     per: Duration,
     /// The start times of the last `max` permits (some possibly in the future: reserved).
@@ -273,7 +275,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A limiter of `max` per `per`.
-    pub fn new(max: usize, per: Duration) -> Self {
+    pub(crate) fn new(max: usize, per: Duration) -> Self {
         RateLimiter {
             max: max.max(1),
             per,
@@ -282,7 +284,7 @@ impl RateLimiter {
     }
 
     /// Waits for a permit; false (and no permit taken) when none is free before the deadline.
-    pub async fn acquire(&self, deadline: Deadline) -> bool {
+    pub(crate) async fn acquire(&self, deadline: Deadline) -> bool {
         let at = {
             let mut slots = self.slots.lock().await;
             let now = Instant::now();

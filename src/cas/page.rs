@@ -26,13 +26,13 @@ pub struct Keys {
 /// Alerts: ordered by `date` (the record's `timestamp`); a change of resolution or
 /// severity is a change of the alert. (`statusValue` is only read/unread/archived: an
 /// analyst opening an alert is not a change.)
-pub const ALERT_KEYS: Keys = Keys {
+pub(crate) const ALERT_KEYS: Keys = Keys {
     pos: "timestamp",
     fingerprint: &["resolutionStatusValue", "severityValue"],
 };
 
 /// Activities: windowed by `created`, when CAS stored the record.
-pub const ACTIVITY_KEYS: Keys = Keys {
+pub(crate) const ACTIVITY_KEYS: Keys = Keys {
     pos: "created",
     fingerprint: &[],
 };
@@ -95,7 +95,7 @@ fn two_passes(text: &str) -> Result<Members<'_>, String> {
 
 /// Reads a list page's body, keying its records by `keys`; the body's buffer becomes the
 /// page's text (see [`lenient::repair_bytes`]).
-pub fn parse(path: &str, body: impl Into<Vec<u8>>, keys: Keys) -> Result<Page, CasError> {
+pub(crate) fn parse(path: &str, body: impl Into<Vec<u8>>, keys: Keys) -> Result<Page, CasError> {
     let shape = |detail: String| CasError::Shape {
         path: path.into(),
         detail,

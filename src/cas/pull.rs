@@ -26,16 +26,16 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
 /// CAS list pages hold at most 100 records (scan pages excepted).
-pub const PAGE: usize = 100;
+pub(crate) const PAGE: usize = 100;
 /// CAS refuses `skip` beyond this; the alerts listing moves its lower bound instead.
-pub const MAX_SKIP: usize = 5000;
+pub(crate) const MAX_SKIP: usize = 5000;
 /// A cursor holding more overlap ids than this is logged: every one is needed (dropping
 /// any would send its record twice), but so many usually means a burst worth knowing of.
-pub const LARGE_RECENT: usize = 100_000;
+pub(crate) const LARGE_RECENT: usize = 100_000;
 /// The alerts list.
-pub const ALERTS_PATH: &str = "api/v1/alerts/";
+pub(crate) const ALERTS_PATH: &str = "api/v1/alerts/";
 /// The activities list.
-pub const ACTIVITIES_PATH: &str = "api/v1/activities/";
+pub(crate) const ACTIVITIES_PATH: &str = "api/v1/activities/";
 
 /// Where the main listing stands.
 enum Main {
@@ -45,7 +45,7 @@ enum Main {
 }
 
 /// Reads one data type, a page at a time, from a cursor.
-pub struct Puller {
+pub(crate) struct Puller {
     cas: CasSettings,
     now_ms: i64,
     start: Cursor,
@@ -63,7 +63,7 @@ pub struct Puller {
 
 impl Puller {
     /// A pull of `data_type` from `cursor` (`None` on a first run) at `now_ms`.
-    pub fn new(
+    pub(crate) fn new(
         cas: &CasSettings,
         data_type: DataType,
         cursor: Option<&Cursor>,
@@ -117,7 +117,7 @@ impl Puller {
 
     /// Reads the next page; `None` when there is nothing more to read in this run (the
     /// window is read and no re-check is due) or the deadline has passed.
-    pub async fn next(
+    pub(crate) async fn next(
         &mut self,
         client: &CasClient,
         deadline: Deadline,
@@ -140,7 +140,7 @@ impl Puller {
     }
 
     fn overlap_from(&self) -> i64 {
-        self.window.to_ms() - ms(self.cas.overlap)
+        self.window.end_ms() - ms(self.cas.overlap)
     }
 
     /// A step of the main listing: new records only, its cursor always stored.
@@ -157,7 +157,7 @@ impl Puller {
 
     /// The cursor once the whole window is enqueued.
     fn finished(&mut self) -> Cursor {
-        let end = self.window.to_ms();
+        let end = self.window.end_ms();
         let mut c = self.seen.cursor(end, self.overlap_from());
         c.watch = self.cursor.watch.take();
         c
@@ -172,7 +172,7 @@ impl Puller {
             recent: self.seen.recent.clone(),
             scan: None,
             pages: None,
-            pending_upper_ms: Some(self.window.to_ms()),
+            pending_upper_ms: Some(self.window.end_ms()),
             watch: self.cursor.watch.clone(),
         }
     }
@@ -261,7 +261,7 @@ impl Puller {
                 };
                 Cursor {
                     scan: Some(ScanResume {
-                        window_to: self.window.to_ms(),
+                        window_to: self.window.end_ms(),
                         next_filters: next,
                     }),
                     ..self.partial()
@@ -356,7 +356,7 @@ impl Source for Puller {
     /// enqueued, so a run that dies part-way reads exactly it again. `None` when it is
     /// stored already.
     fn intent(&self) -> Option<Cursor> {
-        let end = self.window.to_ms();
+        let end = self.window.end_ms();
         let reading = !matches!(self.main, Main::Done);
         (reading && self.start.pending_upper_ms != Some(end)).then(|| Cursor {
             pending_upper_ms: Some(end),
@@ -392,7 +392,7 @@ impl Source for Puller {
 
 /// The app id Defender for Cloud Apps gives Active Directory: alerts that Defender for
 /// Identity raised and Cloud App Security passes on name it as their `service` entity.
-pub const DEFENDER_FOR_IDENTITY_APP: i64 = 20940;
+pub(crate) const DEFENDER_FOR_IDENTITY_APP: i64 = 20940;
 
 /// Whether an alert came from Defender for Identity (its `service` entity is Active
 /// Directory). A workspace that also has Defender for Identity's own connector gets such
@@ -471,6 +471,7 @@ fn same_state(stored: &str, now: &str) -> bool {
         && stored.split_once('/').is_some_and(|(_, rest)| rest == now)
 }
 
+#[cfg(feature = "sim")]
 /// A whole pull, collected in memory: what [`Puller`] reads in one run, up to the deadline
 /// or the first error. For tests and small tools; the poll and backfill step through a
 /// [`Puller`] instead, enqueueing each page before reading the next.
@@ -492,6 +493,7 @@ pub struct Pull {
     pub error: Option<CasError>,
 }
 
+#[cfg(feature = "sim")]
 /// Runs a [`Puller`] to its end (see [`Pull`]).
 pub async fn pull(
     client: &CasClient,

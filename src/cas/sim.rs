@@ -16,7 +16,7 @@ use warp::http::StatusCode;
 use warp::Filter;
 
 /// The resource (audience) of CAS Entra tokens.
-pub const CAS_RESOURCE: &str = "05a65629-4c1b-48c1-a78b-804c4abdd4af";
+pub(crate) const CAS_RESOURCE: &str = "05a65629-4c1b-48c1-a78b-804c4abdd4af";
 
 /// An answer to force on an upcoming request.
 #[derive(Clone, Debug)]
@@ -632,7 +632,7 @@ fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
 /// an emoji), numbers no `f64` holds and Python's `NaN`/`-Infinity`, nesting deeper than
 /// `serde_json` reads, a 100,000-byte field, a raw control character, and invalid UTF-8
 /// is left to the HTTP layer (a `String` cannot hold it), so a sixth kind repeats a key.
-pub fn hostile_text(record: &Value, k: usize) -> String {
+pub(crate) fn hostile_text(record: &Value, k: usize) -> String {
     let text = record.to_string();
     let extra = match k % 6 {
         0 => r#","note":"half an emoji: \udc00 and \ud83d""#.to_string(),
@@ -672,7 +672,7 @@ fn padding(n: u64, bytes: usize) -> Value {
 }
 
 /// All the settings of a client of the simulated tenant at `url` (see [`client_settings`]).
-pub fn client_settings_full(url: &Url, extra: &[(&str, &str)]) -> crate::config::Settings {
+pub(crate) fn client_settings_full(url: &Url, extra: &[(&str, &str)]) -> crate::config::Settings {
     let mut pairs = vec![
         ("CAS_API_URL", url.to_string()),
         ("CAS_SETTLE_DELAY", "PT0S".into()),

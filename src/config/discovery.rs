@@ -60,7 +60,7 @@ pub struct DiscoverySettings {
 }
 
 /// The public Graph endpoint (national clouds have their own).
-pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
+pub(crate) const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 
 /// The Graph hosts a token may be sent to: the public and national clouds.
 const GRAPH_HOSTS: &[&str] = &[
@@ -71,6 +71,7 @@ const GRAPH_HOSTS: &[&str] = &[
 ];
 
 impl DiscoverySettings {
+    #[cfg(feature = "sim")]
     /// Reads the discovery section through `get`, gathering every problem.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<SettingError>> {
         let mut errs = Collector(Vec::new());

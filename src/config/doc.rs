@@ -5,7 +5,7 @@
 
 /// What a setting is when it is not set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unset {
+pub(crate) enum Unset {
     /// The setting must be set.
     Required,
     /// Unset is a choice (no legacy token, no extra filter).
@@ -18,7 +18,7 @@ pub enum Unset {
 
 /// One setting.
 #[derive(Clone, Copy, Debug)]
-pub struct Setting {
+pub(crate) struct Setting {
     /// The app setting's (environment variable's) name.
     pub name: &'static str,
     /// What unset means.
@@ -28,7 +28,7 @@ pub struct Setting {
 }
 
 /// Every setting, in the README's order.
-pub const SETTINGS: &[Setting] = &[
+pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: "CAS_API_URL",
         unset: Unset::Required,
@@ -212,7 +212,7 @@ pub const SETTINGS: &[Setting] = &[
 ];
 
 /// The README's settings table.
-pub fn markdown_table() -> String {
+pub(crate) fn markdown_table() -> String {
     let mut md = String::from("| setting | meaning | when unset |\n| --- | --- | --- |\n");
     for s in SETTINGS {
         let unset = match s.unset {

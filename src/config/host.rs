@@ -10,7 +10,7 @@ use std::time::Duration;
 /// CAS request per data type, so this uses about 1.5 of the tenant's 30 requests a minute
 /// (leaving the rest for catching up, and for other tools that share the tenant), and a
 /// record reaches Sentinel about `CAS_SETTLE_DELAY` plus 1 to 2 minutes after CAS stored it.
-pub const DEFAULT_SCHEDULE: &str = "0 */2 * * * *";
+pub(crate) const DEFAULT_SCHEDULE: &str = "0 */2 * * * *";
 
 /// Checks an NCRONTAB schedule (`second minute hour day month day-of-week`). The second
 /// must be one fixed value: firing more than once a minute reads nothing new (windows end
@@ -43,14 +43,14 @@ pub(super) fn check_schedule(value: String) -> Result<String, SettingError> {
 
 /// How long before host.json's `functionTimeout` an invocation's budget must end: the
 /// handler answers, and a batch's claim lapses, while the host still waits for it.
-pub const BUDGET_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const BUDGET_MARGIN: Duration = Duration::from_secs(60);
 
 /// The shortest budget worth running with (one CAS page and one Logs Ingestion call).
-pub const MIN_BUDGET: Duration = Duration::from_secs(5);
+pub(crate) const MIN_BUDGET: Duration = Duration::from_secs(5);
 
 /// host.json's `functionTimeout` (`hh:mm:ss`, or `d.hh:mm:ss`); `None` when it is absent
 /// or `-1` (no limit).
-pub fn function_timeout(host_json: &str) -> Result<Option<Duration>, String> {
+pub(crate) fn function_timeout(host_json: &str) -> Result<Option<Duration>, String> {
     let v: Value =
         serde_json::from_str(host_json).map_err(|e| format!("host.json is not JSON: {e}"))?;
     let Some(t) = v.get("functionTimeout") else {

@@ -6,7 +6,7 @@ use crate::model::DataType;
 use url::Url;
 
 /// The Logs Ingestion API's per-call limit (1 MiB, compressed and uncompressed alike).
-pub const MAX_CALL_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_CALL_BYTES: usize = 1024 * 1024;
 
 /// Where rows are written.
 #[derive(Clone, Debug)]

@@ -6,18 +6,20 @@
 //! imports the code that uses the settings.
 
 mod cas;
-pub mod discovery;
-pub mod doc;
+pub(crate) mod discovery;
+#[cfg(feature = "sim")]
+pub(crate) mod doc;
 mod fields;
 mod host;
 mod logs_ingestion;
-pub mod storage;
+pub(crate) mod storage;
 
-pub use cas::{AlertUpdates, CasSettings};
-pub use discovery::{DiscoveryPeriod, DiscoverySettings};
-pub use host::{function_timeout, BUDGET_MARGIN, DEFAULT_SCHEDULE, MIN_BUDGET};
-pub use logs_ingestion::{SentinelSettings, MAX_CALL_BYTES};
-pub use storage::{StorageAuth, StorageConfigError, StorageSettings};
+pub use cas::CasSettings;
+pub use discovery::DiscoverySettings;
+pub(crate) use host::DEFAULT_SCHEDULE;
+pub(crate) use logs_ingestion::{SentinelSettings, MAX_CALL_BYTES};
+pub use storage::StorageSettings;
+pub(crate) use storage::{StorageAuth, StorageConfigError};
 
 use crate::model::DataType;
 use crate::secret::Secret;
@@ -51,6 +53,7 @@ pub struct Settings {
     /// The PollCas timer's NCRONTAB schedule (`CAS_SCHEDULE`): the host reads it from the
     /// app setting through `%CAS_SCHEDULE%` in `function.json`; it is checked here so a
     /// typo is named at start-up and by `validate`, not only in the host's own logs.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // read by the tests alone
     pub schedule: String,
 }
 
@@ -95,7 +98,7 @@ pub enum SettingError {
 pub struct SettingsErrors(pub Vec<SettingError>);
 
 /// Default for `CAS_QUEUE_NAME`.
-pub const DEFAULT_QUEUE: &str = "cas-batches";
+pub(crate) const DEFAULT_QUEUE: &str = "cas-batches";
 
 impl Settings {
     /// Reads the process environment.
@@ -103,6 +106,7 @@ impl Settings {
         Self::from_lookup(&|k| std::env::var(k).ok())
     }
 
+    #[cfg(feature = "sim")]
     /// Reads settings from name/value pairs (a later pair overrides an earlier one), as
     /// the local harness, the benchmark and tests build them.
     pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
@@ -186,7 +190,7 @@ impl Settings {
 }
 
 /// Why discovery is off when only a legacy CAS token is configured, and what to grant.
-pub const DISCOVERY_NEEDS_ENTRA: &str = "discovery is off: it reads Microsoft Graph with the Entra identity (managed identity or AZURE_CLIENT_SECRET), not CAS_API_TOKEN. To turn it on, grant that identity the Microsoft Graph application permission CloudApp-Discovery.Read.All (docs/deploy.md) and list discovery in CAS_DATA_TYPES";
+pub(crate) const DISCOVERY_NEEDS_ENTRA: &str = "discovery is off: it reads Microsoft Graph with the Entra identity (managed identity or AZURE_CLIENT_SECRET), not CAS_API_TOKEN. To turn it on, grant that identity the Microsoft Graph application permission CloudApp-Discovery.Read.All (docs/deploy.md) and list discovery in CAS_DATA_TYPES";
 
 fn parse_data_types(value: Option<String>) -> Result<Vec<DataType>, SettingError> {
     let Some(value) = value else {
@@ -216,6 +220,7 @@ fn parse_data_types(value: Option<String>) -> Result<Vec<DataType>, SettingError
 #[cfg(test)]
 mod tests {
     use super::cas::parse_cas_url;
+    use super::host::function_timeout;
     use super::logs_ingestion::check_stream;
     use super::*;
     use std::collections::HashMap;

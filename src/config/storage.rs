@@ -11,9 +11,9 @@ use std::time::Duration;
 use url::Url;
 
 /// Azurite's well-known development account, published in its documentation.
-pub const DEV_ACCOUNT: &str = "devstoreaccount1";
+pub(crate) const DEV_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, not a secret).
-pub const DEV_KEY: &str =
+pub(crate) const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// How requests to the storage account are authorised.
@@ -50,7 +50,8 @@ pub struct StorageSettings {
 }
 
 /// The default lifetime of a minted account SAS.
-pub const DEFAULT_SAS_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_SAS_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
 
 /// A storage setting that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -173,6 +174,7 @@ impl StorageSettings {
         })
     }
 
+    #[cfg(feature = "sim")]
     /// The connection string a Functions host (or a child `serve`) would be given for these settings.
     /// Only key-based settings have one.
     pub fn connection_string(&self) -> Option<String> {

@@ -6,7 +6,7 @@
 //! the poison queue). Because the host discards the body of a failed invocation, every
 //! log line is also written to stderr through `tracing`.
 
-pub mod protocol;
+pub(crate) mod protocol;
 
 use crate::app::App;
 use crate::pipeline::ingest::IngestOutcome;
@@ -22,7 +22,7 @@ pub const POLL_FUNCTION: &str = "PollCas";
 /// The queue function's name.
 pub const INGEST_FUNCTION: &str = "IngestBatch";
 /// The header the Functions host sends each custom-handler request's invocation id in.
-pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
+pub(crate) const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
 
 /// An invocation id of our own, for a request that came without the host's.
 fn own_invocation_id() -> String {
@@ -38,7 +38,7 @@ pub const MAX_DEQUEUE_COUNT: u32 = 5;
 const MAX_BODY: u64 = 4 * 1024 * 1024;
 
 /// What the handler serves with: a working context, or the reason there is none.
-pub enum Handler {
+pub(crate) enum Handler {
     /// Settings were valid.
     Ready(Arc<App>),
     /// Settings were not; every invocation fails with this text instead of the process
@@ -78,7 +78,7 @@ impl Outcome {
 }
 
 /// The routes the host calls.
-pub fn routes(
+pub(crate) fn routes(
     handler: Arc<Handler>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     use warp::Reply;
@@ -248,6 +248,6 @@ async fn invoke_ingest(app: &App, req: &InvocationRequest, deadline: Deadline, o
 }
 
 /// Serves the handler on `127.0.0.1:port` until the process ends.
-pub async fn serve(handler: Handler, port: u16) -> std::io::Result<SocketAddr> {
+pub(crate) async fn serve(handler: Handler, port: u16) -> std::io::Result<SocketAddr> {
     crate::loopback::serve(routes(Arc::new(handler)), port).await
 }

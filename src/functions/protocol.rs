@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 /// The body of every invocation.
 #[derive(Debug, Default, Deserialize)]
-pub struct InvocationRequest {
+pub(crate) struct InvocationRequest {
     /// Trigger and input bindings, by binding name.
     #[serde(rename = "Data", default)]
     pub data: Map<String, Value>,
@@ -18,7 +18,7 @@ pub struct InvocationRequest {
 
 /// The body of every answer.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct InvocationResponse {
+pub(crate) struct InvocationResponse {
     /// Output bindings by name (none: the poll enqueues through the storage SDK itself, so a
     /// page's messages are written before its checkpoint moves).
     #[serde(rename = "Outputs")]
@@ -33,7 +33,7 @@ pub struct InvocationResponse {
 
 /// A payload that does not have the shape of its trigger.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     /// The binding the function.json declares is absent.
     #[error("the invocation has no Data.{0} binding")]
     MissingBinding(&'static str),
@@ -56,7 +56,7 @@ pub const QUEUE_BINDING: &str = "batch";
 /// checkpoint, never from the schedule, which is null when the monitor is off and
 /// `0001-01-01T00:00:00` (no offset) before the first run.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct TimerInfo {
+pub(crate) struct TimerInfo {
     /// The host fired this run late (the app was down, or a run overran).
     pub is_past_due: bool,
     /// `ScheduleStatus.Last`, as sent (no offset is normal).
@@ -67,7 +67,7 @@ pub struct TimerInfo {
 
 impl TimerInfo {
     /// Reads the timer binding leniently: missing parts are defaults, wrong types are errors.
-    pub fn from_request(req: &InvocationRequest) -> Result<TimerInfo, ProtocolError> {
+    pub(crate) fn from_request(req: &InvocationRequest) -> Result<TimerInfo, ProtocolError> {
         match req.data.get(TIMER_BINDING) {
             None | Some(Value::Null) => Err(ProtocolError::MissingBinding(TIMER_BINDING)),
             // Some hosts pass binding values as JSON text.
@@ -114,7 +114,7 @@ impl TimerInfo {
 
 /// The queue trigger's value and metadata.
 #[derive(Debug, PartialEq, Eq)]
-pub struct QueueTrigger {
+pub(crate) struct QueueTrigger {
     /// The message text, as stored before base64 (our envelope).
     pub text: String,
     /// How many times the message has been delivered, this time included.
@@ -128,7 +128,7 @@ impl QueueTrigger {
     /// `{"a":1}` arrives as the JSON string `"\"{\\\"a\\\":1}\""`; the documented sample
     /// sends it once-encoded. Both are accepted: the doubly-encoded form is unwrapped
     /// when the inner text is itself a JSON string.
-    pub fn from_request(req: &InvocationRequest) -> Result<QueueTrigger, ProtocolError> {
+    pub(crate) fn from_request(req: &InvocationRequest) -> Result<QueueTrigger, ProtocolError> {
         let text = match req.data.get(QUEUE_BINDING) {
             None | Some(Value::Null) => return Err(ProtocolError::MissingBinding(QUEUE_BINDING)),
             Some(Value::String(outer)) => match serde_json::from_str::<Value>(outer) {

@@ -449,7 +449,7 @@ mod tests {
             .intent()
             .expect("the started snapshot is stored first");
         assert_eq!(intent.snapshot.as_ref().map(|s| s.taken_ms), Some(now));
-        assert_eq!(first.window().from_ms(), now - 7 * DAY_MS);
+        assert_eq!(first.window().start_ms(), now - 7 * DAY_MS);
 
         // A later run resumes the started snapshot with its own TimeGenerated.
         let resumed = Snapshot::new(&settings(), Some(&intent), now + 600_000);

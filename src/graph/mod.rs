@@ -7,9 +7,9 @@
 //! rolling 7, 30 or 90 days (`aggregatedAppsDetails`), and each app's users and IP
 //! addresses, all paged with `@odata.nextLink`.
 
-pub mod discovery;
+pub(crate) mod discovery;
 #[cfg(feature = "sim")]
-pub mod sim;
+pub(crate) mod sim;
 
 use crate::auth::{self, AuthError};
 use crate::retry::{drive, error_parts, read_answer, Attempt, Deadline, Policy};
@@ -20,11 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
-/// The application permission every discovery call needs.
-pub const PERMISSION: &str = "CloudApp-Discovery.Read.All";
-
 /// Where Graph keeps the continuous reports.
-pub const STREAMS_PATH: &str = "beta/security/dataDiscovery/cloudAppDiscovery/uploadedStreams";
+pub(crate) const STREAMS_PATH: &str =
+    "beta/security/dataDiscovery/cloudAppDiscovery/uploadedStreams";
 
 /// A Graph call that did not produce a usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +105,7 @@ impl GraphClient {
         }
     }
 
+    #[cfg(feature = "sim")]
     /// How many HTTP requests this client (and its clones) has sent.
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -222,7 +221,7 @@ const POLICY: Policy = Policy {
 /// honoured (its limits are not CAS's 30 a minute; without the header, back off). 503 and
 /// 504 may carry `Retry-After` too. 401 and 403 name their fix; anything else (400 for a
 /// period Graph does not offer, 404 for a report that is gone) is not retried.
-pub fn classify<T>(
+pub(crate) fn classify<T>(
     what: &str,
     status: u16,
     retry_after: Option<Duration>,
@@ -252,7 +251,7 @@ pub fn classify<T>(
 
 /// The token scope for Graph at `base`: the national clouds have their own Graph hosts;
 /// a loopback Graph (the simulator) stands in for the public one.
-pub fn scope_for(base: &Url) -> String {
+pub(crate) fn scope_for(base: &Url) -> String {
     match base.host_str() {
         Some(host) if base.scheme() == "https" && !crate::loopback::is_loopback(base) => {
             format!("https://{host}/.default")
@@ -294,6 +293,9 @@ pub(crate) fn segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The application permission every discovery call needs.
+    const PERMISSION: &str = "CloudApp-Discovery.Read.All";
 
     fn wait_of(a: Attempt<(), GraphError>) -> Option<Option<Duration>> {
         match a {

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 /// Containers nested deeper than this (counted from the outermost value) are kept as
 /// text. `serde_json` stops at 128; a CAS page puts records two levels down, a queue
 /// message one, and a row nests `RawEventData` once more, so this leaves ample room.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// What [`repair`] changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl std::ops::AddAssign for Repairs {
 /// Text that is not JSON in a way no repair can fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not JSON at byte {offset}: {what}")]
-pub struct Broken {
+pub(crate) struct Broken {
     /// Where in the text.
     pub offset: usize,
     /// What was found there.
@@ -76,7 +76,7 @@ pub struct Broken {
 /// Bytes from a service as strict JSON text: invalid UTF-8 becomes U+FFFD (counted with
 /// the escapes), then [`repair`]. The bytes' own buffer becomes the text when nothing
 /// needed changing (the rule), so a large answer is not copied.
-pub fn repair_bytes(body: impl Into<Vec<u8>>) -> Result<(String, Repairs), Broken> {
+pub(crate) fn repair_bytes(body: impl Into<Vec<u8>>) -> Result<(String, Repairs), Broken> {
     let (text, utf8) = match String::from_utf8(body.into()) {
         Ok(text) => (text, 0),
         Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), 1),
@@ -92,14 +92,14 @@ pub fn repair_bytes(body: impl Into<Vec<u8>>) -> Result<(String, Repairs), Broke
 
 /// Bytes from a service as a JSON value ([`repair_bytes`], then parsed), and what was
 /// repaired; the error says why it is not JSON.
-pub fn value_of(body: impl Into<Vec<u8>>) -> Result<(serde_json::Value, Repairs), String> {
+pub(crate) fn value_of(body: impl Into<Vec<u8>>) -> Result<(serde_json::Value, Repairs), String> {
     let (text, repairs) = repair_bytes(body).map_err(|e| format!("not JSON: {e}"))?;
     let v = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
     Ok((v, repairs))
 }
 
 /// Returns `text` as strict JSON (borrowed when it already was), and what was changed.
-pub fn repair(text: &str) -> Result<(Cow<'_, str>, Repairs), Broken> {
+pub(crate) fn repair(text: &str) -> Result<(Cow<'_, str>, Repairs), Broken> {
     let mut r = Repairer {
         b: text.as_bytes(),
         text,

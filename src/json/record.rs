@@ -23,6 +23,7 @@ pub struct Record<'a> {
     text: &'a str,
     fields: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// Set when the record is not a JSON object (it is still forwarded, whole).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // read by the tests alone
     pub not_an_object: bool,
 }
 
@@ -359,8 +360,9 @@ fn member_span(object: &str, value: &str) -> Option<(usize, usize)> {
     Some((key_start, value_end))
 }
 
+#[cfg(feature = "sim")]
 /// A record's text as a raw JSON value, for callers that hold a parsed `Value`.
-pub fn raw_of(value: &Value) -> Box<RawValue> {
+pub(crate) fn raw_of(value: &Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).expect("a serialized Value is valid JSON")
 }
 

@@ -21,7 +21,7 @@ pub struct Azurite {
 
 /// Finds the Azurite launcher: `$AZURITE_BIN`, else `node_modules/.bin/azurite` in the
 /// working directory or in this crate's source tree.
-pub fn find_binary() -> Option<PathBuf> {
+pub(crate) fn find_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("AZURITE_BIN") {
         return Some(PathBuf::from(p));
     }

@@ -209,7 +209,7 @@ impl HostEmulator {
 
 /// The body a real host posts for a queue message: the text JSON-encoded once more,
 /// `DequeueCount` as a string, `Id` and `PopReceipt` in extra quotes.
-pub fn queue_payload(text: &str, m: &Received) -> Value {
+pub(crate) fn queue_payload(text: &str, m: &Received) -> Value {
     let once = serde_json::to_string(text).expect("strings serialize");
     let now = time::OffsetDateTime::now_utc();
     json!({

@@ -4,8 +4,8 @@
 //!
 //! [`Harness`] assembles these; the `demo` command and the end-to-end tests both use it.
 
-pub mod azurite;
-pub mod host;
+pub(crate) mod azurite;
+pub(crate) mod host;
 
 use crate::auth::sim::{IdentitySim, HEADER_SECRET};
 use crate::cas::sim::{CasSim, SimConfig};

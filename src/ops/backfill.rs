@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// What a backfill did.
 #[derive(Debug, Default, serde::Serialize)]
-pub struct BackfillReport {
+pub(crate) struct BackfillReport {
     /// Records enqueued.
     pub records: usize,
     /// Queue messages written.
@@ -30,7 +30,7 @@ pub struct BackfillReport {
 
 /// Backfills `data_type` over `window`. Progress goes to stderr: a bar with an ETA on a
 /// terminal, a plain line per pull otherwise.
-pub async fn backfill(
+pub(crate) async fn backfill(
     app: &App,
     data_type: DataType,
     window: Window,
@@ -43,10 +43,10 @@ pub async fn backfill(
     app.ensure_resources().await?;
     let mut report = BackfillReport::default();
     if let Some(c) = app.checkpoints.load::<Cursor>(data_type).await?.cursor {
-        if window.to_ms() >= c.query_from() {
+        if window.end_ms() >= c.query_from() {
             report.overlap_warning = Some(format!(
                 "the range reaches {} and the poll has already forwarded {data_type} from {}: records in both are sent twice (dedupe in KQL by the CAS id)",
-                format_ms(window.to_ms()),
+                format_ms(window.end_ms()),
                 format_ms(c.query_from())
             ));
         }
@@ -56,9 +56,9 @@ pub async fn backfill(
     let mut cas = app.settings.cas.clone();
     cas.overlap = Duration::ZERO;
     cas.alert_updates = None;
-    let now = window.to_ms() + cas.settle.as_millis() as i64;
+    let now = window.end_ms() + cas.settle.as_millis() as i64;
     let mut cursor = Cursor {
-        position_ms: window.from_ms(),
+        position_ms: window.start_ms(),
         ..Default::default()
     };
     let progress = Progress::new(window);
@@ -126,11 +126,11 @@ impl Progress {
     }
 
     fn update(&self, position: i64, records: usize, done: bool) {
-        let span = (self.window.to_ms() - self.window.from_ms()).max(1) as f64;
+        let span = (self.window.end_ms() - self.window.start_ms()).max(1) as f64;
         let frac = if done {
             1.0
         } else {
-            ((position - self.window.from_ms()) as f64 / span).clamp(0.0, 1.0)
+            ((position - self.window.start_ms()) as f64 / span).clamp(0.0, 1.0)
         };
         let elapsed = self.started.elapsed().as_secs_f64();
         let eta = if frac > 0.0 && frac < 1.0 {

@@ -1,14 +1,14 @@
 //! The operator commands: `replay`, `backfill`, `status` and `validate`. Each returns a
 //! report the CLI prints; none of them changes a checkpoint except as documented.
 
-pub mod backfill;
-pub mod replay;
-pub mod status;
-pub mod validate;
+pub(crate) mod backfill;
+pub(crate) mod replay;
+pub(crate) mod status;
+pub(crate) mod validate;
 
 /// An operator command failed.
 #[derive(Debug, thiserror::Error)]
-pub enum OpsError {
+pub(crate) enum OpsError {
     /// A queue call failed.
     #[error(transparent)]
     Queue(#[from] crate::storage::queue::QueueError),

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 /// Which poison messages to act on.
 #[derive(Clone, Debug, Default)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// Only batches of this data type (messages that are not our envelope never match).
     pub data_type: Option<DataType>,
     /// Only messages inserted at or after this time.
@@ -29,7 +29,7 @@ pub struct Selection {
 
 /// What a replay did (or, with `dry_run`, would do).
 #[derive(Debug, Default, Serialize)]
-pub struct ReplayReport {
+pub(crate) struct ReplayReport {
     /// Messages moved (or that would be).
     pub moved: usize,
     /// Messages left where they were because they did not match.
@@ -44,7 +44,7 @@ pub struct ReplayReport {
 
 /// A poison message as exported: the stored text unchanged, plus what it says.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Exported {
+pub(crate) struct Exported {
     /// The message id in the poison queue.
     pub id: String,
     /// When it was first enqueued (RFC 3339), if known.
@@ -127,7 +127,7 @@ impl<'q> Sweep<'q> {
 }
 
 /// Moves matching poison messages back onto the fan-out queue.
-pub async fn replay(
+pub(crate) async fn replay(
     app: &App,
     sel: &Selection,
     dry_run: bool,
@@ -184,7 +184,11 @@ fn file_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> OpsError + C
 }
 
 /// Writes matching poison messages to `path` (NDJSON), leaving them in the queue.
-pub async fn export(app: &App, sel: &Selection, path: &std::path::Path) -> Result<usize, OpsError> {
+pub(crate) async fn export(
+    app: &App,
+    sel: &Selection,
+    path: &std::path::Path,
+) -> Result<usize, OpsError> {
     let file_err = file_error(path);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(file_err)?);
     let mut lines = Vec::new();
@@ -212,7 +216,7 @@ pub async fn export(app: &App, sel: &Selection, path: &std::path::Path) -> Resul
 }
 
 /// Enqueues the messages of an export file onto the fan-out queue, unchanged.
-pub async fn import(
+pub(crate) async fn import(
     app: &App,
     sel: &Selection,
     path: &std::path::Path,

@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 /// One data type's state.
 #[derive(Debug, Serialize)]
-pub struct TypeStatus {
+pub(crate) struct TypeStatus {
     /// The data type.
     pub data_type: DataType,
     /// Whether `CAS_DATA_TYPES` includes it.
@@ -33,7 +33,7 @@ pub struct TypeStatus {
 
 /// The whole picture.
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     /// Per data type.
     pub data_types: Vec<TypeStatus>,
     /// The fan-out queue's name.
@@ -47,7 +47,7 @@ pub struct Status {
 }
 
 /// Reads the state.
-pub async fn status(app: &App) -> Result<Status, OpsError> {
+pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
     app.ensure_resources().await?;
     let now = now_ms();
     let mut data_types = Vec::new();
@@ -112,7 +112,7 @@ pub async fn status(app: &App) -> Result<Status, OpsError> {
 
 impl Status {
     /// A table for people.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,

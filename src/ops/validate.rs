@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// One check's outcome.
 #[derive(Debug, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// What was checked.
     #[serde(rename = "check")]
     pub name: String,
@@ -49,7 +49,7 @@ impl Check {
 }
 
 /// The checks as a table a person reads in ten seconds.
-pub fn render(checks: &[Check]) -> String {
+pub(crate) fn render(checks: &[Check]) -> String {
     let width = checks
         .iter()
         .map(|c| c.name.len())
@@ -69,7 +69,10 @@ pub fn render(checks: &[Check]) -> String {
 }
 
 /// Runs the checks; settings problems stop before any network call.
-pub async fn validate(lookup: &dyn Fn(&str) -> Option<String>, host_json: &str) -> Vec<Check> {
+pub(crate) async fn validate(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    host_json: &str,
+) -> Vec<Check> {
     let settings = match Settings::from_lookup(lookup) {
         Ok(s) => s,
         Err(errors) => {

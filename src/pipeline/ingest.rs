@@ -83,7 +83,7 @@ pub struct Sink<'a> {
 /// Sends one batch given its message text: claims it in the batch ledger (see
 /// `batch::ledger`; `None` there means it was sent before), sends the rows not yet
 /// accepted, and marks it sent, or releases the claim with the progress made.
-pub async fn process(
+pub(crate) async fn process(
     app: Sink<'_>,
     text: &str,
     deadline: Deadline,

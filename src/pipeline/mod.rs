@@ -5,5 +5,5 @@
 //!
 //! [`Source`]: crate::source::Source
 
-pub mod ingest;
-pub mod poll;
+pub(crate) mod ingest;
+pub(crate) mod poll;

@@ -112,7 +112,7 @@ pub struct Sources<'a> {
 
 /// Where a poll's messages go. The app's is the fan-out queue (a spilled payload first to
 /// its blob); a test's can be a list in memory that fails when told to.
-pub trait Outbox {
+pub(crate) trait Outbox {
     /// Enqueues one packed message, durably, or fails.
     fn enqueue(
         &self,
@@ -145,7 +145,7 @@ async fn save<S: Source>(
 /// equal share of the requests and of the invocation's time, and a lane with little to do
 /// leaves its share to the others. An alert-heavy tenant's change watch cannot starve
 /// activities, and a backlog of activities cannot starve alerts.
-pub async fn run<O: Outbox + Sync>(
+pub(crate) async fn run<O: Outbox + Sync>(
     sources: Sources<'_>,
     outbox: &O,
     deadline: Deadline,
@@ -160,7 +160,7 @@ pub async fn run<O: Outbox + Sync>(
 
 /// Polls one data type from the source that reads it: discovery from a Graph snapshot,
 /// alerts and activities from the CAS API. A new source is one arm here.
-pub async fn poll_one<O: Outbox + Sync>(
+pub(crate) async fn poll_one<O: Outbox + Sync>(
     sources: Sources<'_>,
     outbox: &O,
     dt: DataType,

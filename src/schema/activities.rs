@@ -1,14 +1,17 @@
 //! `McasActivity_CL`: activities in the shape of the `CloudAppEvents` table.
 
-use super::{time_generated, Column, ColumnType as T, Issues};
+use super::{time_generated, Issues};
+#[cfg(feature = "sim")]
+use super::{Column, ColumnType as T};
 use crate::json::record::SourceText;
 use crate::json::Record;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+#[cfg(feature = "sim")]
 /// The table's columns.
-pub const COLUMNS: &[Column] = &[
+pub(crate) const COLUMNS: &[Column] = &[
     Column::new(
         "TimeGenerated",
         T::DateTime,
@@ -91,7 +94,7 @@ pub const COLUMNS: &[Column] = &[
 /// One `McasActivity_CL` row.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ActivityRow<'a> {
+pub(crate) struct ActivityRow<'a> {
     /// When the activity happened (`timestamp`).
     pub time_generated: String,
     /// The raw operation name (e.g. FileDownloaded), else the CAS event type name.
@@ -196,7 +199,7 @@ pub struct ActivityRow<'a> {
 }
 
 /// Maps a CAS activity.
-pub fn map<'a>(rec: &Record<'a>) -> ActivityRow<'a> {
+pub(crate) fn map<'a>(rec: &Record<'a>) -> ActivityRow<'a> {
     let mut is = Issues::default();
     let time = is.time(rec, "/timestamp", true);
     let user = is.str(rec, "/user/userName", false);

@@ -1,6 +1,8 @@
 //! `McasAlerts_CL`: alerts in the shape of Sentinel's `SecurityAlert` table.
 
-use super::{time_generated, Column, ColumnType as T, Issues};
+use super::{time_generated, Issues};
+#[cfg(feature = "sim")]
+use super::{Column, ColumnType as T};
 use crate::json::record::SourceText;
 use crate::json::Record;
 use crate::model::format_ms;
@@ -9,10 +11,11 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// The product name Sentinel's own CAS connector writes.
-pub const PRODUCT_NAME: &str = "Microsoft Cloud App Security";
+pub(crate) const PRODUCT_NAME: &str = "Microsoft Cloud App Security";
 
+#[cfg(feature = "sim")]
 /// The table's columns.
-pub const COLUMNS: &[Column] = &[
+pub(crate) const COLUMNS: &[Column] = &[
     Column::new("TimeGenerated", T::DateTime, "`timestamp` (when the alert was raised); for an alert forwarded again because it changed, when the change was seen"),
     Column::new("AlertName", T::String, "`title`"),
     Column::new("DisplayName", T::String, "`title`"),
@@ -46,7 +49,7 @@ pub const COLUMNS: &[Column] = &[
 /// One `McasAlerts_CL` row.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct AlertRow<'a> {
+pub(crate) struct AlertRow<'a> {
     /// The alert's time (`timestamp`).
     pub time_generated: String,
     /// `title`.
@@ -126,7 +129,7 @@ pub struct AlertRow<'a> {
 }
 
 /// Maps a CAS alert; `observed` is set for an alert forwarded again because it changed.
-pub fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
+pub(crate) fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
     let mut is = Issues::default();
     let id = is.str(rec, "/_id", true);
     let time = is.time(rec, "/timestamp", true);

@@ -13,15 +13,18 @@
 //! discoveredCloudAppDetail (brief on user and IP rows)>, "user" | "ipAddress": <Graph's
 //! item>}`.
 
-use super::{time_generated, Column, ColumnType as T, Issues};
+use super::{time_generated, Issues};
+#[cfg(feature = "sim")]
+use super::{Column, ColumnType as T};
 use crate::json::record::SourceText;
 use crate::json::Record;
 use crate::model::format_ms;
 use serde::Serialize;
 use serde_json::Value;
 
+#[cfg(feature = "sim")]
 /// How to read the table, and what of McasShadowItReporting it cannot hold (docs/tables.md).
-pub const NOTES: &str = "Read from Microsoft Graph (beta), not the CAS API: each row belongs to a **snapshot** of Graph's \
+pub(crate) const NOTES: &str = "Read from Microsoft Graph (beta), not the CAS API: each row belongs to a **snapshot** of Graph's \
 rolling aggregate (`CAS_DISCOVERY_PERIOD`: the last 7, 30 or 90 days), taken once per `CAS_DISCOVERY_INTERVAL`. \
 `TimeGenerated` is when the snapshot was taken, the same for all its rows; `PeriodStart`..`PeriodEnd` is the span it covers. \
 `RowType` says what a row is: `App` (one per report and app, with the numbers), `User` and `IpAddress` (one per user \
@@ -40,8 +43,9 @@ and `AadTenantId`, `TenantId`, `SourceSystem`, `Type` (set by Log Analytics itse
 the real table's `int` would overflow past 2 GiB, so `UploadedBytes`, `DownloadedBytes`, `TotalBytes` and \
 `TotalEvents` are `long`.";
 
+#[cfg(feature = "sim")]
 /// The table's columns.
-pub const COLUMNS: &[Column] = &[
+pub(crate) const COLUMNS: &[Column] = &[
     Column::new("TimeGenerated", T::DateTime, "when the snapshot was taken (the same for all its rows)"),
     Column::new("PeriodStart", T::DateTime, "the start of the rolling period the snapshot covers (`TimeGenerated` minus `CAS_DISCOVERY_PERIOD`)"),
     Column::new("PeriodEnd", T::DateTime, "the end of that period (`TimeGenerated`)"),
@@ -81,7 +85,7 @@ enum Kind {
 /// One `McasShadowItReporting_CL` row.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ShadowItRow<'a> {
+pub(crate) struct ShadowItRow<'a> {
     /// When the snapshot was taken.
     pub time_generated: String,
     /// The start of the period covered.
@@ -160,7 +164,7 @@ pub struct ShadowItRow<'a> {
 }
 
 /// Maps one snapshot record.
-pub fn map<'a>(rec: &Record<'a>) -> ShadowItRow<'a> {
+pub(crate) fn map<'a>(rec: &Record<'a>) -> ShadowItRow<'a> {
     let mut is = Issues::default();
     let kind = match rec.pointer("/kind").as_ref().and_then(Value::as_str) {
         Some("app") => Some(Kind::App),

@@ -8,7 +8,7 @@
 use serde_json::{json, Map, Value};
 
 /// The Sentinel entities of a CAS entity list, numbered from `$id` 1.
-pub fn sentinel_entities(cas: &Value) -> Vec<Value> {
+pub(crate) fn sentinel_entities(cas: &Value) -> Vec<Value> {
     let mut out = Vec::new();
     for e in cas.as_array().into_iter().flatten() {
         if let Some(mut entity) = one(e) {

@@ -4,9 +4,9 @@
 use serde_json::Value;
 
 /// The longest field value the service keeps whole.
-pub const MAX_FIELD_BYTES: usize = 32_766;
+pub(crate) const MAX_FIELD_BYTES: usize = 32_766;
 /// The column that names the fields [`fit_fields`] cut.
-pub const TRUNCATED_COLUMN: &str = "TruncatedFields";
+pub(crate) const TRUNCATED_COLUMN: &str = "TruncatedFields";
 
 /// Cuts every field value longer than [`MAX_FIELD_BYTES`] (a dynamic value is measured
 /// as JSON text and, when too long, becomes that text cut short), and lists the cut
@@ -14,7 +14,7 @@ pub const TRUNCATED_COLUMN: &str = "TruncatedFields";
 /// dynamic one into invalid JSON; doing it here keeps each row under the call limit, so
 /// one huge record can never cause a 413 loop. `SourceRecord` is cut last of all in
 /// effect: the other columns keep the mapped parts of it whole.
-pub fn fit_fields(row: &mut Value) -> bool {
+pub(crate) fn fit_fields(row: &mut Value) -> bool {
     let Value::Object(map) = row else {
         return false;
     };

@@ -6,30 +6,29 @@
 //! repeated in `SourceRecord`), and a record that does not map cleanly still
 //! becomes a row, with `MappingIssues` saying what was missing: nothing is dropped.
 
-pub mod activities;
-pub mod alerts;
-pub mod discovery;
-pub mod entities;
+pub(crate) mod activities;
+pub(crate) mod alerts;
+pub(crate) mod discovery;
+pub(crate) mod entities;
 #[cfg(feature = "sim")]
-pub mod generate;
-pub mod limits;
+pub(crate) mod generate;
+pub(crate) mod limits;
 
 use crate::json::record::{self, Record};
 use crate::model::{format_ms, DataType};
 
 use serde_json::Value;
 
+#[cfg(feature = "sim")]
 /// A Log Analytics column type, as DCR stream declarations name them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColumnType {
+pub(crate) enum ColumnType {
     /// `string`
     String,
     /// `int`
     Int,
     /// `long`
     Long,
-    /// `real`
-    Real,
     /// `boolean`
     Boolean,
     /// `datetime`
@@ -38,14 +37,15 @@ pub enum ColumnType {
     Dynamic,
 }
 
+#[cfg(feature = "sim")]
 impl ColumnType {
+    #[cfg(feature = "sim")]
     /// The name used in DCR stream declarations and table definitions.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ColumnType::String => "string",
             ColumnType::Int => "int",
             ColumnType::Long => "long",
-            ColumnType::Real => "real",
             ColumnType::Boolean => "boolean",
             ColumnType::DateTime => "datetime",
             ColumnType::Dynamic => "dynamic",
@@ -53,9 +53,10 @@ impl ColumnType {
     }
 }
 
+#[cfg(feature = "sim")]
 /// A column of a custom table: what the DCR declares, and where its value comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Column {
+pub(crate) struct Column {
     /// The column name (at most 45 letters, digits or underscores).
     pub name: &'static str,
     /// Its type.
@@ -64,9 +65,11 @@ pub struct Column {
     pub source: &'static str,
 }
 
+#[cfg(feature = "sim")]
 impl Column {
+    #[cfg(feature = "sim")]
     /// A column.
-    pub const fn new(name: &'static str, ty: ColumnType, source: &'static str) -> Self {
+    pub(crate) const fn new(name: &'static str, ty: ColumnType, source: &'static str) -> Self {
         Column { name, ty, source }
     }
 }
@@ -74,11 +77,13 @@ impl Column {
 /// The column holding the CAS record; [`row_bytes`] writes it by hand.
 const SOURCE_RECORD: &str = "SourceRecord";
 
+#[cfg(feature = "sim")]
 /// `SourceRecord`, as each table describes it.
 pub(crate) const fn source_record_column(source: &'static str) -> Column {
     Column::new(SOURCE_RECORD, ColumnType::Dynamic, source)
 }
 
+#[cfg(feature = "sim")]
 /// `MappingIssues`, in every table.
 pub(crate) const MAPPING_ISSUES: Column = Column::new(
     "MappingIssues",
@@ -86,6 +91,7 @@ pub(crate) const MAPPING_ISSUES: Column = Column::new(
     "what could not be mapped, if anything",
 );
 
+#[cfg(feature = "sim")]
 /// `TruncatedFields`, in every table, filled by [`crate::schema::limits::fit_fields`].
 pub(crate) const TRUNCATED_FIELDS: Column = Column::new(
     crate::schema::limits::TRUNCATED_COLUMN,
@@ -93,8 +99,9 @@ pub(crate) const TRUNCATED_FIELDS: Column = Column::new(
     "columns cut to 32,766 bytes (the service's field limit), if any",
 );
 
+#[cfg(feature = "sim")]
 /// The columns of a data type's table.
-pub fn columns(data_type: DataType) -> &'static [Column] {
+pub(crate) fn columns(data_type: DataType) -> &'static [Column] {
     match data_type {
         DataType::Alerts => alerts::COLUMNS,
         DataType::Activities => activities::COLUMNS,
@@ -102,23 +109,26 @@ pub fn columns(data_type: DataType) -> &'static [Column] {
     }
 }
 
+#[cfg(feature = "sim")]
 /// What a reader of a data type's table should know beyond its columns (for
 /// `docs/tables.md`).
-pub fn notes(data_type: DataType) -> &'static str {
+pub(crate) fn notes(data_type: DataType) -> &'static str {
     match data_type {
         DataType::Discovery => discovery::NOTES,
         _ => "",
     }
 }
 
+#[cfg(feature = "sim")]
 /// Maps one CAS record to its table row, as a JSON value (for tests and tools; the
 /// ingest path serializes straight to bytes with [`row_bytes`]).
 pub fn to_row(data_type: DataType, record: &Value) -> Value {
     to_row_observed(data_type, record, None)
 }
 
+#[cfg(feature = "sim")]
 /// [`to_row`] for a changed alert seen at `observed` (Unix ms), its `TimeGenerated`.
-pub fn to_row_observed(data_type: DataType, record: &Value, observed: Option<i64>) -> Value {
+pub(crate) fn to_row_observed(data_type: DataType, record: &Value, observed: Option<i64>) -> Value {
     let raw = record::raw_of(record);
     serde_json::from_slice(&row_bytes(data_type, &Record::new(&raw), observed))
         .expect("rows are valid JSON")
@@ -279,10 +289,11 @@ pub(crate) fn time_generated(from_record: Option<String>, issues: &mut Issues) -
     })
 }
 
+#[cfg(feature = "sim")]
 /// Checks a row against its table's stream declaration, as the Logs Ingestion service
 /// does: known columns, matching types, a valid
 /// `TimeGenerated`.
-pub fn validate_row(data_type: DataType, row: &Value) -> Result<(), String> {
+pub(crate) fn validate_row(data_type: DataType, row: &Value) -> Result<(), String> {
     let obj = row.as_object().ok_or("a row must be a JSON object")?;
     let cols = columns(data_type);
     for (k, v) in obj {
@@ -298,7 +309,6 @@ pub fn validate_row(data_type: DataType, row: &Value) -> Result<(), String> {
                     .is_ok()
             }),
             ColumnType::Int | ColumnType::Long => v.is_i64() || v.is_u64(),
-            ColumnType::Real => v.is_number(),
             ColumnType::Boolean => v.is_boolean(),
             ColumnType::Dynamic => true,
         };

@@ -1,9 +1,9 @@
 //! The Logs Ingestion API client: packing rows into calls under the 1 MiB limit, gzip,
 //! Entra tokens, and retries within the invocation's time budget.
 
-pub mod pack;
+pub(crate) mod pack;
 #[cfg(feature = "sim")]
-pub mod sim;
+pub(crate) mod sim;
 
 use crate::auth::{self, AuthError};
 use crate::codec::gzip_fast;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use url::Url;
 
 /// The API version the client speaks.
-pub const API_VERSION: &str = "2023-01-01";
+pub(crate) const API_VERSION: &str = "2023-01-01";
 
 /// A call to Logs Ingestion that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,7 @@ impl LogsIngestion {
         self.max_call_bytes
     }
 
+    #[cfg(feature = "sim")]
     /// HTTP calls made so far.
     pub fn calls_made(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
@@ -199,7 +200,7 @@ const POLICY: Policy = Policy {
 /// `Retry-After` and `{"error":{"code","message"}}` body: 429 waits (`Retry-After`, else
 /// 5 s: the limits are per minute but clear gradually), 408 and 5xx back off, and every
 /// other status is a refusal that names its fix.
-pub fn classify<T>(
+pub(crate) fn classify<T>(
     stream: &str,
     status: u16,
     retry_after: Option<Duration>,
@@ -223,7 +224,7 @@ pub fn classify<T>(
 }
 
 /// The token scope for the endpoint's cloud.
-pub fn scope_for(endpoint: &Url) -> &'static str {
+pub(crate) fn scope_for(endpoint: &Url) -> &'static str {
     let host = endpoint.host_str().unwrap_or_default();
     if host.ends_with(".azure.us") {
         "https://monitor.azure.us/.default"

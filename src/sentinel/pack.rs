@@ -18,7 +18,10 @@ pub struct RowTooLarge {
 /// Groups serialized rows into bodies of at most `limit` bytes, preserving order; a row
 /// larger than `limit` (but within the service's hard limit) travels alone. Returns the
 /// index ranges, so callers can retry or mark parts individually.
-pub fn split(rows: &[Vec<u8>], limit: usize) -> Result<Vec<std::ops::Range<usize>>, RowTooLarge> {
+pub(crate) fn split(
+    rows: &[Vec<u8>],
+    limit: usize,
+) -> Result<Vec<std::ops::Range<usize>>, RowTooLarge> {
     let mut parts = Vec::new();
     let mut start = 0;
     let mut size = 2; // the brackets
@@ -45,7 +48,7 @@ pub fn split(rows: &[Vec<u8>], limit: usize) -> Result<Vec<std::ops::Range<usize
 }
 
 /// The body for one part.
-pub fn body(rows: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn body(rows: &[Vec<u8>]) -> Vec<u8> {
     json_array(rows)
 }
 

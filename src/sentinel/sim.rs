@@ -70,7 +70,7 @@ pub struct IngestionSim {
 }
 
 /// The DCR immutable id the simulator serves.
-pub const SIM_DCR: &str = "dcr-00000000000000000000000000000001";
+pub(crate) const SIM_DCR: &str = "dcr-00000000000000000000000000000001";
 const LIMIT: usize = 1024 * 1024;
 
 impl IngestionSim {

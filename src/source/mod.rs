@@ -7,7 +7,7 @@
 
 mod page;
 
-pub use page::{Page, RecordKey};
+pub(crate) use page::{Page, RecordKey};
 
 use crate::model::Window;
 use crate::retry::Deadline;

@@ -52,6 +52,7 @@ impl Blobs {
         }
     }
 
+    #[cfg(feature = "sim")]
     /// Wraps a container client (used as it is for its whole life).
     pub fn new(container: BlobContainerClient) -> Self {
         Blobs {
@@ -95,6 +96,7 @@ impl Blobs {
         }
     }
 
+    #[cfg(feature = "sim")]
     /// Whether a blob exists.
     pub async fn exists(&self, name: &str) -> Result<bool, BlobError> {
         self.container
@@ -185,7 +187,7 @@ fn storage_err(op: &'static str, name: &str, e: azure_core::Error) -> BlobError 
 
 /// A one-line description of a storage SDK error: the status and the service's error
 /// code when there is one (not the whole XML body), with any SAS signature removed.
-pub fn describe(e: &azure_core::Error) -> String {
+pub(crate) fn describe(e: &azure_core::Error) -> String {
     use azure_core::error::ErrorKind;
     match e.kind() {
         ErrorKind::HttpResponse {
@@ -198,7 +200,7 @@ pub fn describe(e: &azure_core::Error) -> String {
 }
 
 /// Removes a SAS signature from text that may quote a request URL.
-pub fn scrub(text: &str) -> String {
+pub(crate) fn scrub(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("sig=") {

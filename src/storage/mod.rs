@@ -15,10 +15,10 @@ use sha2::Sha256;
 use std::sync::Arc;
 use url::Url;
 
-pub mod blobs;
-pub mod queue;
+pub(crate) mod blobs;
+pub(crate) mod queue;
 #[cfg(feature = "sim")]
-pub mod sim;
+pub(crate) mod sim;
 
 /// A queue or the container could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,7 @@ impl<T> Fresh<T> {
         })
     }
 
+    #[cfg(feature = "sim")]
     /// A client that is never rebuilt.
     pub fn fixed(client: T) -> Self {
         Fresh {
@@ -190,7 +191,7 @@ impl<T> Fresh<T> {
 
 /// Signs an account SAS (service version 2020-12-06 string-to-sign) for the queue and blob
 /// services, valid until `expiry`.
-pub fn account_sas(
+pub(crate) fn account_sas(
     account: &str,
     key: &Secret,
     expiry: time::OffsetDateTime,

@@ -6,9 +6,10 @@
 
 use crate::storage::blobs::describe;
 use azure_core::http::StatusCode;
+#[cfg(feature = "sim")]
+use azure_storage_queue::models::QueueClientPeekMessagesOptions;
 use azure_storage_queue::models::{
-    QueueClientGetPropertiesResultHeaders, QueueClientPeekMessagesOptions,
-    QueueClientReceiveMessagesOptions, QueueMessage,
+    QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions, QueueMessage,
 };
 use azure_storage_queue::QueueClient;
 use base64::Engine;
@@ -38,7 +39,8 @@ pub struct Received {
     pub raw_text: String,
     /// When it was inserted.
     pub inserted: Option<time::OffsetDateTime>,
-    /// When it expires.
+    /// When it expires (the host stand-in passes it on, as the host does).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub expires: Option<time::OffsetDateTime>,
 }
 
@@ -140,6 +142,7 @@ impl Queue {
             .collect())
     }
 
+    #[cfg(feature = "sim")]
     /// Reads up to `max` (1–32) message texts from the front without taking them.
     pub async fn peek(&self, max: u8) -> Result<Vec<String>, QueueError> {
         let opts = QueueClientPeekMessagesOptions {
