@@ -551,6 +551,7 @@ async fn latency(bin: &std::path::Path, report: &mut Vec<Metric>, notes: &mut Ve
                 keep_rows: false,
                 cas: SimConfig::default(),
                 env: vec![("CAS_DATA_TYPES".into(), "alerts,activities".into())],
+                relay_storage: false,
             },
         )
         .await

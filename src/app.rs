@@ -2,6 +2,7 @@
 //! shared by all concurrent invocations (the CAS, Graph and Logs Ingestion clients, the
 //! queues and blobs), and the pipeline's ports implemented over them.
 
+use crate::auth::Renewable;
 use crate::batch::envelope::{spill_blob_name, Outgoing};
 use crate::cas::{CasAuth, CasClient};
 use crate::checkpoint::CheckpointStore;
@@ -14,6 +15,8 @@ use crate::sentinel::LogsIngestion;
 use crate::storage::blobs::{Blobs, WriteCondition, CONTAINER};
 use crate::storage::queue::Queue;
 use crate::storage::SetupError;
+use azure_core::credentials::TokenCredential;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The shared context.
@@ -63,8 +66,11 @@ impl App {
             .build()
             .map_err(|e| AppError::Http(e.to_string()))?;
         // Logs Ingestion always takes an Entra token, so the credential always exists; CAS
-        // and storage share it unless they are given their own.
-        let credential = crate::auth::credential(&settings.identity)?;
+        // and storage share it unless they are given their own. It can drop a token a
+        // service refuses (see `auth::Renewable`).
+        let identity = settings.identity.clone();
+        let renewable = Arc::new(Renewable::new(move || crate::auth::credential(&identity))?);
+        let credential: Arc<dyn TokenCredential> = renewable.clone();
         let cas_auth = match &settings.cas.token {
             Some(t) => CasAuth::LegacyToken(t.clone()),
             None => CasAuth::Entra(credential.clone()),
@@ -94,9 +100,10 @@ impl App {
             http,
             settings.sentinel.endpoint.clone(),
             settings.sentinel.dcr_immutable_id.clone(),
-            credential,
+            renewable,
         )
-        .with_max_call_bytes(settings.sentinel.max_call_bytes);
+        .with_max_call_bytes(settings.sentinel.max_call_bytes)
+        .with_call_timeout(settings.sentinel.call_timeout);
         let queue = Queue::open(
             &settings.storage,
             &settings.queue_name,

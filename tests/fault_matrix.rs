@@ -13,7 +13,8 @@ use cas_sentinel::testing::codec::gzip;
 use cas_sentinel::testing::local::Harness;
 use cas_sentinel::testing::model::{now_ms, DataType, Window};
 use cas_sentinel::testing::sentinel::sim::IngestFault;
-use common::{counts, harness};
+use cas_sentinel::testing::storage::blobs::{Blobs, CONTAINER};
+use common::{counts, harness, harness_with};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,6 +30,9 @@ struct Row {
     duplicates: usize,
     lost: usize,
     poisoned: u64,
+    /// Logs Ingestion calls the service took and never answered (each may have stored a
+    /// copy), and the most rows they can have repeated, from the ledger's notes.
+    uncertain: (u64, u64),
     seconds: f64,
     note: String,
 }
@@ -66,6 +70,7 @@ fn tally_of(
         duplicates: got.values().map(|n| n - 1).sum(),
         lost,
         poisoned,
+        uncertain: (0, 0),
         seconds: started.elapsed().as_secs_f64(),
         note: note.to_string(),
     }
@@ -214,6 +219,12 @@ async fn fault_matrix() {
     rows.push(watch_at_scale().await);
     rows.push(sas_expiry().await);
     rows.push(sent_state_write_fails().await);
+    rows.push(split_then_refused().await);
+    rows.push(slow_answers().await);
+    rows.push(refused_token().await);
+    rows.push(storage_hangs().await);
+    rows.push(cas_hangs().await);
+    rows.push(forged_message().await);
 
     let table = render(&rows);
     println!("{table}");
@@ -224,6 +235,14 @@ async fn fault_matrix() {
                 r.duplicates > 0,
                 "{}: the accepted call is expected to be sent again",
                 r.case
+            );
+        } else if r.uncertain.0 > 0 {
+            assert!(
+                r.duplicates as u64 <= r.uncertain.1,
+                "{}: {} duplicates, more than the {} rows of the unanswered calls",
+                r.case,
+                r.duplicates,
+                r.uncertain.1
             );
         } else {
             assert_eq!(r.duplicates, 0, "{}: duplicates", r.case);
@@ -563,11 +582,221 @@ async fn sent_state_write_fails() -> Row {
     )
 }
 
+/// The ledger's notes of batches with unanswered calls: (calls, the most rows they can
+/// have repeated).
+async fn unanswered(h: &Harness) -> (u64, u64) {
+    let blobs = Blobs::new(
+        h.azurite
+            .storage()
+            .container_client(CONTAINER, None)
+            .unwrap(),
+    );
+    let mut total = (0, 0);
+    for name in blobs.names("uncertain/").await.unwrap() {
+        let (note, _) = blobs.get(&name).await.unwrap().unwrap();
+        let note = String::from_utf8(note).unwrap();
+        let (calls, rows) = note.split_once(' ').unwrap();
+        let calls: u64 = calls.parse().unwrap();
+        total.0 += calls;
+        total.1 += calls * rows.parse::<u64>().unwrap();
+    }
+    total
+}
+
+/// Logs Ingestion's real limit is below our calls, so every call is split on 413; after
+/// some parts of a split were accepted, a later part is refused (400), and another is
+/// throttled past the budget. The accepted parts are in the ledger, so the deliveries
+/// that follow send only the rest.
+async fn split_then_refused() -> Row {
+    let t = Instant::now();
+    let h = start("fm-split-refused", &[("CAS_INVOCATION_BUDGET", "PT10S")]).await;
+    h.cas.pad_activities(2_000);
+    seed(&h, 0, 400);
+    h.sink.set_limit(60_000);
+    h.sink.inject([
+        IngestFault::Pass,
+        IngestFault::Pass,
+        IngestFault::Pass,
+        IngestFault::Status(400),
+        IngestFault::Pass,
+        IngestFault::Pass,
+        IngestFault::Pass,
+        IngestFault::Pass,
+        IngestFault::Throttle(30),
+    ]);
+    let p = cycle(&h).await;
+    assert!(h.sink.stats().too_large > 0, "the calls were split");
+    tally(
+        &h,
+        "Logs Ingestion's limit below our calls (413 splits), a later part refused (400) or throttled past the budget",
+        t,
+        p,
+        "each accepted part of a split is recorded in the batch state before the next call, so redeliveries send only the rest",
+    )
+}
+
+/// Logs Ingestion stores the rows but answers after the call's timeout.
+async fn slow_answers() -> Row {
+    let t = Instant::now();
+    let h = start(
+        "fm-slow",
+        &[
+            ("SENTINEL_CALL_TIMEOUT", "PT1S"),
+            ("CAS_INVOCATION_BUDGET", "PT20S"),
+        ],
+    )
+    .await;
+    seed(&h, 0, 2_000);
+    let (ok, _) = h.host.tick(false).await.unwrap();
+    assert!(ok);
+    h.sink.reply_delay_ms.store(2_500, Ordering::Relaxed);
+    let p = h.host.drain(DRAIN).await.unwrap().poisoned;
+    h.sink.reply_delay_ms.store(0, Ordering::Relaxed);
+    let mut row = tally(
+        &h,
+        "Logs Ingestion stores the rows but answers after the call timeout (1 s here, 60 s by default)",
+        t,
+        p,
+        "a try after an unanswered one waits as long as the budget allows: nothing is poisoned, and each unanswered call costs at most one copy of its rows, noted in the ledger and counted by status",
+    );
+    row.uncertain = unanswered(&h).await;
+    assert!(row.uncertain.0 > 0, "the first tries went unanswered");
+    row
+}
+
+/// Logs Ingestion refuses the token the handler holds (revoked, or rejected early through
+/// clock skew) for the rest of its life.
+async fn refused_token() -> Row {
+    let t = Instant::now();
+    let h = start("fm-token-refused", &[]).await;
+    seed(&h, 50, 200);
+    let mut p = cycle(&h).await;
+    // The handler now holds a cached token, which the service stops accepting.
+    h.sink.revoke_tokens_seen();
+    let issued = h.identity.issued.load(Ordering::Relaxed);
+    h.cas
+        .add_activities((0..500).map(|i| now_ms() - 20_000 + i * 10), |_| 0);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    p += cycle(&h).await;
+    assert!(
+        h.identity.issued.load(Ordering::Relaxed) > issued,
+        "a new token was fetched"
+    );
+    tally(
+        &h,
+        "Logs Ingestion refuses the cached token (401) for the rest of its life",
+        t,
+        p,
+        "a 401 drops the cached token once per call and the call is tried again with a new one",
+    )
+}
+
+/// The storage account hangs (connections open, no answer) for 25 s while the handler
+/// polls and ingests with a 10-second budget.
+async fn storage_hangs() -> Row {
+    let t = Instant::now();
+    let env = [
+        ("CAS_DATA_TYPES", "alerts,activities"),
+        ("CAS_SCAN_LIMIT", "500"),
+        ("CAS_INVOCATION_BUDGET", "PT10S"),
+    ];
+    let h = harness_with("fm-storage-hang", &env, SimConfig::default(), true).await;
+    seed(&h, 100, 500);
+    let (ok, _) = h.host.tick(false).await.unwrap();
+    assert!(ok);
+    h.cas
+        .add_activities((0..200).map(|i| now_ms() - 20_000 + i * 10), |_| 0);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    h.freeze_storage(true);
+    let started = Instant::now();
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    let poll_took = started.elapsed();
+    assert!(!ok, "a poll that could not store its place fails: {logs:?}");
+    let started = Instant::now();
+    let first = h.host.drain_once().await.unwrap();
+    let ingest_took = started.elapsed();
+    assert!(first.failed > 0, "{first:?}");
+    for took in [poll_took, ingest_took] {
+        assert!(
+            took < Duration::from_secs(13),
+            "an invocation outlived its 10 s budget: {took:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(25).saturating_sub(t.elapsed())).await;
+    h.freeze_storage(false);
+    let p = cycle(&h).await;
+    tally(
+        &h,
+        "storage hangs for 25 s (no answer) during a poll and an ingest, 10 s budget",
+        t,
+        p,
+        &format!("each invocation stops at its budget ({:.1} s, {:.1} s) and fails; the next ones finish the work", poll_took.as_secs_f64(), ingest_took.as_secs_f64()),
+    )
+}
+
+/// CAS hangs (no answer for 30 s) through a whole invocation.
+async fn cas_hangs() -> Row {
+    let t = Instant::now();
+    let h = start("fm-cas-hang", &[("CAS_INVOCATION_BUDGET", "PT8S")]).await;
+    seed(&h, 100, 500);
+    h.cas.hang_ms.store(30_000, Ordering::Relaxed);
+    let started = Instant::now();
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(
+        !ok,
+        "a lane with no page in a whole invocation fails it: {logs:?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains("no page arrived")),
+        "{logs:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(11));
+    h.cas.hang_ms.store(0, Ordering::Relaxed);
+    let p = cycle(&h).await;
+    tally(
+        &h,
+        "CAS hangs through a whole PollCas invocation",
+        t,
+        p,
+        "the invocation fails (the failed-invocation alert fires) instead of answering 200 with the data types marked incomplete; the next run catches up",
+    )
+}
+
+/// A message carrying the id of a batch already sent, but other records (edited, or
+/// forged by someone who can write to the queue).
+async fn forged_message() -> Row {
+    let t = Instant::now();
+    let h = start("fm-forged", &[]).await;
+    let w = Window::new(0, 1).unwrap();
+    let record = |id: &str| json!({"_id": id, "timestamp": 1}).to_string();
+    let sent = pack(DataType::Alerts, w, &[record("genuine")]).remove(0);
+    h.queue.send_text(&sent.text).await.unwrap();
+    let mut p = h.host.drain(DRAIN).await.unwrap().poisoned;
+    let mut forged = pack(DataType::Alerts, w, &[record("hidden")])
+        .remove(0)
+        .envelope;
+    forged.batch = sent.envelope.batch.clone();
+    h.queue.send_text(&forged.to_text()).await.unwrap();
+    p += h.host.drain(DRAIN).await.unwrap().poisoned;
+    assert_eq!(
+        p, 1,
+        "the forged message is poisoned, not acknowledged as sent"
+    );
+    tally_of(
+        &h,
+        &["genuine".to_string()],
+        "a message with the id of a batch already sent but other records",
+        t,
+        p,
+        "the id is checked against the records before the batch state is trusted: the message goes to the poison queue intact, its record with it",
+    )
+}
+
 fn render(rows: &[Row]) -> String {
-    let mut s = String::from("| case | records created | rows received | distinct | duplicates | lost | poisoned messages | seconds | note |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    let mut s = String::from("| case | records created | rows received | distinct | duplicates | lost | poisoned messages | unanswered calls | seconds | note |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |\n",
             r.case,
             r.created,
             r.received,
@@ -575,6 +804,7 @@ fn render(rows: &[Row]) -> String {
             r.duplicates,
             r.lost,
             r.poisoned,
+            r.uncertain.0,
             r.seconds,
             r.note
         ));

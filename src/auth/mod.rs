@@ -76,6 +76,84 @@ fn client_options() -> azure_core::http::ClientOptions {
     }
 }
 
+/// A credential whose cached tokens can be dropped. `azure_identity` caches each token
+/// until five minutes before it expires and offers no way to drop one, so a token a
+/// service refuses (revoked, or rejected early through clock skew) would otherwise be sent
+/// on every call for up to an hour, failing each. [`Renewable::forget`] builds the inner
+/// credential again, with an empty cache, so the next call fetches a new token.
+pub struct Renewable {
+    make: Box<dyn Fn() -> Result<Arc<dyn TokenCredential>, AuthError> + Send + Sync>,
+    /// The credential in use, and how many times it was built before it.
+    current: std::sync::Mutex<(u64, Arc<dyn TokenCredential>)>,
+}
+
+/// A bearer token, and which build of the credential gave it.
+pub struct Token {
+    /// The token itself (never logged).
+    pub secret: String,
+    /// The credential build it came from: what [`Renewable::forget`] takes.
+    pub generation: u64,
+}
+
+impl Renewable {
+    /// A credential built now by `make`, and again by it after each `forget`.
+    pub fn new(
+        make: impl Fn() -> Result<Arc<dyn TokenCredential>, AuthError> + Send + Sync + 'static,
+    ) -> Result<Self, AuthError> {
+        let first = make()?;
+        Ok(Renewable {
+            make: Box::new(make),
+            current: std::sync::Mutex::new((0, first)),
+        })
+    }
+
+    fn current(&self) -> (u64, Arc<dyn TokenCredential>) {
+        let c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (c.0, c.1.clone())
+    }
+
+    /// A bearer token for `scope` (cached by the credential).
+    pub async fn token(&self, scope: &str) -> Result<Token, AuthError> {
+        let (generation, credential) = self.current();
+        let secret = bearer(credential.as_ref(), scope).await?;
+        Ok(Token { secret, generation })
+    }
+
+    /// A service refused a token of build `generation`: the next token is fetched anew.
+    /// Concurrent refusals of the same token build the credential once.
+    pub fn forget(&self, generation: u64) {
+        let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if c.0 != generation {
+            return; // already renewed by another call
+        }
+        match (self.make)() {
+            Ok(fresh) => *c = (generation + 1, fresh),
+            // Building is local (no network call); were it to fail, the old credential
+            // stays, and its token expires in time.
+            Err(e) => tracing::error!("could not renew the Entra credential: {e}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Renewable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Renewable(generation {})", self.current().0)
+    }
+}
+
+/// The storage SDK and the CAS and Graph clients take the credential as it is.
+#[async_trait::async_trait]
+impl TokenCredential for Renewable {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let (_, credential) = self.current();
+        credential.get_token(scopes, options).await
+    }
+}
+
 /// Gets a bearer token for `scope` (cached by the credential).
 pub async fn bearer(credential: &dyn TokenCredential, scope: &str) -> Result<String, AuthError> {
     credential

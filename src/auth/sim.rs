@@ -2,8 +2,8 @@
 //! `IDENTITY_HEADER`), so `azure_identity`'s own managed-identity code runs unchanged in
 //! the local pipeline and the tests.
 //!
-//! Tokens look like `sim|<resource>|<expiry secs>` so the other simulators can check the
-//! audience and the expiry the way the real services do.
+//! Tokens look like `sim|<resource>|<expiry secs>|<serial>` so the other simulators can check
+//! the audience and the expiry the way the real services do, and refuse one token alone.
 
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,11 +67,13 @@ impl IdentitySim {
             )
             .into_response();
         }
-        self.issued.fetch_add(1, Ordering::Relaxed);
+        // A serial makes every token issued distinct, as real ones are, so a service can
+        // refuse one of them (revoked) and accept the next.
+        let serial = self.issued.fetch_add(1, Ordering::Relaxed);
         let expires = time::OffsetDateTime::now_utc().unix_timestamp()
             + self.lifetime_secs.load(Ordering::Relaxed) as i64;
         warp::reply::json(&serde_json::json!({
-            "access_token": format!("sim|{}|{expires}", q.resource),
+            "access_token": format!("sim|{}|{expires}|{serial}", q.resource),
             "expires_on": expires.to_string(),
             "resource": q.resource,
             "token_type": "Bearer",
@@ -103,6 +105,15 @@ impl azure_core::credentials::TokenCredential for SimCredential {
 }
 
 /// Checks an `Authorization` header carrying a simulated token for `resource`.
+/// The simulated credential behind a [`crate::auth::Renewable`], as the clients take it.
+#[cfg(test)]
+pub(crate) fn renewable() -> Arc<crate::auth::Renewable> {
+    Arc::new(
+        crate::auth::Renewable::new(|| Ok(Arc::new(SimCredential) as _))
+            .expect("building is local"),
+    )
+}
+
 pub(crate) fn check_bearer(header: Option<&str>, resource: &str) -> Result<(), &'static str> {
     let token = header
         .and_then(|h| h.strip_prefix("Bearer "))

@@ -159,6 +159,15 @@ pub enum EnvelopeError {
         /// Records found.
         found: usize,
     },
+    /// The batch id is not the one its records make: the message was edited or forged,
+    /// and trusting the ledger under that id could skip records never sent.
+    #[error("batch {batch}: the id does not match the records it carries (they make {computed}); the message was edited or forged and is not sent under that id")]
+    IdMismatch {
+        /// The id the message claims.
+        batch: String,
+        /// The id of its content.
+        computed: String,
+    },
     /// A blob payload name that is not ours.
     #[error("batch {batch}: blob payload name {name:?} is not payloads/<batch>.json.gz")]
     BadBlobName {
@@ -234,6 +243,20 @@ impl Envelope {
         let records = parse(text).map_err(|e| self.corrupt(format!("JSON: {e}")))?;
         self.check_count(records.len())?;
         Ok(records)
+    }
+
+    /// Checks that the batch id is the one its payload text (from [`decode_text`]) makes:
+    /// the ledger is keyed by the id, so a message whose id names another batch's content
+    /// must not be trusted with that batch's state.
+    pub fn check_id(&self, text: &str) -> Result<(), EnvelopeError> {
+        let computed = content_id(self.data_type, text.as_bytes(), self.observed);
+        if computed != self.batch {
+            return Err(EnvelopeError::IdMismatch {
+                batch: self.batch.to_string(),
+                computed: computed.to_string(),
+            });
+        }
+        Ok(())
     }
 
     fn check_count(&self, found: usize) -> Result<(), EnvelopeError> {
@@ -345,6 +368,15 @@ pub(crate) fn pack_observed<R: AsRef<str>>(
     out
 }
 
+/// The id of a batch of `body` (its records as a JSON array); it covers the observation
+/// time too, so a change seen again later is a new batch.
+fn content_id(data_type: DataType, body: &[u8], observed: Option<i64>) -> BatchId {
+    match observed {
+        None => BatchId::for_content(data_type, body),
+        Some(o) => BatchId::for_content(data_type, &[body, format!("@{o}").as_bytes()].concat()),
+    }
+}
+
 /// What every message of one packing shares.
 struct Head {
     data_type: DataType,
@@ -361,12 +393,7 @@ impl Head {
         count: usize,
         payload: impl FnOnce(&BatchId) -> Payload,
     ) -> Envelope {
-        let batch = match self.observed {
-            None => BatchId::for_content(self.data_type, body),
-            Some(o) => {
-                BatchId::for_content(self.data_type, &[body, format!("@{o}").as_bytes()].concat())
-            }
-        };
+        let batch = content_id(self.data_type, body, self.observed);
         Envelope {
             v: VERSION,
             data_type: self.data_type,
@@ -463,6 +490,28 @@ fn build(head: &Head, records: &[&[u8]]) -> (Envelope, usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_id_must_be_the_one_its_records_make() {
+        let window = Window::new(1, 2).unwrap();
+        let records = [r#"{"_id":"a"}"#, r#"{"_id":"b"}"#];
+        for observed in [None, Some(5)] {
+            let m = &pack_observed(DataType::Alerts, window, observed, &records)[0];
+            let text = decode_text(&m.envelope, &m.envelope.inline_gzip().unwrap()).unwrap();
+            assert_eq!(m.envelope.check_id(&text), Ok(()));
+            // The same id over other records: edited, forged, or another batch's id.
+            let one = &pack_observed(DataType::Alerts, window, observed, &records[..1])[0].envelope;
+            let other = decode_text(one, &one.inline_gzip().unwrap()).unwrap();
+            assert!(matches!(
+                m.envelope.check_id(&other),
+                Err(EnvelopeError::IdMismatch { .. })
+            ));
+            // A change of the observation time is a change of content.
+            let mut moved = m.envelope.clone();
+            moved.observed = observed.map(|o| o + 1).or(Some(1));
+            assert!(moved.check_id(&text).is_err());
+        }
+    }
     use serde_json::json;
 
     fn window() -> Window {

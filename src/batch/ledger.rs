@@ -37,7 +37,11 @@ pub(crate) async fn mark_sent(
     let sent = BatchState::Sent {
         rows,
         window: env.window,
+        uncertain: claim.uncertain,
     };
+    if claim.uncertain > 0 {
+        note_uncertain(blobs, env, claim.uncertain, rows).await;
+    }
     let name = &claim.name;
     let mut attempt = 0;
     loop {
@@ -71,6 +75,36 @@ pub(crate) async fn mark_sent(
     }
 }
 
+/// Where a data type's batches that may hold duplicates are named: one empty blob per
+/// batch a call of which went unanswered, so `status` counts them without reading every
+/// state.
+pub(crate) fn uncertain_prefix(data_type: DataType) -> String {
+    format!("uncertain/{data_type}/")
+}
+
+/// Names the batch among those that may hold duplicates, and says so; the note holds the
+/// unanswered calls and the batch's rows (`"<calls> <rows>"`), so at most calls × rows
+/// rows repeat. A failure to write it is logged: the count is for people, and the rows
+/// are what matters.
+async fn note_uncertain(blobs: &Blobs, env: &Envelope, calls: u32, rows: usize) {
+    tracing::warn!(
+        batch = %env.batch,
+        uncertain_calls = calls,
+        "batch sent, but {calls} of its calls went unanswered: up to {calls} copies of its rows may be duplicates (dedupe by id in KQL)"
+    );
+    let name = format!("{}{}", uncertain_prefix(env.data_type), env.batch);
+    if let Err(e) = blobs
+        .put(
+            &name,
+            format!("{calls} {rows}").into_bytes(),
+            WriteCondition::Always,
+        )
+        .await
+    {
+        tracing::warn!("could not note {name}: {e}");
+    }
+}
+
 /// What the state blob says about a batch.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
@@ -81,15 +115,29 @@ enum BatchState {
         until: i64,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         sent: Vec<[usize; 2]>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        uncertain: u32,
     },
     /// A delivery failed part-way and let go: the next one takes over at once and sends
     /// the rows not in `sent`.
-    Partial { sent: Vec<[usize; 2]> },
-    /// Its rows were accepted by Logs Ingestion.
+    Partial {
+        sent: Vec<[usize; 2]>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        uncertain: u32,
+    },
+    /// Its rows were accepted by Logs Ingestion. `uncertain` counts the calls of its
+    /// deliveries that the service took and never answered: each may have stored a copy
+    /// of its rows.
     Sent {
         rows: usize,
         window: crate::model::Window,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        uncertain: u32,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl BatchState {
@@ -105,6 +153,8 @@ pub(crate) struct Claim {
     etag: String,
     /// The row ranges already accepted, in the order they were.
     pub sent: Vec<[usize; 2]>,
+    /// Calls of this batch (in any delivery) that went unanswered, each a possible copy.
+    pub uncertain: u32,
 }
 
 impl Claim {
@@ -121,6 +171,7 @@ impl Claim {
         let state = BatchState::Sending {
             until: claim_until(deadline),
             sent: self.sent.clone(),
+            uncertain: self.uncertain,
         };
         self.etag = blobs
             .put(
@@ -135,7 +186,10 @@ impl Claim {
     /// Lets go of the batch after a failure, keeping the rows already sent: the next
     /// delivery starts at once rather than wait out the claim, and sends only the rest.
     pub(crate) async fn release(self, blobs: &Blobs) {
-        let partial = BatchState::Partial { sent: self.sent };
+        let partial = BatchState::Partial {
+            sent: self.sent,
+            uncertain: self.uncertain,
+        };
         if let Err(e) = blobs
             .put(
                 &self.name,
@@ -158,15 +212,14 @@ pub(crate) async fn claim(
 ) -> Result<Option<Claim>, LedgerError> {
     let name = &state_name(env);
     loop {
-        if let Some(c) =
-            try_claim(blobs, name, WriteCondition::IfAbsent, Vec::new(), deadline).await?
-        {
+        let fresh = (Vec::new(), 0);
+        if let Some(c) = try_claim(blobs, name, WriteCondition::IfAbsent, fresh, deadline).await? {
             return Ok(Some(c));
         }
         let Some((bytes, etag)) = blobs.get(name).await? else {
             continue; // released between our two calls: try again
         };
-        let sent = match serde_json::from_slice::<BatchState>(&bytes) {
+        let progress = match serde_json::from_slice::<BatchState>(&bytes) {
             Ok(BatchState::Sent { .. }) => return Ok(None),
             Ok(BatchState::Sending { until, .. }) if until > now_ms() => {
                 if !deadline
@@ -178,12 +231,23 @@ pub(crate) async fn claim(
                 continue;
             }
             // Expired (its holder died) or released: take it over with its progress.
-            Ok(BatchState::Sending { sent, .. } | BatchState::Partial { sent }) => sent,
+            Ok(
+                BatchState::Sending {
+                    sent, uncertain, ..
+                }
+                | BatchState::Partial { sent, uncertain },
+            ) => (sent, uncertain),
             // Unreadable: start over (the rows' ids let KQL drop what this repeats).
-            Err(_) => Vec::new(),
+            Err(_) => (Vec::new(), 0),
         };
-        if let Some(c) =
-            try_claim(blobs, name, WriteCondition::IfMatch(etag), sent, deadline).await?
+        if let Some(c) = try_claim(
+            blobs,
+            name,
+            WriteCondition::IfMatch(etag),
+            progress,
+            deadline,
+        )
+        .await?
         {
             return Ok(Some(c));
         }
@@ -196,24 +260,21 @@ async fn try_claim(
     blobs: &Blobs,
     name: &str,
     condition: WriteCondition,
-    sent: Vec<[usize; 2]>,
+    (sent, uncertain): (Vec<[usize; 2]>, u32),
     deadline: Deadline,
 ) -> Result<Option<Claim>, LedgerError> {
     let sending = BatchState::Sending {
         until: claim_until(deadline),
-        sent,
+        sent: sent.clone(),
+        uncertain,
     };
     match blobs.put(name, sending.to_bytes(), condition).await {
-        Ok(etag) => {
-            let BatchState::Sending { sent, .. } = sending else {
-                unreachable!("built as Sending above")
-            };
-            Ok(Some(Claim {
-                name: name.to_string(),
-                etag,
-                sent,
-            }))
-        }
+        Ok(etag) => Ok(Some(Claim {
+            name: name.to_string(),
+            etag,
+            sent,
+            uncertain,
+        })),
         Err(BlobError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -293,9 +354,28 @@ mod tests {
     #[test]
     fn states_of_earlier_releases_still_read() {
         let old: BatchState = serde_json::from_str(r#"{"state":"sending","until":5}"#).unwrap();
-        assert!(matches!(old, BatchState::Sending { until: 5, ref sent } if sent.is_empty()));
-        let p: BatchState =
-            serde_json::from_slice(&BatchState::Partial { sent: vec![[0, 3]] }.to_bytes()).unwrap();
-        assert!(matches!(p, BatchState::Partial { ref sent } if sent == &[[0, 3]]));
+        assert!(
+            matches!(old, BatchState::Sending { until: 5, ref sent, uncertain: 0 } if sent.is_empty())
+        );
+        let p: BatchState = serde_json::from_slice(
+            &BatchState::Partial {
+                sent: vec![[0, 3]],
+                uncertain: 2,
+            }
+            .to_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(p, BatchState::Partial { ref sent, uncertain: 2 } if sent == &[[0, 3]]));
+        let old: BatchState =
+            serde_json::from_str(r#"{"state":"sent","rows":3,"window":{"from":1,"to":2}}"#)
+                .unwrap();
+        assert!(matches!(
+            old,
+            BatchState::Sent {
+                rows: 3,
+                uncertain: 0,
+                ..
+            }
+        ));
     }
 }

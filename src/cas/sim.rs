@@ -83,6 +83,9 @@ struct State {
 pub struct CasSim {
     config: SimConfig,
     state: Mutex<State>,
+    /// Milliseconds every answer waits before it is sent: a tenant that hangs (or
+    /// trickles) while the connection stays open.
+    pub hang_ms: std::sync::atomic::AtomicU64,
 }
 
 impl CasSim {
@@ -91,18 +94,26 @@ impl CasSim {
         let sim = Arc::new(CasSim {
             config,
             state: Mutex::new(State::default()),
+            hang_ms: Default::default(),
         });
         let s = sim.clone();
         let route = warp::method()
             .and(warp::path::full())
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::body::bytes())
-            .map(
+            .then(
                 move |m: warp::http::Method,
                       p: warp::path::FullPath,
                       auth: Option<String>,
                       body: bytes::Bytes| {
-                    s.handle(&m, p.as_str(), auth.as_deref(), &body)
+                    let s = s.clone();
+                    async move {
+                        let hang = s.hang_ms.load(std::sync::atomic::Ordering::Relaxed);
+                        if hang > 0 {
+                            tokio::time::sleep(Duration::from_millis(hang)).await;
+                        }
+                        s.handle(&m, p.as_str(), auth.as_deref(), &body)
+                    }
                 },
             );
         let addr = crate::loopback::serve(route, 0)

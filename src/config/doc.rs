@@ -180,6 +180,11 @@ pub(crate) const SETTINGS: &[Setting] = &[
         meaning: "largest call body, uncompressed, 65536–1048576",
     },
     Setting {
+        name: "SENTINEL_CALL_TIMEOUT",
+        unset: Unset::Value("PT60S"),
+        meaning: "how long a call's first try waits for Logs Ingestion's answer, PT1S–PT10M; a try after an unanswered one (the rows may be stored: at most one copy each) waits as long as the invocation's budget allows",
+    },
+    Setting {
         name: "SENTINEL_STREAM_ALERTS",
         unset: Unset::Value("Custom-McasAlerts"),
         meaning: "the DCR stream for alerts",

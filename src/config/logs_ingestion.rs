@@ -1,8 +1,11 @@
 //! The Logs Ingestion section: the DCR, its endpoint and stream names, and the call size.
 
-use super::fields::{parse_count, parse_https_url, placeholder_url, required, Collector};
+use super::fields::{
+    parse_count, parse_duration_within, parse_https_url, placeholder_url, required, Collector,
+};
 use super::SettingError;
 use crate::model::DataType;
+use std::time::Duration;
 use url::Url;
 
 /// The Logs Ingestion API's per-call limit (1 MiB, compressed and uncompressed alike).
@@ -23,6 +26,9 @@ pub struct SentinelSettings {
     pub stream_discovery: String,
     /// Largest request body (uncompressed) sent in one call; at most the service's 1 MiB.
     pub max_call_bytes: usize,
+    /// How long a first try of a call waits for an answer (`SENTINEL_CALL_TIMEOUT`); a
+    /// try after an unanswered one waits as long as the budget allows.
+    pub call_timeout: Duration,
 }
 
 impl SentinelSettings {
@@ -72,6 +78,16 @@ impl SentinelSettings {
             stream_activities,
             stream_discovery,
             max_call_bytes: errs.take(parse_call_limit(get("SENTINEL_MAX_CALL_BYTES")), 0),
+            call_timeout: errs.take(
+                parse_duration_within(
+                    "SENTINEL_CALL_TIMEOUT",
+                    get("SENTINEL_CALL_TIMEOUT"),
+                    "PT60S",
+                    1..=600,
+                    |_| "must be between PT1S and PT10M".into(),
+                ),
+                Duration::ZERO,
+            ),
         }
     }
 }

@@ -37,6 +37,10 @@ pub const MAX_DEQUEUE_COUNT: u32 = 5;
 /// Largest invocation body accepted (queue messages are at most 64 KiB).
 const MAX_BODY: u64 = 4 * 1024 * 1024;
 
+/// How far past its budget an invocation may run before it is cut: enough for a call that
+/// gave up at the deadline to be reported, well short of the claim's 5 s margin.
+const OVERRUN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the handler serves with: a working context, or the reason there is none.
 pub(crate) enum Handler {
     /// Settings were valid.
@@ -139,11 +143,32 @@ async fn invoke(handler: &Handler, function: &str, body: &[u8]) -> Outcome {
             return out;
         }
     };
-    let deadline = Deadline::after(app.settings.invocation_budget);
-    match function {
-        POLL_FUNCTION => invoke_poll(app, &req, deadline, &mut out).await,
-        INGEST_FUNCTION => invoke_ingest(app, &req, deadline, &mut out).await,
-        other => out.log(false, format!("no function named {other:?}: this handler serves {POLL_FUNCTION} and {INGEST_FUNCTION}")),
+    let budget = app.settings.invocation_budget;
+    let deadline = Deadline::after(budget);
+    // The budget holds even when a dependency hangs (a storage account that never answers):
+    // past it the work is dropped where it stands, as a crash would drop it, which every
+    // step is made to survive (docs/reliability.md). The invocation then fails, so the host
+    // delivers the message again, and this holder has stopped before its batch claim
+    // (budget + 5 s) lapses.
+    let work = async {
+        match function {
+            POLL_FUNCTION => invoke_poll(app, &req, deadline, &mut out).await,
+            INGEST_FUNCTION => invoke_ingest(app, &req, deadline, &mut out).await,
+            other => out.log(false, format!("no function named {other:?}: this handler serves {POLL_FUNCTION} and {INGEST_FUNCTION}")),
+        }
+    };
+    if tokio::time::timeout(deadline.remaining() + OVERRUN, work)
+        .await
+        .is_err()
+    {
+        out.ok = false;
+        out.log(
+            false,
+            format!(
+                "{function}: stopped at the end of its {}s budget (CAS_INVOCATION_BUDGET) waiting on a call that did not answer (storage, CAS, Graph or Logs Ingestion); what it had finished is kept, the rest is retried",
+                budget.as_secs()
+            ),
+        );
     }
     out
 }

@@ -6,10 +6,11 @@
 
 pub(crate) mod azurite;
 pub(crate) mod host;
+mod relay;
 
 use crate::auth::sim::{IdentitySim, HEADER_SECRET};
 use crate::cas::sim::{CasSim, SimConfig};
-use crate::config::Settings;
+use crate::config::{Settings, StorageSettings};
 use crate::graph::sim::GraphSim;
 use crate::sentinel::sim::{IngestionSim, SIM_DCR};
 use crate::storage::queue::{Queue, QueueError};
@@ -56,6 +57,9 @@ pub struct HarnessOptions {
     pub cas: SimConfig,
     /// Extra settings for the handler (override the defaults).
     pub env: Vec<(String, String)>,
+    /// Reach storage, from the handler only, through relays that [`Harness::freeze_storage`]
+    /// can make hang.
+    pub relay_storage: bool,
 }
 
 /// Everything running.
@@ -73,6 +77,8 @@ pub struct Harness {
     pub identity: Arc<IdentitySim>,
     /// The Functions host stand-in.
     pub host: HostEmulator,
+    /// Whether the handler's storage relays hold everything (see [`HarnessOptions::relay_storage`]).
+    storage_frozen: Arc<std::sync::atomic::AtomicBool>,
     /// The settings the handler runs with.
     pub settings: Settings,
     /// The fan-out queue.
@@ -94,6 +100,26 @@ impl Harness {
         let (graph, graph_url) = GraphSim::start(3, 4).await;
         let (sink, sink_url) = IngestionSim::start(opts.out_dir, opts.keep_rows).await;
         let storage = azurite.storage();
+        let storage_frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handler_storage = if opts.relay_storage {
+            let relay = |port: u16| {
+                relay::Relay::start(
+                    (std::net::Ipv4Addr::LOCALHOST, port).into(),
+                    storage_frozen.clone(),
+                )
+            };
+            let (q, b) = (
+                relay(azurite.queue_port).await?,
+                relay(azurite.blob_port).await?,
+            );
+            StorageSettings::dev_storage(
+                &format!("http://{}/devstoreaccount1", q.addr),
+                &format!("http://{}/devstoreaccount1", b.addr),
+            )
+            .map_err(|e| LocalError::Settings(e.to_string()))?
+        } else {
+            storage.clone()
+        };
         let mut env: Vec<(String, String)> = vec![
             ("CAS_API_URL".into(), cas_url.to_string()),
             ("GRAPH_API_URL".into(), graph_url.to_string()),
@@ -101,7 +127,9 @@ impl Harness {
             ("SENTINEL_DCR_IMMUTABLE_ID".into(), SIM_DCR.into()),
             (
                 "AzureWebJobsStorage".into(),
-                storage.connection_string().expect("Azurite is key-based"),
+                handler_storage
+                    .connection_string()
+                    .expect("Azurite is key-based"),
             ),
             ("IDENTITY_ENDPOINT".into(), identity_url),
             ("IDENTITY_HEADER".into(), HEADER_SECRET.into()),
@@ -130,6 +158,7 @@ impl Harness {
             host: HostEmulator::new(handler_url, queue.clone(), poison.clone()),
             queue,
             poison,
+            storage_frozen,
             settings,
             handler: Default::default(),
             handler_bin: opts.handler_bin,
@@ -138,6 +167,13 @@ impl Harness {
         };
         h.start_handler().await?;
         Ok(h)
+    }
+
+    /// Makes the handler's storage hang (every call waits, no answer) or answer again; the
+    /// harness must have been started with [`HarnessOptions::relay_storage`].
+    pub fn freeze_storage(&self, frozen: bool) {
+        self.storage_frozen
+            .store(frozen, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts the handler process the way the host does (port in
@@ -321,6 +357,7 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
         keep_rows: false,
         cas: SimConfig::default(),
         env: vec![],
+        relay_storage: false,
     })
     .await?;
     seed(&h);

@@ -150,7 +150,12 @@ async fn cas_checks(app: &App, deadline: Deadline) -> Vec<Check> {
 /// only with the right endpoint, DCR, stream and role, and writes nothing.
 async fn stream_check(app: &App, stream: &str, deadline: Deadline) -> Check {
     let name = format!("Logs Ingestion {stream}");
-    let outcome = match app.sentinel.send_body(stream, b"[]", deadline).await {
+    let uncertain = std::sync::atomic::AtomicU32::new(0);
+    let outcome = match app
+        .sentinel
+        .send_body(stream, b"[]", deadline, &uncertain)
+        .await
+    {
         Ok(()) => Ok(format!(
             "an empty upload was accepted (DCR {}, role in place)",
             app.settings.sentinel.dcr_immutable_id

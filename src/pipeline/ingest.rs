@@ -15,6 +15,7 @@ use crate::storage::blobs::{BlobError, Blobs};
 use crate::storage::SetupError;
 use crate::{json::Record, schema::row_bytes};
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What an ingest did.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,10 +91,13 @@ pub(crate) async fn process(
 ) -> Result<IngestOutcome, IngestError> {
     let env = Envelope::parse(text)?;
     tracing::Span::current().record("data_type", env.data_type.as_str());
+    // The ledger is keyed by the batch id: it is trusted only for the content it names.
+    let payload = payload_text(app, &env).await?;
+    env.check_id(&payload)?;
     let Some(mut claim) = ledger::claim(app.blobs, &env, deadline).await? else {
         return Ok(IngestOutcome::AlreadySent(env.batch));
     };
-    match send(app, &env, &mut claim, deadline).await {
+    match send(app, &env, payload, &mut claim, deadline).await {
         Ok((rows, calls)) => {
             ledger::mark_sent(app.blobs, &env, &claim, rows, deadline).await?;
             Ok(IngestOutcome::Sent {
@@ -109,10 +113,8 @@ pub(crate) async fn process(
     }
 }
 
-/// The batch's rows, ready to send: its payload (inline or from its blob) decoded,
-/// repaired if it came from elsewhere, mapped, and any field over the service's limit cut.
-/// Only the rows outlive this: the batch's text is freed before the calls run.
-async fn rows_of(app: Sink<'_>, env: &Envelope) -> Result<Vec<Vec<u8>>, IngestError> {
+/// The batch's payload (inline, or from its blob) as text: its records as a JSON array.
+async fn payload_text(app: Sink<'_>, env: &Envelope) -> Result<String, IngestError> {
     let gz = match &env.payload {
         Payload::Inline { .. } => env.inline_gzip()?,
         Payload::Blob { blob } => {
@@ -124,8 +126,14 @@ async fn rows_of(app: Sink<'_>, env: &Envelope) -> Result<Vec<Vec<u8>>, IngestEr
             gz
         }
     };
-    // Records stay as borrowed raw JSON: see schema::record for why.
-    let text = decode_text(env, &gz)?;
+    Ok(decode_text(env, &gz)?)
+}
+
+/// The batch's rows, ready to send: its payload text repaired if it came from elsewhere,
+/// mapped, and any field over the service's limit cut. Only the rows outlive this: the
+/// batch's text is freed before the calls run.
+fn rows_of(env: &Envelope, text: String) -> Result<Vec<Vec<u8>>, IngestError> {
+    // Records stay as borrowed raw JSON: see json::record for why.
     // A batch this build packed is strict JSON already (the poll repairs CAS's pages); one
     // from elsewhere (an import, an older release) is repaired here rather than refused.
     let repaired: String;
@@ -168,37 +176,65 @@ async fn rows_of(app: Sink<'_>, env: &Envelope) -> Result<Vec<Vec<u8>>, IngestEr
 }
 
 /// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made).
+///
+/// The calls go one range at a time, front first, so rows keep their order. A 413 splits
+/// its range in two (the service's limit can be below ours). Whenever a batch takes more
+/// than one call (its parts, a split, a batch taken over part-sent), each accepted range
+/// is recorded in the ledger before the next call, so a later failure, here or in a
+/// redelivery, never sends an accepted row again.
 async fn send(
     app: Sink<'_>,
     env: &Envelope,
+    payload: String,
     claim: &mut Claim,
     deadline: Deadline,
 ) -> Result<(usize, usize), IngestError> {
-    let rows = rows_of(app, env).await?;
+    let rows = rows_of(env, payload)?;
     let stream = app.streams.stream(env.data_type);
-    let runs = ledger::unsent(rows.len(), &claim.sent);
-    let mut parts = Vec::new();
-    for run in &runs {
+    // A stack, the next call on top.
+    let mut pending = Vec::new();
+    for run in ledger::unsent(rows.len(), &claim.sent) {
         let split = pack::split(&rows[run.clone()], app.sentinel.max_call_bytes())
             .map_err(SentinelError::from)?;
-        parts.extend(
+        pending.extend(
             split
                 .into_iter()
                 .map(|r| r.start + run.start..r.end + run.start),
         );
     }
-    let several = parts.len() > 1 || !claim.sent.is_empty();
+    pending.reverse();
+    let mut several = pending.len() > 1 || !claim.sent.is_empty();
     let (mut sent_rows, mut calls) = (0, 0);
-    for range in parts {
-        calls += app
+    while let Some(range) = pending.pop() {
+        let uncertain = AtomicU32::new(0);
+        let body = pack::body(&rows[range.clone()]);
+        let result = app
             .sentinel
-            .send_rows(stream, &rows[range.clone()], deadline)
-            .await?;
-        sent_rows += range.len();
-        if several {
-            claim.record(app.blobs, range, deadline).await?;
-        } else {
-            claim.sent.push([range.start, range.end]);
+            .send_body(stream, &body, deadline, &uncertain)
+            .await;
+        claim.uncertain += uncertain.load(Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                calls += 1;
+                sent_rows += range.len();
+                if several {
+                    claim.record(app.blobs, range, deadline).await?;
+                } else {
+                    claim.sent.push([range.start, range.end]);
+                }
+            }
+            Err(SentinelError::Rejected { status: 413, .. }) if range.len() > 1 => {
+                let mid = range.start + range.len() / 2;
+                tracing::warn!(
+                    batch = %env.batch,
+                    rows = range.len(),
+                    "413 from Logs Ingestion; splitting the call"
+                );
+                pending.push(mid..range.end);
+                pending.push(range.start..mid);
+                several = true;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok((sent_rows, calls))
@@ -212,7 +248,6 @@ mod tests {
     /// (`blobs::sim`) and the Logs Ingestion simulator, both on loopback; no Azurite, no npm.
     mod protocol {
         use super::*;
-        use crate::auth::sim::SimCredential;
         use crate::batch::envelope::pack;
         use crate::model::{DataType, Window};
         use crate::sentinel::sim::{IngestFault, IngestionSim, SIM_DCR};
@@ -238,7 +273,7 @@ mod tests {
                     reqwest::Client::new(),
                     url.clone(),
                     SIM_DCR.into(),
-                    Arc::new(SimCredential),
+                    crate::auth::sim::renewable(),
                 )
                 .with_max_call_bytes(max_call_bytes);
                 let all = crate::config::Settings::from_pairs(&[

@@ -79,6 +79,11 @@ pub enum PollError {
     /// The queue or container could not be created.
     #[error("storage: {0}")]
     Setup(#[source] SetupError),
+    /// A whole invocation passed without one page from the source while it had work: the
+    /// service hangs, trickles, or throttles without end. Reported as a failure, so the
+    /// failed-invocation alert fires rather than only the lag alert an hour later.
+    #[error("{0}: no page arrived in the whole invocation ({1}); the data type is falling behind")]
+    Stalled(DataType, String),
 }
 
 /// A message was not enqueued durably.
@@ -311,6 +316,9 @@ impl<O: Outbox + Sync> Lane<'_, O> {
         }
         report.complete = puller.complete();
         report.lag_seconds = puller.lag_seconds(now_ms());
+        if let (0, Some(why)) = (report.pages, &report.stopped) {
+            return Err(PollError::Stalled(dt, why.clone()));
+        }
         Ok(report)
     }
 }

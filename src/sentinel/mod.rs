@@ -5,11 +5,10 @@ pub(crate) mod pack;
 #[cfg(feature = "sim")]
 pub(crate) mod sim;
 
-use crate::auth::{self, AuthError};
+use crate::auth::{AuthError, Renewable};
 use crate::codec::gzip_fast;
 use crate::retry::{drive, error_parts, read_answer, Attempt, Deadline, Policy};
-use azure_core::credentials::TokenCredential;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
@@ -54,11 +53,16 @@ pub struct LogsIngestion {
     http: reqwest::Client,
     endpoint: Url,
     dcr_immutable_id: String,
-    credential: Arc<dyn TokenCredential>,
+    credential: Arc<Renewable>,
     scope: String,
     max_call_bytes: usize,
+    call_timeout: Duration,
     calls: Arc<AtomicU64>,
 }
+
+/// How long one try of a call waits for the service's answer by default
+/// (`SENTINEL_CALL_TIMEOUT`).
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl LogsIngestion {
     /// A client for the DCR `dcr_immutable_id` at `endpoint`.
@@ -66,7 +70,7 @@ impl LogsIngestion {
         http: reqwest::Client,
         endpoint: Url,
         dcr_immutable_id: String,
-        credential: Arc<dyn TokenCredential>,
+        credential: Arc<Renewable>,
     ) -> Self {
         let scope = scope_for(&endpoint).to_string();
         LogsIngestion {
@@ -76,8 +80,16 @@ impl LogsIngestion {
             credential,
             scope,
             max_call_bytes: crate::config::MAX_CALL_BYTES,
+            call_timeout: CALL_TIMEOUT,
             calls: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How long a first try waits for an answer (a try after one that went unanswered
+    /// waits for as long as the budget allows).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     /// Lowers the per-call limit (never above the service's 1 MiB).
@@ -97,46 +109,20 @@ impl LogsIngestion {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// Sends rows (serialized JSON objects) as one call, splitting in two and sending
-    /// each half when the service answers 413; returns the calls that succeeded.
-    pub async fn send_rows(
-        &self,
-        stream: &str,
-        rows: &[Vec<u8>],
-        deadline: Deadline,
-    ) -> Result<usize, SentinelError> {
-        let mut pending = Vec::new();
-        pending.push(0..rows.len());
-        let mut calls = 0;
-        // Depth-first, front half first, so rows keep their order.
-        while let Some(range) = pending.pop() {
-            match self
-                .send_body(stream, &pack::body(&rows[range.clone()]), deadline)
-                .await
-            {
-                Ok(()) => calls += 1,
-                Err(SentinelError::Rejected { status: 413, .. }) if range.len() > 1 => {
-                    let mid = range.start + range.len() / 2;
-                    tracing::warn!(
-                        stream,
-                        rows = range.len(),
-                        "413 from Logs Ingestion; splitting the call"
-                    );
-                    pending.push(mid..range.end);
-                    pending.push(range.start..mid);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(calls)
-    }
-
-    /// Sends one body (already a JSON array within the limit), retrying transient failures.
+    /// Sends one body (already a JSON array within the limit), retrying transient
+    /// failures within the budget.
+    ///
+    /// A try that the service took but did not answer in time (the rows may be stored)
+    /// is counted in `uncertain`, and the tries after it wait for an answer for as long as
+    /// the budget allows, so a service that is merely slow is waited for rather than sent
+    /// the rows again and again: each uncertain try costs at most one copy of the rows. A
+    /// 401 drops the cached token once and tries again with a new one.
     pub async fn send_body(
         &self,
         stream: &str,
         body: &[u8],
         deadline: Deadline,
+        uncertain: &AtomicU32,
     ) -> Result<(), SentinelError> {
         let mut url = self.endpoint.clone();
         let base = url.path().trim_end_matches('/').to_string();
@@ -146,47 +132,94 @@ impl LogsIngestion {
         ));
         url.set_query(Some(&format!("api-version={API_VERSION}")));
         let compressed = gzip_fast(body);
-        let call = |_| self.attempt(stream, &url, &compressed, deadline);
+        let renewed = AtomicBool::new(false);
+        let call = |_| {
+            let call = Call {
+                stream,
+                url: &url,
+                gzipped: &compressed,
+                deadline,
+                uncertain,
+                renewed: &renewed,
+            };
+            self.attempt(call)
+        };
         let out_of_time = |last| SentinelError::OutOfTime { last };
         drive(POLICY, stream, deadline, call, out_of_time).await
     }
 
     /// One try of one call, and what its answer means.
-    async fn attempt(
-        &self,
-        stream: &str,
-        url: &Url,
-        gzipped: &[u8],
-        deadline: Deadline,
-    ) -> Attempt<(), SentinelError> {
-        let token = match auth::bearer(self.credential.as_ref(), &self.scope).await {
+    async fn attempt(&self, c: Call<'_>) -> Attempt<(), SentinelError> {
+        let token = match self.credential.token(&self.scope).await {
             Ok(t) => t,
             Err(e) => return Attempt::Fail(e.into()),
+        };
+        // After a try that went unanswered, wait for as long as the budget allows.
+        let timeout = match c.uncertain.load(Ordering::Relaxed) {
+            0 => c.deadline.remaining().min(self.call_timeout),
+            _ => c.deadline.remaining(),
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
         let sent = self
             .http
-            .post(url.clone())
-            .bearer_auth(token)
+            .post(c.url.clone())
+            .bearer_auth(&token.secret)
             .header("Content-Type", "application/json")
             .header("Content-Encoding", "gzip")
-            .timeout(deadline.remaining().min(Duration::from_secs(60)))
-            .body(gzipped.to_vec())
+            .timeout(timeout)
+            .body(c.gzipped.to_vec())
             .send()
             .await;
-        match read_answer(sent, |status, wait, body| {
-            classify(stream, status, wait, body)
+        if let Err(e) = &sent {
+            // Connected and sent, but no answer: the service may have stored the rows.
+            if e.is_timeout() && !e.is_connect() {
+                let n = c.uncertain.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    stream = c.stream,
+                    uncertain = n,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "Logs Ingestion did not answer in time; the rows may have been stored, so trying again may add one copy of them"
+                );
+            }
+        }
+        let refused_token = AtomicBool::new(false);
+        let answer = read_answer(sent, |status, wait, body| {
+            if status == 401 && !c.renewed.swap(true, Ordering::Relaxed) {
+                refused_token.store(true, Ordering::Relaxed);
+                return Attempt::retry(Some(Duration::ZERO), "401: token refused");
+            }
+            classify(c.stream, status, wait, body)
         })
-        .await
-        {
+        .await;
+        if refused_token.load(Ordering::Relaxed) {
+            tracing::warn!(
+                stream = c.stream,
+                "Logs Ingestion refused the cached token; getting a new one"
+            );
+            self.credential.forget(token.generation);
+        }
+        match answer {
             Attempt::Done(_) => {
-                crate::telemetry::add_bytes_sent(gzipped.len());
+                crate::telemetry::add_bytes_sent(c.gzipped.len());
                 Attempt::Done(())
             }
             Attempt::Retry { wait, reason } => Attempt::Retry { wait, reason },
             Attempt::Fail(e) => Attempt::Fail(e),
         }
     }
+}
+
+/// One call's fixed parts, and what its tries have learnt.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    stream: &'a str,
+    url: &'a Url,
+    gzipped: &'a [u8],
+    deadline: Deadline,
+    /// Tries the service took and did not answer.
+    uncertain: &'a AtomicU32,
+    /// Whether a refused token was dropped already (once per call).
+    renewed: &'a AtomicBool,
 }
 
 /// How Logs Ingestion calls back off: from 0.5 s up to 30 s between tries.

@@ -7,7 +7,7 @@
 use crate::model::DataType;
 use flate2::read::GzDecoder;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -55,6 +55,12 @@ struct State {
     first_accepted: HashMap<String, i64>,
     /// The caller lacks Monitoring Metrics Publisher on the DCR: every call is 403.
     denied: bool,
+    /// The largest body (either form) accepted; the service's documented limit is 1 MiB,
+    /// and a test can set it lower to model a service that refuses less.
+    limit: usize,
+    /// Bearer tokens seen so far (their text), and those refused from now on with 401.
+    seen: HashSet<String>,
+    revoked: HashSet<String>,
 }
 
 /// The simulated endpoint.
@@ -86,7 +92,10 @@ impl IngestionSim {
             streams,
             out_dir,
             keep_rows,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                limit: LIMIT,
+                ..State::default()
+            }),
             reply_delay_ms: Default::default(),
         });
         let s = sim.clone();
@@ -150,6 +159,20 @@ impl IngestionSim {
         self.lock().kept.get(table).cloned().unwrap_or_default()
     }
 
+    /// Refuses bodies over `bytes` with 413 (in either form), as a service whose real
+    /// limit is below the documented 1 MiB would.
+    pub fn set_limit(&self, bytes: usize) {
+        self.lock().limit = bytes.min(LIMIT);
+    }
+
+    /// Refuses every token seen so far with 401 (revoked, or expired early through the
+    /// caller's clock skew); tokens issued later are accepted.
+    pub fn revoke_tokens_seen(&self) {
+        let mut st = self.lock();
+        let seen: Vec<String> = st.seen.iter().cloned().collect();
+        st.revoked.extend(seen);
+    }
+
     #[allow(clippy::too_many_arguments)]
     /// Refuses every call with 403 while set, as the service does for an identity without
     /// Monitoring Metrics Publisher on the DCR.
@@ -171,6 +194,15 @@ impl IngestionSim {
         if let Err(why) = crate::auth::sim::check_bearer(auth, "https://monitor.azure.com") {
             return Err(refuse(StatusCode::UNAUTHORIZED, "InvalidToken", why));
         }
+        let token = auth.unwrap_or_default().to_string();
+        if st.revoked.contains(&token) {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "InvalidToken",
+                "the token was revoked",
+            ));
+        }
+        st.seen.insert(token);
         if st.denied {
             // The service's own answer for an identity without the role on the DCR (as the
             // Azure SDKs' troubleshooting guides quote it): code OperationFailed, not Forbidden.
@@ -292,13 +324,14 @@ fn read_rows(
             what,
         )
     };
-    if body.len() > LIMIT {
+    let limit = st.limit;
+    if body.len() > limit {
         return Err(too_large(st, "the request body exceeds 1 MiB"));
     }
     let raw = if enc.is_some_and(|e| e.eq_ignore_ascii_case("gzip")) {
         let mut out = Vec::new();
         if GzDecoder::new(body)
-            .take(LIMIT as u64 + 1)
+            .take(limit as u64 + 1)
             .read_to_end(&mut out)
             .is_err()
         {
@@ -313,7 +346,7 @@ fn read_rows(
         body.to_vec()
     };
     st.stats.max_body = st.stats.max_body.max(raw.len());
-    if raw.len() > LIMIT {
+    if raw.len() > limit {
         return Err(too_large(st, "the uncompressed body exceeds 1 MiB"));
     }
     let Ok(Value::Array(rows)) = serde_json::from_slice(&raw) else {

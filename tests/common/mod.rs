@@ -19,6 +19,17 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Starts a harness with these handler settings and tenant behaviour.
 pub async fn harness(name: &str, env: &[(&str, &str)], cas: SimConfig) -> Harness {
+    harness_with(name, env, cas, false).await
+}
+
+/// [`harness`], the handler reaching storage through relays that can hang
+/// (`Harness::freeze_storage`) when `relay_storage`.
+pub async fn harness_with(
+    name: &str,
+    env: &[(&str, &str)],
+    cas: SimConfig,
+    relay_storage: bool,
+) -> Harness {
     Harness::start(HarnessOptions {
         handler_bin: PathBuf::from(env!("CARGO_BIN_EXE_cas-sentinel")),
         work_dir: scratch(name),
@@ -29,6 +40,7 @@ pub async fn harness(name: &str, env: &[(&str, &str)], cas: SimConfig) -> Harnes
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        relay_storage,
     })
     .await
     .expect("the harness starts (is Azurite installed? run `npm ci`)")
