@@ -40,6 +40,10 @@ param casSchedule string = '0 */2 * * * *'
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+@description('Days a batch\'s state (and its spilled payload and duplicate note) is kept after its last change. A redelivered or replayed message is skipped as sent only while its batch state exists: queue and poison messages live 7 days, so keep this well above 7; a message imported from an export file older than this is sent again.')
+@minValue(8)
+param batchStateRetentionDays int = 30
+
 @description('Thresholds of the analytics rules in infra/sentinel/rules (docs/content.md).')
 param ruleThresholds object = {
   downloadThreshold: 200
@@ -126,6 +130,44 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
   parent: storage
   name: 'default'
+}
+
+// Batch states are written once per batch and never read after its messages are gone: a
+// busy tenant makes millions a year. The lifecycle rule deletes them (with the spilled
+// payloads and the notes of possible duplicates) once no message can name them any more.
+resource batchStateLifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-batch-state'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                'cas-sentinel/batches/'
+                'cas-sentinel/payloads/'
+                'cas-sentinel/uncertain/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: batchStateRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
 }
 
 resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {

@@ -60,9 +60,13 @@ enum Command {
         /// Write the matching poison messages to this file (NDJSON) and leave them in the queue.
         #[arg(long, conflicts_with_all = ["import", "force"])]
         export: Option<PathBuf>,
-        /// Enqueue the messages of an export file onto the fan-out queue.
+        /// Enqueue the messages of an export file onto the fan-out queue (the whole file is
+        /// checked first; nothing is enqueued if a line is unusable).
         #[arg(long)]
         import: Option<PathBuf>,
+        /// With --import: also enqueue messages that are not cas-sentinel envelopes.
+        #[arg(long, requires = "import")]
+        allow_foreign: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -132,6 +136,7 @@ async fn run(command: Command) -> Result<()> {
             force,
             export,
             import,
+            allow_foreign,
             json,
         } => {
             let sel = crate::ops::replay::Selection {
@@ -139,6 +144,7 @@ async fn run(command: Command) -> Result<()> {
                 since,
                 max,
             };
+            let import = import.map(|path| (path, allow_foreign));
             replay(sel, dry_run, force, export, import, json).await
         }
         Command::Backfill {
@@ -180,7 +186,7 @@ async fn replay(
     dry_run: bool,
     force: bool,
     export: Option<PathBuf>,
-    import: Option<PathBuf>,
+    import: Option<(PathBuf, bool)>,
     json: bool,
 ) -> Result<()> {
     let app = app_from_env()?;
@@ -194,7 +200,9 @@ async fn replay(
         return Ok(());
     }
     let report = match import {
-        Some(path) => crate::ops::replay::import(&app, &sel, &path, dry_run).await?,
+        Some((path, allow_foreign)) => {
+            crate::ops::replay::import(&app, &sel, &path, dry_run, allow_foreign).await?
+        }
         None => crate::ops::replay::replay(&app, &sel, dry_run, force).await?,
     };
     if json {

@@ -119,9 +119,12 @@ impl<T, E> Attempt<T, E> {
 
 /// What an HTTP answer means: the body of a success; a retry for a failed connection or a
 /// body cut off; otherwise what the client's `classify` makes of the status, the
-/// `Retry-After` header and the body.
+/// `Retry-After` header and the body. A body over `max_body` bytes is not read further
+/// (memory stays bounded whatever a service sends): `too_large` makes the error.
 pub(crate) async fn read_answer<E>(
     sent: Result<reqwest::Response, reqwest::Error>,
+    max_body: usize,
+    too_large: impl FnOnce(usize) -> E,
     classify: impl FnOnce(u16, Option<Duration>, &str) -> Attempt<bytes::Bytes, E>,
 ) -> Attempt<bytes::Bytes, E> {
     let rsp = match sent {
@@ -130,15 +133,48 @@ pub(crate) async fn read_answer<E>(
     };
     let status = rsp.status().as_u16();
     if rsp.status().is_success() {
-        return match rsp.bytes().await {
+        return match read_capped(rsp, max_body).await {
             Ok(b) => Attempt::Done(b),
+            Err(Capped::Over) => Attempt::Fail(too_large(max_body)),
             // The body was cut off: as retryable as a failed connection.
-            Err(e) => Attempt::retry(None, format!("reading the body: {e}")),
+            Err(Capped::Failed(e)) => Attempt::retry(None, format!("reading the body: {e}")),
         };
     }
     let hinted = retry_after(rsp.headers());
-    let text = rsp.text().await.unwrap_or_default();
+    // An error's body is read for its code and message; only its start matters.
+    let text = match read_capped(rsp, MAX_ERROR_BODY).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
     classify(status, hinted, &text)
+}
+
+/// The most of an error answer's body that is read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Why a body was not read whole.
+enum Capped {
+    /// It is longer than the cap.
+    Over,
+    /// The connection failed part-way.
+    Failed(reqwest::Error),
+}
+
+/// Reads a body of at most `max` bytes, a chunk at a time, reserving what the service
+/// announced (when within the cap) so a large page is not copied as the buffer grows.
+async fn read_capped(mut rsp: reqwest::Response, max: usize) -> Result<bytes::Bytes, Capped> {
+    let announced = rsp.content_length().unwrap_or(0);
+    if announced > max as u64 {
+        return Err(Capped::Over);
+    }
+    let mut body = Vec::with_capacity(announced as usize);
+    while let Some(chunk) = rsp.chunk().await.map_err(Capped::Failed)? {
+        if body.len() + chunk.len() > max {
+            return Err(Capped::Over);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
 }
 
 /// How one service is retried.
@@ -274,6 +310,38 @@ mod tests {
         for bad in ["-1", "NaN", "inf"] {
             h.insert(reqwest::header::RETRY_AFTER, bad.parse().unwrap());
             assert_eq!(retry_after(&h), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused_whether_announced_or_streamed() {
+        use warp::Filter;
+        use warp::Reply;
+        let announced = warp::path("announced").map(|| "x".repeat(300_000).into_response());
+        // No Content-Length: the body arrives in chunks and is counted as it comes.
+        let streamed = warp::path("streamed").map(|| {
+            let chunks = (0..30).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 10_000]));
+            warp::reply::stream(futures::stream::iter(chunks)).into_response()
+        });
+        let addr = crate::loopback::serve(announced.or(streamed).unify(), 0)
+            .await
+            .unwrap();
+        for path in ["announced", "streamed"] {
+            let get = || reqwest::get(format!("http://{addr}/{path}"));
+            let over: Attempt<bytes::Bytes, usize> =
+                read_answer(get().await, 100_000, |max| max, |_, _, _| Attempt::Fail(0)).await;
+            assert!(matches!(over, Attempt::Fail(100_000)), "{path}");
+            let within: Attempt<bytes::Bytes, usize> = read_answer(
+                get().await,
+                1_000_000,
+                |max| max,
+                |_, _, _| Attempt::Fail(0),
+            )
+            .await;
+            assert!(
+                matches!(within, Attempt::Done(ref b) if b.len() == 300_000),
+                "{path}"
+            );
         }
     }
 

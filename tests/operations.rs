@@ -83,6 +83,37 @@ async fn poison_messages_are_replayed_with_one_command_and_never_duplicate_rows(
     assert!(ok && out.contains("sent markers removed"), "{out}");
     h.host.drain(DRAIN).await.unwrap();
     assert_eq!(h.sink.rows("McasAlerts_CL").len(), 80, "forced: sent again");
+
+    // An import reads the whole file before it enqueues anything: one unusable line, or
+    // one message that is not ours, and nothing moves; the foreign one goes only when
+    // asked for by name.
+    let good = std::fs::read_to_string(&export).unwrap();
+    let foreign =
+        serde_json::json!({"id": "someone-elses", "inserted": null, "message": "aGVsbG8="});
+    let mixed = common::scratch("ops-replay-mixed").with_extension("ndjson");
+    let import = |lines: &[&str]| {
+        std::fs::write(&mixed, lines.join("\n")).unwrap();
+        mixed.to_str().unwrap().to_string()
+    };
+    let path = import(&[good.trim(), "{not json", good.trim()]);
+    let (ok, _, err) = run_cli(&h, &["replay", "--import", &path], &[]).await;
+    assert!(
+        !ok && err.contains(":2: not an exported message") && err.contains("nothing was enqueued"),
+        "{err}"
+    );
+    let path = import(&[good.trim(), &foreign.to_string()]);
+    let (ok, _, err) = run_cli(&h, &["replay", "--import", &path], &[]).await;
+    assert!(
+        !ok && err.contains("someone-elses is not a cas-sentinel envelope"),
+        "{err}"
+    );
+    assert_eq!(
+        h.queue.approximate_len().await.unwrap(),
+        0,
+        "nothing enqueued"
+    );
+    let (ok, out, err) = run_cli(&h, &["replay", "--import", &path, "--allow-foreign"], &[]).await;
+    assert!(ok && out.contains("moved 2 message(s)"), "{out}{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,6 +183,26 @@ async fn backfill_reaches_past_the_lookback_without_moving_the_checkpoint() {
     assert!(
         ok && err.contains("sent twice"),
         "overlapping ranges are warned about: {err}"
+    );
+
+    // A backfill over a range backfilled before names the earlier one.
+    let (ok, _, err) = run_cli(
+        &h,
+        &[
+            "backfill",
+            "--data-type",
+            "activities",
+            "--from",
+            "P3D",
+            "--to",
+            "P2D",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        ok && err.contains("overlaps an earlier backfill of") && !err.contains("poll has already"),
+        "{err}"
     );
 }
 

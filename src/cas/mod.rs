@@ -38,6 +38,11 @@ pub enum CasAuth {
     Entra(Arc<dyn TokenCredential>),
 }
 
+/// The largest CAS answer read: a scan page of 5,000 activities of 1 to 4 KiB each is
+/// 5 to 20 MiB, so this leaves room for pages of unusually large records while a service
+/// that sends without end cannot take the handler's memory with it.
+pub(crate) const MAX_ANSWER: usize = 64 << 20;
+
 /// A CAS call that did not produce a usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CasError {
@@ -206,9 +211,21 @@ impl CasClient {
             req = req.json(b);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        read_answer(req.send().await, |status, wait, body| {
-            classify(path, status, wait, body)
-        })
+        let too_large = |max: usize| {
+            CasError::Shape {
+            path: path.into(),
+            detail: format!(
+                "the answer is over {} MiB; lower CAS_SCAN_LIMIT (records this large are rare: the page holds some very large ones)",
+                max >> 20
+            ),
+        }
+        };
+        read_answer(
+            req.send().await,
+            MAX_ANSWER,
+            too_large,
+            |status, wait, body| classify(path, status, wait, body),
+        )
         .await
     }
 }

@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
+/// The largest Graph answer read: a page of discovered apps, users or IP addresses is a
+/// few hundred KiB (Graph pages hold up to 999 items of well under 1 KiB).
+pub(crate) const MAX_ANSWER: usize = 16 << 20;
+
 /// Where Graph keeps the continuous reports.
 pub(crate) const STREAMS_PATH: &str =
     "beta/security/dataDiscovery/cloudAppDiscovery/uploadedStreams";
@@ -166,7 +170,11 @@ impl GraphClient {
             .timeout(deadline.remaining().min(Duration::from_secs(60)))
             .send()
             .await;
-        read_answer(sent, |status, wait, body| {
+        let too_large = |max: usize| GraphError::Shape {
+            what: what.into(),
+            detail: format!("the answer is over {} MiB", max >> 20),
+        };
+        read_answer(sent, MAX_ANSWER, too_large, |status, wait, body| {
             classify(what, status, wait, body)
         })
         .await

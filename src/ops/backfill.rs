@@ -42,15 +42,26 @@ pub(crate) async fn backfill(
     }
     app.ensure_resources().await?;
     let mut report = BackfillReport::default();
+    let mut warnings = Vec::new();
     if let Some(c) = app.checkpoints.load::<Cursor>(data_type).await?.cursor {
         if window.end_ms() >= c.query_from() {
-            report.overlap_warning = Some(format!(
+            warnings.push(format!(
                 "the range reaches {} and the poll has already forwarded {data_type} from {}: records in both are sent twice (dedupe in KQL by the CAS id)",
                 format_ms(window.end_ms()),
                 format_ms(c.query_from())
             ));
         }
     }
+    let earlier = record_backfill(app, data_type, window).await?;
+    warnings.extend(earlier.iter().filter(|b| b.overlaps(window)).map(|b| {
+        format!(
+            "the range overlaps an earlier backfill of {} to {} (started {}): records in both are sent twice (dedupe in KQL by the CAS id)",
+            format_ms(b.from_ms),
+            format_ms(b.to_ms),
+            b.started
+        )
+    }));
+    report.overlap_warning = (!warnings.is_empty()).then(|| warnings.join("; "));
     // The same pull the poll uses, told that "now" is the end of the range plus the
     // settle delay, starting from a cursor at the range's start; no overlap, no watch.
     let mut cas = app.settings.cas.clone();
@@ -107,6 +118,56 @@ pub(crate) async fn backfill(
     progress.finish();
     report.cas_requests = app.cas.requests_sent() - before;
     Ok(report)
+}
+
+/// A backfill run before, as `backfills/<type>.json` lists them (newest last).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Earlier {
+    from_ms: i64,
+    to_ms: i64,
+    /// When it was started (RFC 3339).
+    started: String,
+}
+
+impl Earlier {
+    fn overlaps(&self, w: Window) -> bool {
+        self.from_ms <= w.end_ms() && w.start_ms() <= self.to_ms
+    }
+}
+
+/// The backfills a data type keeps on record; older ones are dropped, as their records
+/// are long sent and a warning about them would be noise.
+const KEPT_BACKFILLS: usize = 200;
+
+/// Adds `window` to the data type's record of backfills before it is pulled (a backfill
+/// that stops part-way has still sent part of it), and returns the earlier ones.
+async fn record_backfill(
+    app: &App,
+    data_type: DataType,
+    window: Window,
+) -> Result<Vec<Earlier>, OpsError> {
+    let name = format!("backfills/{data_type}.json");
+    let (earlier, condition) = match app.blobs.get(&name).await? {
+        Some((bytes, etag)) => (
+            serde_json::from_slice::<Vec<Earlier>>(&bytes).unwrap_or_else(|e| {
+                tracing::warn!("{name} is unreadable ({e}); starting its record anew");
+                Vec::new()
+            }),
+            crate::storage::blobs::WriteCondition::IfMatch(etag),
+        ),
+        None => (Vec::new(), crate::storage::blobs::WriteCondition::IfAbsent),
+    };
+    let mut all = earlier.clone();
+    all.push(Earlier {
+        from_ms: window.start_ms(),
+        to_ms: window.end_ms(),
+        started: format_ms(crate::model::now_ms()),
+    });
+    let drop = all.len().saturating_sub(KEPT_BACKFILLS);
+    all.drain(..drop);
+    let bytes = serde_json::to_vec(&all).expect("backfill records serialize");
+    app.blobs.put(&name, bytes, condition).await?;
+    Ok(earlier)
 }
 
 /// Progress on stderr.

@@ -215,13 +215,20 @@ pub(crate) async fn export(
     Ok(lines.len())
 }
 
-/// Enqueues the messages of an export file onto the fan-out queue, unchanged.
+/// Enqueues the messages of an export file (one [`Exported`] a line) that `sel` matches.
+/// The whole file is checked first, and nothing is enqueued if any line is not an
+/// exported message, or (unless `allow_foreign`) holds a message that is not a
+/// cas-sentinel envelope: a file half enqueued, or someone else's messages in our queue,
+/// are harder to undo than a refusal. The file is read twice, a line at a time, so its
+/// size does not matter.
 pub(crate) async fn import(
     app: &App,
     sel: &Selection,
     path: &std::path::Path,
     dry_run: bool,
+    allow_foreign: bool,
 ) -> Result<ReplayReport, OpsError> {
+    check_import(path, allow_foreign)?;
     let file_err = file_error(path);
     let file = std::fs::File::open(path).map_err(file_err)?;
     app.ensure_resources().await?;
@@ -231,13 +238,8 @@ pub(crate) async fn import(
         if line.trim().is_empty() {
             continue;
         }
-        let e: Exported = serde_json::from_str(&line).map_err(|err| {
-            OpsError::Input(format!(
-                "{}:{}: not an exported message: {err}",
-                path.display(),
-                n + 1
-            ))
-        })?;
+        let e: Exported = serde_json::from_str(&line)
+            .map_err(|err| OpsError::Input(format!("{}:{}: {err}", path.display(), n + 1)))?;
         let env = describe(&e.message);
         let inserted = e.inserted.as_deref().and_then(|t| {
             OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
@@ -258,4 +260,45 @@ pub(crate) async fn import(
         }
     }
     Ok(report)
+}
+
+/// Reads an export file through, naming every line that cannot be imported (the first
+/// ten, and how many more).
+fn check_import(path: &std::path::Path, allow_foreign: bool) -> Result<(), OpsError> {
+    let file_err = file_error(path);
+    let file = std::fs::File::open(path).map_err(file_err)?;
+    let (mut bad, mut count) = (Vec::new(), 0usize);
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(file_err)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let problem = match serde_json::from_str::<Exported>(&line) {
+            Err(err) => Some(format!("not an exported message: {err}")),
+            Ok(e) if !allow_foreign && describe(&e.message).is_none() => Some(format!(
+                "message {} is not a cas-sentinel envelope (give --allow-foreign to enqueue it anyway)",
+                e.id
+            )),
+            Ok(_) => None,
+        };
+        if let Some(p) = problem {
+            count += 1;
+            if bad.len() < 10 {
+                bad.push(format!("{}:{}: {p}", path.display(), n + 1));
+            }
+        }
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    let more = count - bad.len();
+    let tail = if more > 0 {
+        format!("\n... and {more} more")
+    } else {
+        String::new()
+    };
+    Err(OpsError::Input(format!(
+        "{count} line(s) cannot be imported; nothing was enqueued:\n{}{tail}",
+        bad.join("\n")
+    )))
 }

@@ -2,7 +2,7 @@
 
 use super::OpsError;
 use crate::app::App;
-use crate::batch::ledger::{is_part_marker, state_prefix};
+use crate::batch::ledger::{is_part_marker, state_prefix, uncertain_prefix};
 use crate::cas::Cursor;
 use crate::graph::discovery::SnapshotCursor;
 use crate::model::{format_ms, now_ms, DataType};
@@ -25,7 +25,10 @@ pub(crate) struct TypeStatus {
     /// Alerts watched for status changes.
     pub watched_alerts: Option<usize>,
     /// Batches marked as sent.
-    pub sent_batches: usize,
+    pub sent_batches: u64,
+    /// Sent batches a call of which Logs Ingestion took and never answered: each may hold
+    /// a copy of its rows (see docs/reliability.md).
+    pub possible_duplicate_batches: u64,
     /// Anything else a reader should know (a discovery snapshot's progress, why a data
     /// type is off).
     pub notes: Vec<String>,
@@ -63,11 +66,9 @@ pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
         };
         let sent_batches = app
             .blobs
-            .names(&state_prefix(dt))
-            .await?
-            .iter()
-            .filter(|n| !is_part_marker(n))
-            .count();
+            .count(&state_prefix(dt), |n| !is_part_marker(n))
+            .await?;
+        let possible_duplicate_batches = app.blobs.count(&uncertain_prefix(dt), |_| true).await?;
         let mut notes = Vec::new();
         if let Some(snapshot) = snapshot {
             if let Some(why) = app.settings.discovery_off {
@@ -98,6 +99,7 @@ pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
                 .and_then(|c| c.watch.as_ref())
                 .map(|w| w.alerts.len()),
             sent_batches,
+            possible_duplicate_batches,
             notes,
         });
     }
@@ -127,6 +129,12 @@ impl Status {
             }
             if let Some(n) = t.watched_alerts {
                 notes.push(format!("{n} alerts watched for changes"));
+            }
+            if t.possible_duplicate_batches > 0 {
+                notes.push(format!(
+                    "{} batch(es) may hold duplicate rows (Logs Ingestion took a call and never answered; dedupe by id in KQL)",
+                    t.possible_duplicate_batches
+                ));
             }
             let _ = writeln!(
                 out,

@@ -183,7 +183,11 @@ impl LogsIngestion {
             }
         }
         let refused_token = AtomicBool::new(false);
-        let answer = read_answer(sent, |status, wait, body| {
+        // Logs Ingestion answers 204 with no body; anything long is not its answer.
+        let too_large = |max: usize| SentinelError::OutOfTime {
+            last: format!("an answer over {max} bytes, which is not Logs Ingestion's"),
+        };
+        let answer = read_answer(sent, 1 << 20, too_large, |status, wait, body| {
             if status == 401 && !c.renewed.swap(true, Ordering::Relaxed) {
                 refused_token.store(true, Ordering::Relaxed);
                 return Attempt::retry(Some(Duration::ZERO), "401: token refused");

@@ -109,6 +109,22 @@ impl Blobs {
 
     /// The names of the blobs under `prefix`.
     pub async fn names(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+        let mut out = Vec::new();
+        self.each_name(prefix, |n| out.push(n)).await?;
+        Ok(out)
+    }
+
+    /// How many blobs under `prefix` `keep` accepts, read a listing page at a time: the
+    /// batch states of a busy tenant run to millions, and are never all in memory.
+    pub async fn count(&self, prefix: &str, keep: impl Fn(&str) -> bool) -> Result<u64, BlobError> {
+        let mut n = 0;
+        self.each_name(prefix, |name| n += u64::from(keep(&name)))
+            .await?;
+        Ok(n)
+    }
+
+    /// Calls `each` with every blob name under `prefix`, a listing page at a time.
+    async fn each_name(&self, prefix: &str, mut each: impl FnMut(String)) -> Result<(), BlobError> {
         use futures::TryStreamExt;
         let opts = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
             prefix: Some(prefix.to_string()),
@@ -120,7 +136,6 @@ impl Blobs {
             .list_blobs(Some(opts))
             .map_err(|e| storage_err("list", prefix, e))?
             .into_pages();
-        let mut out = Vec::new();
         while let Some(page) = pages
             .try_next()
             .await
@@ -129,9 +144,13 @@ impl Blobs {
             let model = page
                 .into_model()
                 .map_err(|e| storage_err("list", prefix, e))?;
-            out.extend(model.blob_items.into_iter().filter_map(|b| b.name));
+            model
+                .blob_items
+                .into_iter()
+                .filter_map(|b| b.name)
+                .for_each(&mut each);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Deletes a blob; a blob that is already gone is not an error.
