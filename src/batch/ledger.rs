@@ -31,7 +31,7 @@ pub(crate) async fn mark_sent(
     blobs: &Blobs,
     env: &Envelope,
     claim: &Claim,
-    rows: usize,
+    (rows, batch_rows): (usize, usize),
     deadline: Deadline,
 ) -> Result<(), LedgerError> {
     let sent = BatchState::Sent {
@@ -40,7 +40,7 @@ pub(crate) async fn mark_sent(
         uncertain: claim.uncertain,
     };
     if claim.uncertain > 0 {
-        note_uncertain(blobs, env, claim.uncertain, rows).await;
+        note_uncertain(blobs, env, claim.uncertain, batch_rows).await;
     }
     let name = &claim.name;
     let mut attempt = 0;
@@ -83,8 +83,8 @@ pub(crate) fn uncertain_prefix(data_type: DataType) -> String {
 }
 
 /// Names the batch among those that may hold duplicates, and says so; the note holds the
-/// unanswered calls and the batch's rows (`"<calls> <rows>"`), so at most calls × rows
-/// rows repeat. A failure to write it is logged: the count is for people, and the rows
+/// unanswered calls (of every delivery) and the batch's rows (`"<calls> <rows>"`), so at
+/// most calls × rows rows repeat. A failure to write it is logged: the count is for people, and the rows
 /// are what matters.
 async fn note_uncertain(blobs: &Blobs, env: &Envelope, calls: u32, rows: usize) {
     tracing::warn!(
@@ -201,6 +201,18 @@ impl Claim {
             tracing::warn!("could not release the claim on {}: {e}", self.name);
         }
     }
+}
+
+/// Whether the ledger says the batch was sent (for a redelivery whose spilled payload
+/// has expired: its state outlives nothing, so a sent state settles it).
+pub(crate) async fn is_sent(blobs: &Blobs, env: &Envelope) -> Result<bool, LedgerError> {
+    Ok(match blobs.get(&state_name(env)).await? {
+        Some((bytes, _)) => matches!(
+            serde_json::from_slice::<BatchState>(&bytes),
+            Ok(BatchState::Sent { .. })
+        ),
+        None => false,
+    })
 }
 
 /// Takes the batch's claim; `None` when the batch is already sent (possibly by the holder

@@ -55,7 +55,7 @@ pub(crate) async fn backfill(
     let earlier = record_backfill(app, data_type, window).await?;
     warnings.extend(earlier.iter().filter(|b| b.overlaps(window)).map(|b| {
         format!(
-            "the range overlaps an earlier backfill of {} to {} (started {}): records in both are sent twice (dedupe in KQL by the CAS id)",
+            "the range overlaps an earlier backfill of {} to {} (started {}): records in both may be sent twice, unless they pack into the same batches (dedupe in KQL by the CAS id)",
             format_ms(b.from_ms),
             format_ms(b.to_ms),
             b.started

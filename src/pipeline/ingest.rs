@@ -92,14 +92,22 @@ pub(crate) async fn process(
     let env = Envelope::parse(text)?;
     tracing::Span::current().record("data_type", env.data_type.as_str());
     // The ledger is keyed by the batch id: it is trusted only for the content it names.
-    let payload = payload_text(app, &env).await?;
+    let payload = match payload_text(app, &env).await {
+        Ok(p) => p,
+        // A spilled payload expires before its batch state: a late redelivery of a sent
+        // batch is still skipped.
+        Err(IngestError::MissingPayload(_)) if ledger::is_sent(app.blobs, &env).await? => {
+            return Ok(IngestOutcome::AlreadySent(env.batch));
+        }
+        Err(e) => return Err(e),
+    };
     env.check_id(&payload)?;
     let Some(mut claim) = ledger::claim(app.blobs, &env, deadline).await? else {
         return Ok(IngestOutcome::AlreadySent(env.batch));
     };
     match send(app, &env, payload, &mut claim, deadline).await {
-        Ok((rows, calls)) => {
-            ledger::mark_sent(app.blobs, &env, &claim, rows, deadline).await?;
+        Ok((rows, calls, batch_rows)) => {
+            ledger::mark_sent(app.blobs, &env, &claim, (rows, batch_rows), deadline).await?;
             Ok(IngestOutcome::Sent {
                 batch: env.batch,
                 rows,
@@ -175,7 +183,8 @@ fn rows_of(env: &Envelope, text: String) -> Result<Vec<Vec<u8>>, IngestError> {
     Ok(rows)
 }
 
-/// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made).
+/// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made,
+/// the batch's rows).
 ///
 /// The calls go one range at a time, front first, so rows keep their order. A 413 splits
 /// its range in two (the service's limit can be below ours). Whenever a batch takes more
@@ -188,7 +197,7 @@ async fn send(
     payload: String,
     claim: &mut Claim,
     deadline: Deadline,
-) -> Result<(usize, usize), IngestError> {
+) -> Result<(usize, usize, usize), IngestError> {
     let rows = rows_of(env, payload)?;
     let stream = app.streams.stream(env.data_type);
     // A stack, the next call on top.
@@ -237,7 +246,7 @@ async fn send(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok((sent_rows, calls))
+    Ok((sent_rows, calls, rows.len()))
 }
 
 #[cfg(test)]
@@ -338,6 +347,42 @@ mod tests {
                 assert!(matches!(again, IngestOutcome::AlreadySent(_)), "{again}");
             }
             assert_eq!(w.sink.rows("McasActivity_CL").len(), 40);
+        }
+
+        #[tokio::test]
+        async fn a_sent_batch_whose_spilled_payload_expired_is_still_skipped() {
+            let w = World::new(crate::config::MAX_CALL_BYTES).await;
+            let window = Window::new(1_795_944_000_000, 1_795_944_100_000).unwrap();
+            let huge = |i| {
+                crate::cas::sim::activity_record(i, 1_795_944_000_000, 1_795_944_000_000, 1_200_000)
+                    .to_string()
+            };
+            let spilled = |i| {
+                let m = pack(DataType::Activities, window, &[huge(i)]).remove(0);
+                let gz = m.spill.clone().expect("a record over 1 MiB is spilled");
+                (m, gz)
+            };
+            let (m, gz) = spilled(0);
+            let blob = crate::batch::envelope::spill_blob_name(&m.envelope.batch);
+            w.blobs
+                .put(&blob, gz, crate::storage::blobs::WriteCondition::Always)
+                .await
+                .unwrap();
+            let first = process(w.sink(), &m.text, minute()).await.unwrap();
+            assert!(
+                matches!(first, IngestOutcome::Sent { rows: 1, .. }),
+                "{first}"
+            );
+            // The lifecycle rule deletes payloads with the states, the payload first.
+            w.blobs.delete(&blob).await.unwrap();
+            let again = process(w.sink(), &m.text, minute()).await.unwrap();
+            assert!(matches!(again, IngestOutcome::AlreadySent(_)), "{again}");
+            // A batch never sent whose payload is gone is an error, not a silent skip.
+            let (never, _) = spilled(1);
+            assert!(matches!(
+                process(w.sink(), &never.text, minute()).await,
+                Err(IngestError::MissingPayload(_))
+            ));
         }
 
         #[tokio::test]

@@ -64,6 +64,10 @@ pub struct LogsIngestion {
 /// (`SENTINEL_CALL_TIMEOUT`).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What a try after an unanswered one leaves of the budget for the sink to record its
+/// answer (or release the batch with its progress) before the invocation is cut.
+const LEDGER_RESERVE: Duration = Duration::from_secs(5);
+
 impl LogsIngestion {
     /// A client for the DCR `dcr_immutable_id` at `endpoint`.
     pub fn new(
@@ -154,10 +158,16 @@ impl LogsIngestion {
             Ok(t) => t,
             Err(e) => return Attempt::Fail(e.into()),
         };
-        // After a try that went unanswered, wait for as long as the budget allows.
+        // After a try that went unanswered, wait for as long as the budget allows, less
+        // the time the sink needs to record the answer in the ledger (else a late answer
+        // would be cut off with the invocation, unrecorded).
         let timeout = match c.uncertain.load(Ordering::Relaxed) {
             0 => c.deadline.remaining().min(self.call_timeout),
-            _ => c.deadline.remaining(),
+            _ => c
+                .deadline
+                .remaining()
+                .saturating_sub(LEDGER_RESERVE)
+                .max(self.call_timeout.min(c.deadline.remaining())),
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
         let sent = self
@@ -170,6 +180,12 @@ impl LogsIngestion {
             .body(c.gzipped.to_vec())
             .send()
             .await;
+        // Any success means the rows are stored: its body (204 has none) is not read, so
+        // nothing about it can turn an accepted call into one sent again.
+        if sent.as_ref().is_ok_and(|r| r.status().is_success()) {
+            crate::telemetry::add_bytes_sent(c.gzipped.len());
+            return Attempt::Done(());
+        }
         if let Err(e) = &sent {
             // Connected and sent, but no answer: the service may have stored the rows.
             if e.is_timeout() && !e.is_connect() {
@@ -183,9 +199,9 @@ impl LogsIngestion {
             }
         }
         let refused_token = AtomicBool::new(false);
-        // Logs Ingestion answers 204 with no body; anything long is not its answer.
+        // Only a failure's body is read here (a success returned above).
         let too_large = |max: usize| SentinelError::OutOfTime {
-            last: format!("an answer over {max} bytes, which is not Logs Ingestion's"),
+            last: format!("an error answer over {max} bytes, which is not Logs Ingestion's"),
         };
         let answer = read_answer(sent, 1 << 20, too_large, |status, wait, body| {
             if status == 401 && !c.renewed.swap(true, Ordering::Relaxed) {
