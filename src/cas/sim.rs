@@ -401,19 +401,21 @@ fn skip_limit(body: &Value, max: usize) -> (usize, usize) {
     (skip, limit.clamp(1, max))
 }
 
-/// The filter fields the simulated endpoints understand, and where each reads the record.
+/// The filter fields the simulated endpoints understand, and where each reads the record
+/// (the first of `|`-separated pointers the record has).
 const ALERT_FIELDS: &[(&str, &str)] = &[
     ("date", "/timestamp"),
     ("id", "/_id"),
     ("severity", "/severityValue"),
     ("resolutionStatus", "/resolutionStatusValue"),
-    ("entity.service", "/entities/1/id"),
+    ("entity.service", "/entities/2/id"),
 ];
 const ACTIVITY_FIELDS: &[(&str, &str)] = &[
     ("created", "/created"),
     ("date", "/timestamp"),
     ("service", "/appId"),
-    ("user.username", "/user/userName"),
+    // A failed sign-in's user is in failedUserData.
+    ("user.username", "/user/userName|/failedUserData/userName"),
 ];
 
 /// Whether a record satisfies every filter (ANDed), as CAS evaluates them; an unknown
@@ -429,7 +431,10 @@ fn matches(
             .find(|(f, _)| f == field)
             .map(|(_, p)| *p)
             .ok_or_else(|| format!("unknown filter field {field:?}"))?;
-        let value = rec.pointer(pointer).unwrap_or(&Value::Null);
+        let value = pointer
+            .split('|')
+            .find_map(|p| rec.pointer(p))
+            .unwrap_or(&Value::Null);
         let Value::Object(ops) = cond else {
             return Err(format!("filter {field:?} must be an object"));
         };
@@ -580,9 +585,12 @@ fn alert(id: &str, n: u64, ts: i64) -> Value {
         "_id": id,
         "timestamp": ts,
         "title": title,
-        "description": format!("Alert {n} for {user}@contoso.example: MITRE Technique used Data from Cloud Storage (T1530)"),
+        // HTML with CAS's site-icon markers, as real descriptions are.
+        "description": format!("<p>The user {user} (<b>{user}@contoso.example</b>) __siteIcon__ took part in alert {n}. MITRE Technique used Data from Cloud Storage (T1530) &amp; more.</p>"),
+        // A person twice, as an account and as a user, as real alerts list them.
         "entities": [
-            {"entityRole": "Source", "entityType": 2, "id": format!("{n:08x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d"), "inst": 0, "label": user, "pa": format!("{user}@contoso.example"), "type": "account"},
+            {"entityRole": "Source", "entityType": 2, "id": format!("{n:08x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d"), "inst": 0, "label": user, "pa": format!("{user}@contoso.example"), "saas": 11161, "type": "account"},
+            {"id": format!("{user}@contoso.example"), "label": format!("{user}@contoso.example"), "type": "user"},
             {"id": 15600, "label": "Microsoft OneDrive for Business", "type": "service"},
             {"id": "5bfd18bfab73c36ba10d38cb", "label": "Mass download", "policyType": "ANOMALY_DETECTION", "type": "policyRule"},
             {"id": format!("198.51.100.{}", n % 250), "label": format!("198.51.100.{}", n % 250), "type": "ip"}
@@ -603,6 +611,39 @@ fn alert(id: &str, n: u64, ts: i64) -> Value {
 fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
     let users = ["ada", "grace", "alan", "edsger", "barbara"];
     let user = users[(n % users.len() as u64) as usize];
+    let upn = format!("{user}@contoso.example");
+    let object_id = format!("{n:08x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d");
+    // Every seventh is a failed sign-in, shaped as real ones are: the user only in
+    // `failedUserData`, `user` holding tags alone, a cloud provider's address with its tag.
+    if n % 7 == 3 {
+        return json!({
+            "_id": id, "tenantId": 97134000, "aadTenantId": "cafe1a16-0000-4000-8000-000000000001",
+            "appId": 11161, "saasId": 11161, "srcAppId": 11161, "appName": "Office 365",
+            "timestamp": timestamp, "created": created,
+            "eventType": 2293761, "eventTypeName": "EVENT_CATEGORY_FAILED_LOGIN", "eventTypeValue": "EVENT_AAD_LOGIN_FAILED",
+            "genericEventType": "ENUM_ACTIVITY_GENERIC_TYPE_FAILED_LOGIN",
+            "description": "Failed log on (Failure message: Error validating credentials due to invalid username or password.)",
+            "device": {"clientIP": format!("198.51.100.{}", n % 250), "countryCode": "DE", "userAgent": ";;Python Requests 2.25;"},
+            "location": {"anonymousProxy": false, "carrier": "amazon.com%2C inc", "category": 5, "categoryValue": "CLOUD_PROXY_NETWORK_IP", "city": "frankfurt am main", "countryCode": "DE", "ipTags": ["000000290000000000000000"], "isSatelliteProvider": false, "organizationSearchable": "Amazon Web Services", "region": "hessen"},
+            "userAgent": {"deviceType": "OTHER", "type": "Unknown", "typeName": "Unknown", "tags": ["0000002b0000000000000000"]},
+            "failedUserData": {"userName": upn},
+            "user": {"userTags": []},
+            "resolvedActor": {"governable": true, "id": object_id, "instanceId": "0", "name": user, "objType": "23", "resolved": true, "role": "2", "saasId": "11161", "tags": []},
+            "adminEvent": null,
+            "impersonated": null,
+            "mainInfo": {
+                "activityResult": {"isSuccess": false, "message": "Error validating credentials due to invalid username or password."},
+                "eventObjects": [
+                    {"id": "00000002-0000-0ff1-ce00-000000000000", "name": "Office 365 Exchange Online", "objType": 6, "role": 1, "tags": []},
+                    {"id": format!("{n:08x}-9138-a065-43a0-db0000000000"), "name": "Request ID", "objType": 7, "role": 3, "tags": []},
+                    {"id": object_id, "name": upn, "objType": 2, "resolved": true, "role": 2, "tags": []},
+                ],
+                "rawOperationName": "OAuth2:Token", "prettyOperationName": "OAuth2:Token", "type": "failedLogin"
+            },
+            "rawDataJson": {"LoginStatus": "Failure", "LoginErrorCode": 50126, "Upn": upn, "UserName": "null"},
+            "severity": "INFO",
+        });
+    }
     let ops = [
         "FileDownloaded",
         "FileUploaded",
@@ -622,18 +663,22 @@ fn activity(id: &str, n: u64, timestamp: i64, created: i64) -> Value {
         "eventType": 233580,
         "eventTypeValue": "EVENT_O365_ONEDRIVE_GENERIC",
         "eventTypeName": "EVENT_CATEGORY_DOWNLOAD_FILE",
+        "genericEventType": "ENUM_ACTIVITY_GENERIC_TYPE_BASIC",
         "device": {"clientIP": format!("203.0.113.{}", n % 250), "userAgent": "Mozilla/5.0", "countryCode": "NL"},
-        "location": {"countryCode": "NL", "city": "Utrecht", "category": 0, "categoryValue": "CORPORATE", "isp": "Contoso Telecom", "anonymousProxy": false, "tags": []},
-        "userAgent": {"deviceType": "DESKTOP", "operatingSystem": {"name": "Windows"}, "tags": []},
-        "user": {"userName": format!("{user}@contoso.example"), "userTags": []},
-        "resolvedActor": {"id": format!("{n:08x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d"), "name": user, "objType": 21, "role": 4},
-        "adminEvent": n.is_multiple_of(17),
+        "location": {"countryCode": "NL", "city": "utrecht", "category": 1, "categoryValue": "CORPORATE", "carrier": "contoso telecom", "organizationSearchable": "Contoso Telecom", "anonymousProxy": false, "isSatelliteProvider": false},
+        "userAgent": {"browser": "EDGE", "deviceType": "DESKTOP", "operatingSystem": {"family": "Windows", "name": "Windows 11", "version": "11"}, "type": "Browser", "typeName": "Browser", "nativeBrowser": false, "tags": []},
+        "user": {"userName": upn, "userTags": []},
+        "resolvedActor": {"governable": true, "id": object_id, "instanceId": "0", "name": user, "objType": "23", "resolved": true, "role": "2", "saasId": "11161", "tags": []},
+        "adminEvent": if n.is_multiple_of(17) { json!(true) } else { Value::Null },
         "impersonated": false,
         "mainInfo": {
-            "eventObjects": [{"objType": 1, "role": 3, "name": format!("https://contoso-my.sharepoint.com/personal/{user}/Documents/file{n}.docx"), "id": format!("{n:08x}")}],
+            "eventObjects": [
+                {"objType": 1, "role": 1, "name": format!("https://contoso-my.sharepoint.com/personal/{user}/Documents/file{n}.docx"), "id": format!("{n:08x}")},
+                {"id": object_id, "name": upn, "objType": 2, "resolved": true, "role": 2, "tags": []},
+            ],
             "rawOperationName": op, "prettyOperationName": op, "type": "basic"
         },
-        "rawDataJson": {"CreationTime": crate::model::format_ms(timestamp), "Operation": op, "UserId": format!("{user}@contoso.example"), "Workload": "OneDrive", "Level": 1, "level": "info"},
+        "rawDataJson": {"CreationTime": crate::model::format_ms(timestamp), "Operation": op, "UserId": upn, "Workload": "OneDrive", "Level": 1, "level": "info"},
         "description": op,
         "severity": "INFO",
     })

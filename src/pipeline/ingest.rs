@@ -310,7 +310,7 @@ mod tests {
             }
         }
 
-        /// One batch of `n` activities of about 1 KiB each; its message text.
+        /// One batch of `n` activities of 1 to 2 KiB each; its message text.
         fn batch(n: u64) -> String {
             let records: Vec<String> = (0..n)
                 .map(|i| {
@@ -318,7 +318,7 @@ mod tests {
                         i,
                         1_795_944_000_000,
                         1_795_944_000_000 + i as i64,
-                        800,
+                        300,
                     )
                     .to_string()
                 })
@@ -409,7 +409,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_batch_that_failed_part_way_sends_only_the_rest() {
-            // Calls of at most 64 KiB: 120 rows of about 1.8 KiB take four calls.
+            // Calls of at most 64 KiB: 120 rows of about 2 KiB take several calls.
             let w = World::new(64 * 1024).await;
             let text = batch(120);
             w.sink.inject([IngestFault::Pass, IngestFault::Status(400)]);

@@ -451,7 +451,8 @@ mod tests {
 
         // Run 1: the second page's enqueue fails.
         let failing = Memory {
-            fail_at: Some(2),
+            // The first scan page packs into two messages: the third is on the second page.
+            fail_at: Some(3),
             ..Default::default()
         };
         let r = poll_one(sources, &failing, DataType::Activities, deadline()).await;

@@ -1,6 +1,6 @@
 //! `McasAlerts_CL`: alerts in the shape of Sentinel's `SecurityAlert` table.
 
-use super::{time_generated, Issues};
+use super::{time_generated, vocabulary, Issues};
 #[cfg(feature = "sim")]
 use super::{Column, ColumnType as T};
 use crate::json::record::SourceText;
@@ -14,23 +14,33 @@ use serde_json::{json, Value};
 pub(crate) const PRODUCT_NAME: &str = "Microsoft Cloud App Security";
 
 #[cfg(feature = "sim")]
+/// What SecurityAlert holds that CAS's alert records cannot give (docs/tables.md).
+pub(crate) const NOTES: &str = "From the CAS REST API, per column: `AlertType` is Microsoft's documented alert name \
+where one fits the policy (the built-in anomaly detections by name, file and activity policies by type), else the \
+policy's type as CAS writes it; `Status` is New, Resolved or Dismissed (InProgress, `IncidentId`, \
+`Classification`, `Determination` and `DetectionSource` exist only in Microsoft Graph's alerts, which the Graph \
+source will forward); `Entities` holds one account per person (CAS lists a person as `account` and again as \
+`user`), cloud applications with `AppId`, `SaasId` and `InstanceId` (CAS gives no instance name, so none is \
+written); `StartTime` and `EndTime` are the alert's time (CAS's alert records carry no first and last activity).";
+
+#[cfg(feature = "sim")]
 /// The table's columns.
 pub(crate) const COLUMNS: &[Column] = &[
     Column::new("TimeGenerated", T::DateTime, "`timestamp` (when the alert was raised); for an alert forwarded again because it changed, when the change was seen"),
     Column::new("AlertName", T::String, "`title`"),
     Column::new("DisplayName", T::String, "`title`"),
     Column::new("AlertSeverity", T::String, "`severityValue`: 0 Low, 1 Medium, 2 High, 3 Informational"),
-    Column::new("Description", T::String, "`description`"),
+    Column::new("Description", T::String, "`description` as plain text (CAS's HTML tags and `__siteIcon__` markers removed)"),
     Column::new("StartTime", T::DateTime, "`timestamp`"),
     Column::new("EndTime", T::DateTime, "`timestamp` (CAS alerts are instantaneous)"),
-    Column::new("Status", T::String, "`resolutionStatusValue`: 0 New; 1, 3, 4 Dismissed; 2, 5 Resolved (`statusValue` is read/unread, not the alert's state)"),
+    Column::new("Status", T::String, "`resolutionStatusValue`: 0 or absent (older tenants) New; 1, 3, 4 Dismissed; 2, 5 Resolved (`statusValue` is read/unread, not the alert's state). InProgress needs Graph's alerts"),
     Column::new("ResolutionStatus", T::String, "`resolutionStatusValue`: Open, Dismissed, Resolved, FalsePositive, Benign, TruePositive"),
     Column::new("VendorOriginalId", T::String, "`_id`: the dedupe key"),
     Column::new("SystemAlertId", T::String, "`_id`"),
     Column::new("ProductName", T::String, "always \"Microsoft Cloud App Security\", as Sentinel's own connector writes"),
     Column::new("ProviderName", T::String, "always \"MCAS\""),
     Column::new("VendorName", T::String, "always \"Microsoft\""),
-    Column::new("AlertType", T::String, "`policyType` of the `policyRule` entity"),
+    Column::new("AlertType", T::String, "the documented alert name (`MCAS_ALERT_ANUBIS_DETECTION_*` for the built-in anomaly detections by name, `ALERT_CABINET_EVENT_MATCH_FILE` for file policies, `ALERT_CABINET_EVENT_MATCH_AUDIT` for activity policies…); else the `policyType` of the `policyRule` entity"),
     Column::new("AlertLink", T::String, "`URL`"),
     Column::new("ExtendedLinks", T::Dynamic, "`URL`, as SecurityAlert's link list"),
     Column::new("CompromisedEntity", T::String, "`pa` (or `label`) of the first `account` entity"),
@@ -40,7 +50,7 @@ pub(crate) const COLUMNS: &[Column] = &[
     Column::new("ThreatScore", T::Int, "`threatScore`"),
     Column::new("Entities", T::Dynamic, "Sentinel entities built from `entities` (account, ip, cloud-application, host, file, url, mailbox)"),
     Column::new("CasEntities", T::Dynamic, "`entities`, unchanged"),
-    Column::new("ExtendedProperties", T::Dynamic, "`statusValue` (read/unread), `resolutionStatusValue`, `severityValue`, `isSystemAlert`, `idValue`, `contextId`, `stories`, `evidence`"),
+    Column::new("ExtendedProperties", T::Dynamic, "`DetectorId` (the policy's id), `Category` (from `stories`), and `statusValue` (read/unread), `resolutionStatusValue`, `severityValue`, `isSystemAlert`, `idValue`, `contextId`, `stories`, `evidence`; IncidentId, Classification, Determination and DetectionSource exist only in Graph's alerts"),
     super::source_record_column("the CAS record without `entities` (in `CasEntities`)"),
     super::MAPPING_ISSUES,
     super::TRUNCATED_FIELDS,
@@ -134,10 +144,19 @@ pub(crate) fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
     let id = is.str(rec, "/_id", true);
     let time = is.time(rec, "/timestamp", true);
     let (severity, resolution, status) = states(rec, &mut is);
-    let description = is.str(rec, "/description", false);
+    let description = is
+        .str(rec, "/description", false)
+        .map(|d| vocabulary::plain_text(&d));
     let (techniques, sub_techniques) = mitre_ids(description.as_deref().unwrap_or_default());
     let entities = rec.pointer("/entities");
     let (alert_type, compromised) = policy_and_account(entities.as_ref());
+    let policy_id = entities.as_ref().and_then(|e| {
+        e.as_array()?
+            .iter()
+            .find(|x| x["type"] == "policyRule")
+            .map(|x| x["id"].clone())
+    });
+    let category = rec.pointer("/stories").as_ref().and_then(story);
     AlertRow {
         time_generated: time_generated(observed.map(format_ms).or_else(|| time.clone()), &mut is),
         display_name: is.str(rec, "/title", false),
@@ -162,6 +181,8 @@ pub(crate) fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
         sub_techniques,
         threat_score: is.int(rec, "/threatScore"),
         extended_properties: json!({
+            "DetectorId": policy_id,
+            "Category": category,
             "StatusValue": rec.get("statusValue"),
             "ResolutionStatusValue": rec.get("resolutionStatusValue"),
             "SeverityValue": rec.get("severityValue"),
@@ -209,16 +230,18 @@ fn states(
     });
     // SecurityAlert's Status is the alert's state: CAS keeps it in resolutionStatusValue.
     // statusValue is only whether someone has opened the alert (unread, read, archived).
-    let status = resolution_value.map(|v| match v {
-        0 => "New",
-        1 | 3 | 4 => "Dismissed",
-        2 | 5 => "Resolved",
-        _ => "Unknown",
+    // Older tenants' records lack resolutionStatusValue: such an alert is open.
+    let status = Some(match resolution_value {
+        None | Some(0) => "New",
+        Some(1 | 3 | 4) => "Dismissed",
+        Some(2 | 5) => "Resolved",
+        Some(_) => "Unknown",
     });
     (severity, resolution, status)
 }
 
-/// The alert's policy type and its first account (`pa`, else label), from CAS's entities.
+/// The alert's type (its documented alert name, else its policy's type) and its first
+/// account (`pa`, else label), from CAS's entities.
 fn policy_and_account(entities: Option<&Value>) -> (Option<String>, Option<String>) {
     let of_type = |t: &str| {
         entities
@@ -228,10 +251,32 @@ fn policy_and_account(entities: Option<&Value>) -> (Option<String>, Option<Strin
             .find(|e| e.get("type").and_then(Value::as_str) == Some(t))
     };
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let policy = of_type("policyRule");
+    let policy_type = text(policy.and_then(|e| e.get("policyType")));
+    let label = text(policy.and_then(|e| e.get("label")));
+    let alert_type = vocabulary::alert_type(policy_type.as_deref(), label.as_deref())
+        .map(str::to_string)
+        .or(policy_type);
     (
-        text(of_type("policyRule").and_then(|e| e.get("policyType"))),
+        alert_type,
         text(of_type("account").and_then(|e| e.get("pa").or_else(|| e.get("label")))),
     )
+}
+
+/// The alert's category from CAS's `stories` (its first), in the names the portal uses.
+fn story(stories: &Value) -> Option<Value> {
+    let name = match stories.as_array()?.first()?.as_u64()? {
+        0 => "ThreatDetection",
+        1 => "PrivilegedAccountMonitoring",
+        2 => "Compliance",
+        3 => "DataLossPrevention",
+        4 => "Discovery",
+        5 => "SharingControl",
+        7 => "AccessControl",
+        8 => "ConfigurationMonitoring",
+        _ => return None,
+    };
+    Some(Value::String(name.into()))
 }
 
 /// MITRE ATT&CK tactics, by CAS's `intent` value, in SecurityAlert's spelling.
@@ -320,7 +365,10 @@ mod tests {
         assert_eq!(row["VendorOriginalId"], "6a1f0c2b9e8d7c6b5a4f3e2d");
         assert_eq!(row["AlertSeverity"], "Medium");
         assert_eq!(row["Status"], "New");
-        assert_eq!(row["AlertType"], "ANOMALY_DETECTION");
+        assert_eq!(
+            row["AlertType"], "MCAS_ALERT_ANUBIS_DETECTION_REPEATED_ACTIVITY_DOWNLOAD",
+            "the documented name of the built-in Mass download detection"
+        );
         assert_eq!(row["CompromisedEntity"], "ada@contoso.example");
         assert_eq!(row["ProductName"], PRODUCT_NAME);
         assert_eq!(row["TimeGenerated"], "2026-11-29T09:25:00.123Z");

@@ -7,16 +7,36 @@
 
 use serde_json::{json, Map, Value};
 
-/// The Sentinel entities of a CAS entity list, numbered from `$id` 1.
+/// The Sentinel entities of a CAS entity list, numbered from `$id` 1. CAS lists a person
+/// twice, as an `account` (its Entra object id, its UPN in `pa`) and as a `user` (its UPN):
+/// they are one account entity, as in Sentinel's own rows.
 pub(crate) fn sentinel_entities(cas: &Value) -> Vec<Value> {
-    let mut out = Vec::new();
+    let mut out: Vec<Map<String, Value>> = Vec::new();
     for e in cas.as_array().into_iter().flatten() {
-        if let Some(mut entity) = one(e) {
-            entity.insert("$id".into(), json!((out.len() + 1).to_string()));
-            out.push(Value::Object(entity));
+        let Some(mut entity) = one(e) else { continue };
+        if let Some(same) = upn_key(&entity).and_then(|k| {
+            out.iter_mut()
+                .find(|o| upn_key(o).as_deref() == Some(k.as_str()))
+        }) {
+            for (k, v) in entity {
+                same.entry(k).or_insert(v);
+            }
+            continue;
         }
+        entity.insert("$id".into(), json!((out.len() + 1).to_string()));
+        out.push(entity);
     }
-    out
+    out.into_iter().map(Value::Object).collect()
+}
+
+/// An account entity's UPN, lowercased: what makes two CAS entities one person.
+fn upn_key(entity: &Map<String, Value>) -> Option<String> {
+    if entity.get("Type")?.as_str()? != "account" {
+        return None;
+    }
+    let name = entity.get("Name")?.as_str()?;
+    let suffix = entity.get("UPNSuffix")?.as_str()?;
+    Some(format!("{name}@{suffix}").to_lowercase())
 }
 
 /// A text field of the CAS entity (numbers, as CAS writes app ids, become text).
@@ -42,7 +62,9 @@ fn one(e: &Value) -> Option<Map<String, Value>> {
             put("Type", Some("account".into()));
             // `pa` is the principal's address (its UPN); `id` is the Entra object id when
             // CAS resolved the account to Entra.
-            let upn = text(e, "pa").or_else(|| label.clone().filter(|l| l.contains('@')));
+            let upn = text(e, "pa")
+                .or_else(|| label.clone().filter(|l| l.contains('@')))
+                .or_else(|| id.clone().filter(|i| i.contains('@')));
             match upn.as_deref().and_then(|u| u.split_once('@')) {
                 Some((name, suffix)) => {
                     put("Name", Some(name.into()));
@@ -67,9 +89,14 @@ fn one(e: &Value) -> Option<Map<String, Value>> {
             {
                 m.insert("AppId".into(), json!(n));
             }
+            // `saas` is the app's id in the Defender for Cloud Apps catalogue and `inst` its
+            // instance (0 the default one); CAS's entity gives no instance name, so none is made up.
+            if let Some(saas) = e.get("saas").and_then(Value::as_i64) {
+                m.insert("SaasId".into(), json!(saas));
+            }
             m.insert(
-                "InstanceName".into(),
-                json!(text(e, "inst").unwrap_or_else(|| "0".into())),
+                "InstanceId".into(),
+                json!(e.get("inst").and_then(Value::as_i64).unwrap_or(0)),
             );
         }
         "device" | "host" => {
@@ -125,7 +152,7 @@ mod tests {
         let want = json!([
             {"$id": "1", "Type": "account", "Name": "ada", "UPNSuffix": "contoso.example", "AadUserId": "7d0c9b8a-1e2f-4a3b-8c4d-5e6f7a8b9c0d", "DisplayName": "Ada Lovelace"},
             {"$id": "2", "Type": "ip", "Address": "203.0.113.17"},
-            {"$id": "3", "Type": "cloud-application", "Name": "Microsoft OneDrive for Business", "AppId": 15600, "InstanceName": "0"},
+            {"$id": "3", "Type": "cloud-application", "Name": "Microsoft OneDrive for Business", "AppId": 15600, "InstanceId": 0},
             {"$id": "4", "Type": "host", "HostName": "DC3"},
             {"$id": "5", "Type": "file", "Name": "plan.docx"},
             {"$id": "6", "Type": "url", "Url": "https://evil.example/x"},
@@ -135,6 +162,23 @@ mod tests {
             Value::Array(got),
             want,
             "policy rules and tags name no Sentinel entity"
+        );
+    }
+
+    #[test]
+    fn a_person_listed_as_account_and_as_user_is_one_account() {
+        // As real CAS alerts list them.
+        let got = sentinel_entities(&json!([
+            {"entityRole": "Source", "entityType": 2, "id": "6204bdaf-ad46-48bf-b8a9-1d5e3e9d6dd3", "inst": 0, "label": "Dev One", "pa": "dev@contoso.example", "saas": 11161, "type": "account"},
+            {"id": "Dev@Contoso.example", "label": "Dev@Contoso.example", "type": "user"},
+            {"id": 11161, "label": "Office 365", "type": "service", "saas": 11161, "inst": 0},
+        ]));
+        assert_eq!(
+            Value::Array(got),
+            json!([
+                {"$id": "1", "Type": "account", "Name": "dev", "UPNSuffix": "contoso.example", "AadUserId": "6204bdaf-ad46-48bf-b8a9-1d5e3e9d6dd3", "DisplayName": "Dev One"},
+                {"$id": "2", "Type": "cloud-application", "Name": "Office 365", "AppId": 11161, "SaasId": 11161, "InstanceId": 0},
+            ])
         );
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod entities;
 #[cfg(feature = "sim")]
 pub(crate) mod generate;
 pub(crate) mod limits;
+mod vocabulary;
 
 use crate::json::record::{self, Record};
 use crate::model::{format_ms, DataType};
@@ -115,7 +116,8 @@ pub(crate) fn columns(data_type: DataType) -> &'static [Column] {
 pub(crate) fn notes(data_type: DataType) -> &'static str {
     match data_type {
         DataType::Discovery => discovery::NOTES,
-        _ => "",
+        DataType::Alerts => alerts::NOTES,
+        DataType::Activities => activities::NOTES,
     }
 }
 
