@@ -383,9 +383,9 @@ impl Source for Puller {
         client: &CasClient,
         deadline: Deadline,
     ) -> Result<Option<Step>, ReadError> {
-        self.next(client, deadline).await.map_err(|e| match e {
-            e @ CasError::OutOfTime { .. } => ReadError::OutOfTime(e.to_string()),
-            e => ReadError::Failed(Box::new(e)),
+        self.next(client, deadline).await.map_err(|e| {
+            let out_of_time = matches!(e, CasError::OutOfTime { .. });
+            ReadError::of(e, out_of_time)
         })
     }
 }

@@ -402,9 +402,9 @@ impl Source for Snapshot {
         client: &GraphClient,
         deadline: Deadline,
     ) -> Result<Option<Step>, ReadError> {
-        self.next(client, deadline).await.map_err(|e| match e {
-            e @ GraphError::OutOfTime { .. } => ReadError::OutOfTime(e.to_string()),
-            e => ReadError::Failed(Box::new(e)),
+        self.next(client, deadline).await.map_err(|e| {
+            let out_of_time = matches!(e, GraphError::OutOfTime { .. });
+            ReadError::of(e, out_of_time)
         })
     }
 }

@@ -67,6 +67,20 @@ pub enum ReadError {
     Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl ReadError {
+    /// A source's own error: an ordinary end of the run when `out_of_time`, else a failure.
+    pub(crate) fn of<E: std::error::Error + Send + Sync + 'static>(
+        e: E,
+        out_of_time: bool,
+    ) -> Self {
+        if out_of_time {
+            ReadError::OutOfTime(e.to_string())
+        } else {
+            ReadError::Failed(Box::new(e))
+        }
+    }
+}
+
 /// One data type's reader, from a stored cursor (or none, on a first run).
 pub trait Source: Send {
     /// The client the reads go through (shared by every invocation).
