@@ -240,8 +240,26 @@ async fn backfill(
     from: time::OffsetDateTime,
     to: Option<time::OffsetDateTime>,
 ) -> Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    let to = to.unwrap_or(now);
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    if to > now {
+        bail!(
+            "--to {} is in the future: a backfill reads what CAS already stored (leave --to out to mean now)",
+            rfc3339(to)
+        );
+    }
+    if from > to {
+        bail!(
+            "--from {} is after --to {}: give the earlier time as --from",
+            rfc3339(from),
+            rfc3339(to)
+        );
+    }
     let app = app_from_env()?;
-    let to = to.unwrap_or_else(time::OffsetDateTime::now_utc);
     let window = crate::model::Window::new(unix_ms(from), unix_ms(to))
         .map_err(|e| anyhow::anyhow!("--from/--to: {e}"))?;
     let report = crate::ops::backfill::backfill(&app, data_type, window).await?;

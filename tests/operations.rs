@@ -114,6 +114,14 @@ async fn poison_messages_are_replayed_with_one_command_and_never_duplicate_rows(
     );
     let (ok, out, err) = run_cli(&h, &["replay", "--import", &path, "--allow-foreign"], &[]).await;
     assert!(ok && out.contains("moved 2 message(s)"), "{out}{err}");
+    // A missing file is named once, with the OS's reason once.
+    let (ok, _, err) = run_cli(
+        &h,
+        &["replay", "--import", "/nonexistent/poison.ndjson"],
+        &[],
+    )
+    .await;
+    assert!(!ok && err.matches("No such file").count() == 1, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,6 +192,20 @@ async fn backfill_reaches_past_the_lookback_without_moving_the_checkpoint() {
         ok && err.contains("sent twice"),
         "overlapping ranges are warned about: {err}"
     );
+
+    // A reversed or future range is refused in words and times, before anything is read.
+    for (args, says) in [
+        (["--from", "P1D", "--to", "P2D"], "is after --to"),
+        (
+            ["--from", "P1D", "--to", "2099-01-01T00:00:00Z"],
+            "is in the future",
+        ),
+    ] {
+        let mut cmd = vec!["backfill", "--data-type", "alerts"];
+        cmd.extend(args);
+        let (ok, _, err) = run_cli(&h, &cmd, &[]).await;
+        assert!(!ok && err.contains(says) && err.contains("T"), "{err}");
+    }
 
     // A backfill over a range backfilled before names the earlier one.
     let (ok, _, err) = run_cli(

@@ -7,11 +7,11 @@
 
 mod cas;
 pub(crate) mod discovery;
-#[cfg(feature = "sim")]
 pub(crate) mod doc;
 mod fields;
 mod host;
 mod logs_ingestion;
+mod names;
 pub(crate) mod storage;
 
 pub use cas::CasSettings;
@@ -103,22 +103,33 @@ pub(crate) const DEFAULT_QUEUE: &str = "cas-batches";
 impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, SettingsErrors> {
-        Self::from_lookup(&|k| std::env::var(k).ok())
+        let pairs: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_pairs(&pairs)
     }
 
-    #[cfg(feature = "sim")]
-    /// Reads settings from name/value pairs (a later pair overrides an earlier one), as
-    /// the local harness, the benchmark and tests build them.
+    /// Reads settings from name/value pairs (a later pair overrides an earlier one): the
+    /// environment, or what the local harness, the benchmark and tests build. Unlike
+    /// [`Settings::from_lookup`], it sees every name, so a misspelt setting and a Key Vault
+    /// reference the platform did not resolve are reported too.
     pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
         pairs: &[(K, V)],
     ) -> Result<Self, SettingsErrors> {
-        Self::from_lookup(&|name| {
+        let named = names::check(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+        let read = Self::from_lookup(&|name| {
             pairs
                 .iter()
                 .rev()
                 .find(|(k, _)| k.as_ref() == name)
                 .map(|(_, v)| v.as_ref().to_string())
-        })
+        });
+        match (read, named.is_empty()) {
+            (Ok(s), true) => Ok(s),
+            (Ok(_), false) => Err(SettingsErrors(named)),
+            (Err(mut e), _) => {
+                e.0.extend(named);
+                Err(e)
+            }
+        }
     }
 
     /// Reads settings through `get` (a map in tests, the environment in production).
@@ -148,6 +159,19 @@ impl Settings {
             check_queue_name(get("CAS_QUEUE_NAME").unwrap_or_else(|| DEFAULT_QUEUE.into())),
             String::new(),
         );
+        // Read by the logging set-up before the settings (which falls back to text on any
+        // other value); checked here so a typo is named instead of silently changing the
+        // format the monitor alerts read.
+        if let Some(f) = get("CAS_LOG_FORMAT") {
+            if !matches!(f.to_ascii_lowercase().as_str(), "json" | "text") {
+                errs.0.push(SettingError::Invalid {
+                    name: "CAS_LOG_FORMAT",
+                    reason: format!(
+                        "{f:?}: expected json or text (the monitor alerts read the JSON lines)"
+                    ),
+                });
+            }
+        }
         let schedule = errs.take(
             check_schedule(get("CAS_SCHEDULE").unwrap_or_else(|| DEFAULT_SCHEDULE.into())),
             String::new(),

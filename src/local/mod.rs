@@ -38,6 +38,9 @@ pub enum LocalError {
     /// The generated settings were refused (a bug).
     #[error("settings: {0}")]
     Settings(String),
+    /// The demo's folder holds files it did not make.
+    #[error("{0}")]
+    Folder(String),
     /// Local I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -60,6 +63,26 @@ pub struct HarnessOptions {
     /// Reach storage, from the handler only, through relays that [`Harness::freeze_storage`]
     /// can make hang.
     pub relay_storage: bool,
+}
+
+/// Marks a folder the demo made, so a later run may empty it.
+const MADE_BY_DEMO: &str = ".made-by-cas-sentinel-demo";
+
+/// Makes `dir` empty for a run: a folder an earlier run made (it holds the marker) is
+/// emptied; a folder someone else made is used only if it is empty, and otherwise the run
+/// stops, naming it, rather than delete what it did not create.
+fn fresh_dir(dir: &Path) -> Result<(), LocalError> {
+    if dir.join(MADE_BY_DEMO).exists() {
+        std::fs::remove_dir_all(dir)?;
+    } else if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        return Err(LocalError::Folder(format!(
+            "{} exists and was not made by the demo; its files are left alone. Give --dir a folder of its own (or an empty one)",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(MADE_BY_DEMO), b"")?;
+    Ok(())
 }
 
 /// Everything running.
@@ -344,9 +367,7 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     let out_dir = opts.dir.join("out");
     let work_dir = opts.dir.join("work");
     for d in [&out_dir, &work_dir] {
-        if d.exists() {
-            std::fs::remove_dir_all(d)?;
-        }
+        fresh_dir(d)?;
     }
     println!("cas-sentinel local run: simulated CAS tenant → handler (driven as the Functions host drives it) → local Logs Ingestion endpoint");
     println!("starting Azurite, the simulators and the handler…");
@@ -545,4 +566,33 @@ fn display(p: &Path) -> String {
         .ok()
         .and_then(|d| p.strip_prefix(d).ok().map(|r| r.display().to_string()))
         .unwrap_or_else(|| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_empties_only_the_folders_it_made() {
+        let root = std::env::temp_dir().join(format!("cas-demo-dirs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mine = root.join("out");
+        fresh_dir(&mine).unwrap();
+        std::fs::write(mine.join("rows.ndjson"), b"{}").unwrap();
+        fresh_dir(&mine).unwrap();
+        assert!(
+            !mine.join("rows.ndjson").exists(),
+            "its own output is replaced"
+        );
+        let theirs = root.join("work");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("thesis.tex"), b"years of work").unwrap();
+        let err = fresh_dir(&theirs).unwrap_err().to_string();
+        assert!(err.contains("was not made by the demo"), "{err}");
+        assert_eq!(
+            std::fs::read(theirs.join("thesis.tex")).unwrap(),
+            b"years of work"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

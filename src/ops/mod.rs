@@ -28,12 +28,14 @@ pub(crate) enum OpsError {
     #[error(transparent)]
     Enqueue(#[from] crate::pipeline::poll::EnqueueError),
     /// A local file could not be read or written.
-    #[error("{path}: {source}")]
+    // The OS error is written into the message and not chained as a source, so the CLI's
+    // error chain does not print it twice.
+    #[error("{path}: {error}")]
     File {
         /// The file.
         path: String,
         /// What failed.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An input line or argument is not usable.
     #[error("{0}")]

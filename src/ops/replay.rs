@@ -177,9 +177,9 @@ pub(crate) async fn replay(
 
 /// Names `path` in a read or write error of an export file.
 fn file_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> OpsError + Copy + '_ {
-    move |source| OpsError::File {
+    move |error| OpsError::File {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
