@@ -80,6 +80,7 @@ impl App {
                 // The storage identity may differ from the app's (AzureWebJobsStorage__clientId).
                 let identity = crate::config::IdentitySettings {
                     client_id: client_id.clone(),
+                    without_secret: settings.identity.without_secret,
                     ..Default::default()
                 };
                 Some(crate::auth::credential(&identity)?)

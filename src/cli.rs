@@ -288,6 +288,7 @@ fn package(binary: &std::path::Path, out: &std::path::Path) -> Result<()> {
 
 fn app_from_env() -> Result<App> {
     let settings = Settings::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    eprintln!("signed in as {}", crate::auth::describe(&settings.identity));
     Ok(App::new(settings)?)
 }
 

@@ -382,3 +382,55 @@ async fn validate_proves_each_dependency_and_names_the_fix_for_each_broken_one()
         "{out}"
     );
 }
+
+/// A stand-in `az` that answers `az account get-access-token` as the Azure CLI does, with a
+/// token the simulators accept for the scope asked, and notes each call in `$AZ_LOG`; with
+/// `AZ_FAIL` set it fails as a CLI that is not logged in does.
+const STAND_IN_AZ: &str = r#"#!/bin/sh
+echo "$*" >> "$AZ_LOG"
+if [ -n "$AZ_FAIL" ]; then echo "ERROR: Please run 'az login' to setup account." >&2; exit 1; fi
+while [ $# -gt 0 ]; do if [ "$1" = "--scope" ]; then scope="$2"; fi; shift; done
+res="${scope%/.default}"
+exp=$(( $(date +%s) + 3600 ))
+printf '{"accessToken":"sim|%s|%s","expires_on":%s,"tokenType":"Bearer"}\n' "$res" "$exp" "$exp"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_a_laptop_the_commands_sign_in_with_the_operators_azure_cli_login() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = harness(
+        "ops-laptop",
+        &[("CAS_DATA_TYPES", "alerts")],
+        SimConfig::default(),
+    )
+    .await;
+    let bin = common::scratch("ops-laptop-az");
+    std::fs::create_dir_all(&bin).unwrap();
+    let az = bin.join("az");
+    std::fs::write(&az, STAND_IN_AZ).unwrap();
+    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = bin.join("calls.log");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let env = [
+        ("CAS_CREDENTIAL", "azure-cli"),
+        ("PATH", path.as_str()),
+        ("AZ_LOG", log.to_str().unwrap()),
+    ];
+    let (ok, out, err) = run_cli(&h, &["validate"], &env).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("your Azure CLI login"),
+        "says which identity: {out}"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains("account get-access-token")
+            && calls.contains("--scope https://monitor.azure.com/.default"),
+        "the CLI was asked for the tokens: {calls}"
+    );
+    // Not logged in: the fix named is the login, not a permission.
+    let mut failing = env.to_vec();
+    failing.push(("AZ_FAIL", "1"));
+    let (ok, out, err) = run_cli(&h, &["validate"], &failing).await;
+    assert!(!ok && out.contains("run `az login`"), "{out}{err}");
+}

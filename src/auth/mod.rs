@@ -1,7 +1,7 @@
 //! Entra ID credentials (client secret or managed identity) through `azure_identity`,
 //! which caches tokens and refreshes them before they expire.
 
-use crate::config::IdentitySettings;
+use crate::config::{Credential, IdentitySettings};
 use azure_core::credentials::TokenCredential;
 use azure_identity::{
     ClientSecretCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
@@ -32,7 +32,8 @@ pub enum AuthError {
 }
 
 /// Builds the process's Entra credential: a client secret when `AZURE_CLIENT_SECRET` is
-/// set, otherwise managed identity (user-assigned when `AZURE_CLIENT_ID` is set).
+/// set; otherwise managed identity (user-assigned when `AZURE_CLIENT_ID` is set), or on a
+/// laptop the operator's Azure CLI login (see [`describe`]).
 pub fn credential(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential>, AuthError> {
     if let Some(secret) = &identity.client_secret {
         let tenant = identity.tenant_id.as_deref().ok_or_else(|| {
@@ -52,6 +53,15 @@ pub fn credential(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential
         )
         .map_err(|e| AuthError::Build(e.to_string()))?;
         return Ok(cred);
+    }
+    if identity.without_secret == Credential::AzureCli {
+        let options = azure_identity::AzureCliCredentialOptions {
+            tenant_id: identity.tenant_id.clone(),
+            ..Default::default()
+        };
+        return azure_identity::AzureCliCredential::new(Some(options))
+            .map(|c| c as Arc<dyn TokenCredential>)
+            .map_err(|e| AuthError::Build(e.to_string()));
     }
     let options = ManagedIdentityCredentialOptions {
         user_assigned_id: identity.client_id.clone().map(UserAssignedId::ClientId),
@@ -73,6 +83,27 @@ fn client_options() -> azure_core::http::ClientOptions {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// Which identity the settings sign in with, in words for the operator.
+pub(crate) fn describe(identity: &IdentitySettings) -> String {
+    match (
+        &identity.client_secret,
+        identity.without_secret,
+        &identity.client_id,
+    ) {
+        (Some(_), _, id) => format!(
+            "the Entra app {} with its client secret",
+            id.as_deref().unwrap_or("?")
+        ),
+        (None, Credential::AzureCli, _) => {
+            "your Azure CLI login (`az login`; `az account show` says which account)".into()
+        }
+        (None, Credential::ManagedIdentity, Some(id)) => {
+            format!("the user-assigned managed identity {id}")
+        }
+        (None, Credential::ManagedIdentity, None) => "the system-assigned managed identity".into(),
     }
 }
 

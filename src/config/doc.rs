@@ -57,6 +57,11 @@ pub(crate) const SETTINGS: &[Setting] = &[
         meaning: "the Entra app's client secret; without it, managed identity",
     },
     Setting {
+        name: "CAS_CREDENTIAL",
+        unset: Unset::Value("auto"),
+        meaning: "without `AZURE_CLIENT_SECRET`: `managed-identity`, `azure-cli` (your own `az login`, for `validate`, `status`, `replay` and `backfill` from a laptop), or `auto`: managed identity where the platform offers one (`IDENTITY_ENDPOINT` is set, as in Functions), the Azure CLI login elsewhere",
+    },
+    Setting {
         name: "CAS_DATA_TYPES",
         unset: Unset::Described("all"),
         meaning: "comma list of `alerts`, `activities`, `discovery`. Discovery reads Microsoft Graph with the Entra identity, never `CAS_API_TOKEN`: with a legacy token and this setting unset, discovery is off (start-up, `validate` and `status` say so)",
@@ -293,8 +298,10 @@ mod tests {
         let described: BTreeSet<&str> = SETTINGS.iter().map(|s| s.name).collect();
         for name in read.borrow().iter() {
             let storage_form = name.starts_with("AzureWebJobsStorage__");
+            // Set by the platform, read to tell Azure from a laptop.
+            let platform = ["IDENTITY_ENDPOINT", "MSI_ENDPOINT"].contains(&name.as_str());
             assert!(
-                described.contains(name.as_str()) || storage_form,
+                described.contains(name.as_str()) || storage_form || platform,
                 "{name} is read but not described"
             );
         }

@@ -57,7 +57,8 @@ pub struct Settings {
     pub schedule: String,
 }
 
-/// The Entra identity: a client secret when given, else managed identity.
+/// The Entra identity: a client secret when given, else managed identity in Azure, else
+/// (a laptop) the operator's own Azure CLI login.
 #[derive(Clone, Debug, Default)]
 pub struct IdentitySettings {
     /// `AZURE_TENANT_ID`.
@@ -66,6 +67,42 @@ pub struct IdentitySettings {
     pub client_id: Option<String>,
     /// `AZURE_CLIENT_SECRET`.
     pub client_secret: Option<Secret>,
+    /// Without a secret: managed identity, or the Azure CLI login (`CAS_CREDENTIAL`).
+    pub without_secret: Credential,
+}
+
+/// What stands in for a client secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Credential {
+    /// The platform's managed identity (App Service, Functions, a VM).
+    #[default]
+    ManagedIdentity,
+    /// The operator's `az login`, for the CLI commands run from a laptop.
+    AzureCli,
+}
+
+/// `CAS_CREDENTIAL`: `managed-identity`, `azure-cli`, or `auto` (unset): managed identity
+/// where the platform offers one (App Service and Functions set `IDENTITY_ENDPOINT`, older
+/// hosts `MSI_ENDPOINT`), the Azure CLI login elsewhere.
+fn parse_credential(
+    value: Option<String>,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credential, SettingError> {
+    match value.map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("auto") => Ok(
+            if get("IDENTITY_ENDPOINT").is_some() || get("MSI_ENDPOINT").is_some() {
+                Credential::ManagedIdentity
+            } else {
+                Credential::AzureCli
+            },
+        ),
+        Some("managed-identity") => Ok(Credential::ManagedIdentity),
+        Some("azure-cli") => Ok(Credential::AzureCli),
+        Some(other) => Err(SettingError::Invalid {
+            name: "CAS_CREDENTIAL",
+            reason: format!("{other:?}: expected auto, managed-identity or azure-cli"),
+        }),
+    }
 }
 
 /// One problem with one setting.
@@ -185,6 +222,10 @@ impl Settings {
             .map_err(|e| errs.0.push(e.into()))
             .ok();
 
+        let without_secret = errs.take(
+            parse_credential(get("CAS_CREDENTIAL"), &get),
+            Credential::ManagedIdentity,
+        );
         // Placeholders stand in for failed settings only until here: any failure returns.
         let (Some(storage), true) = (storage, errs.0.is_empty()) else {
             return Err(SettingsErrors(errs.0));
@@ -199,6 +240,7 @@ impl Settings {
                 tenant_id: get("AZURE_TENANT_ID"),
                 client_id: get("AZURE_CLIENT_ID"),
                 client_secret: get("AZURE_CLIENT_SECRET").map(Secret::new),
+                without_secret,
             },
             storage,
             queue_name,

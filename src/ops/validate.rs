@@ -4,7 +4,7 @@
 
 use crate::app::App;
 use crate::auth::{self, CAS_SCOPE};
-use crate::config::Settings;
+use crate::config::{Credential, Settings};
 use crate::retry::Deadline;
 use crate::sentinel::SentinelError;
 use serde::Serialize;
@@ -87,10 +87,10 @@ pub(crate) async fn validate(
         return vec![Check::new("settings", Err(e.to_string()))];
     }
     let types: Vec<&str> = settings.data_types.iter().map(|d| d.as_str()).collect();
-    let mut checks = vec![Check::new(
-        "settings",
-        Ok(format!("data types: {}", types.join(", "))),
-    )];
+    let mut checks = vec![
+        Check::new("settings", Ok(format!("data types: {}", types.join(", ")))),
+        Check::new("identity", Ok(auth::describe(&settings.identity))),
+    ];
     let app = match App::new(settings) {
         Ok(a) => a,
         Err(e) => {
@@ -119,7 +119,11 @@ async fn cas_checks(app: &App, deadline: Deadline) -> Vec<Check> {
     if app.settings.cas.token.is_none() {
         let outcome = match auth::credential(&app.settings.identity) {
             Ok(c) => auth::bearer(c.as_ref(), CAS_SCOPE).await.map(|_| "token obtained".to_string()).map_err(|e| {
-                format!("{e}: give the identity the Microsoft Cloud App Security API application permission Investigation.Read, with admin consent, or set CAS_API_TOKEN")
+                match app.settings.identity.without_secret {
+                    // No token at all from the operator's login: the login is the fix.
+                    Credential::AzureCli if app.settings.identity.client_secret.is_none() => format!("{e}: run `az login` (and `az account set` to the tenant), or give AZURE_CLIENT_SECRET"),
+                    _ => format!("{e}: give the identity the Microsoft Cloud App Security API application permission Investigation.Read, with admin consent, or set CAS_API_TOKEN"),
+                }
             }),
             Err(e) => Err(e.to_string()),
         };
