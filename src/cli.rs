@@ -154,7 +154,7 @@ async fn run(command: Command) -> Result<()> {
         } => backfill(data_type, from, to).await,
         Command::Package { binary, out } => package(&binary, &out),
         Command::Status { json } => {
-            let app = app_from_env()?;
+            let app = storage_app_from_env()?;
             let status = crate::ops::status::status(&app).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -189,7 +189,7 @@ async fn replay(
     import: Option<(PathBuf, bool)>,
     json: bool,
 ) -> Result<()> {
-    let app = app_from_env()?;
+    let app = storage_app_from_env()?;
     if let Some(path) = export {
         let n = crate::ops::replay::export(&app, &sel, &path).await?;
         println!(
@@ -287,7 +287,16 @@ fn package(binary: &std::path::Path, out: &std::path::Path) -> Result<()> {
 }
 
 fn app_from_env() -> Result<App> {
-    let settings = Settings::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    app_from(Settings::from_env())
+}
+
+/// The app for a command that touches storage alone: only storage settings are demanded.
+fn storage_app_from_env() -> Result<App> {
+    app_from(Settings::from_env_for_storage())
+}
+
+fn app_from(settings: Result<Settings, crate::config::SettingsErrors>) -> Result<App> {
+    let settings = settings.map_err(|e| anyhow::anyhow!(e))?;
     eprintln!("signed in as {}", crate::auth::describe(&settings.identity));
     Ok(App::new(settings)?)
 }

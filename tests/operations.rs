@@ -434,3 +434,39 @@ async fn from_a_laptop_the_commands_sign_in_with_the_operators_azure_cli_login()
     let (ok, out, err) = run_cli(&h, &["validate"], &failing).await;
     assert!(!ok && out.contains("run `az login`"), "{out}{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_needs_only_storage_settings_and_creates_nothing() {
+    use cas_sentinel::testing::storage::queue::Queue;
+    let h = harness("ops-status-storage", &[], SimConfig::default()).await;
+    // Only the storage connection: no CAS, no Logs Ingestion settings.
+    let storage: Vec<(String, String)> = h
+        .handler_env()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AzureWebJobsStorage"))
+        .collect();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cas-sentinel"))
+        .args(["status"])
+        .env_clear()
+        .envs(storage)
+        .env("CAS_QUEUE_NAME", "never-made")
+        .env("CAS_CREDENTIAL", "managed-identity")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("queue never-made: not created yet"),
+        "{stdout}"
+    );
+    let q = Queue::open(&h.azurite.storage(), "never-made", None).unwrap();
+    assert_eq!(
+        q.existing_len().await.unwrap(),
+        None,
+        "status looked and made nothing"
+    );
+}

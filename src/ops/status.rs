@@ -43,15 +43,17 @@ pub(crate) struct Status {
     pub queue: String,
     /// Messages waiting (approximate, as the service reports).
     pub queue_depth: u64,
+    /// Whether the fan-out queue exists (the first run creates it).
+    pub queue_exists: bool,
     /// The poison queue's name.
     pub poison_queue: String,
     /// Messages in the poison queue.
     pub poison_depth: u64,
 }
 
-/// Reads the state.
+/// Reads the state. It only reads: a queue or container no run has made yet is reported
+/// as such, not made.
 pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
-    app.ensure_resources().await?;
     let now = now_ms();
     let mut data_types = Vec::new();
     for dt in DataType::ALL {
@@ -103,12 +105,14 @@ pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
             notes,
         });
     }
+    let queue_depth = app.queue.existing_len().await?;
     Ok(Status {
         data_types,
         queue: app.queue.name().to_string(),
-        queue_depth: app.queue.approximate_len().await?,
+        queue_depth: queue_depth.unwrap_or(0),
+        queue_exists: queue_depth.is_some(),
         poison_queue: app.poison.name().to_string(),
-        poison_depth: app.poison.approximate_len().await?,
+        poison_depth: app.poison.existing_len().await?.unwrap_or(0),
     })
 }
 
@@ -153,7 +157,15 @@ impl Status {
                 notes.join(", ")
             );
         }
-        let _ = writeln!(out, "\nqueue {}: {} waiting", self.queue, self.queue_depth);
+        if self.queue_exists {
+            let _ = writeln!(out, "\nqueue {}: {} waiting", self.queue, self.queue_depth);
+        } else {
+            let _ = writeln!(
+                out,
+                "\nqueue {}: not created yet (the first run creates it)",
+                self.queue
+            );
+        }
         let _ = write!(
             out,
             "poison queue {}: {} message(s)",

@@ -136,11 +136,14 @@ impl Blobs {
             .list_blobs(Some(opts))
             .map_err(|e| storage_err("list", prefix, e))?
             .into_pages();
-        while let Some(page) = pages
-            .try_next()
-            .await
-            .map_err(|e| storage_err("list", prefix, e))?
-        {
+        loop {
+            let page = match pages.try_next().await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                // No container yet: no blobs.
+                Err(e) if e.http_status() == Some(StatusCode::NotFound) => break,
+                Err(e) => return Err(storage_err("list", prefix, e)),
+            };
             let model = page
                 .into_model()
                 .map_err(|e| storage_err("list", prefix, e))?;

@@ -196,16 +196,21 @@ impl Queue {
 
     /// The approximate number of messages, as the service reports it.
     pub async fn approximate_len(&self) -> Result<u64, QueueError> {
-        let rsp = self
-            .client
-            .get()
-            .get_properties(None)
-            .await
-            .map_err(|e| self.err("properties", e))?;
+        Ok(self.existing_len().await?.unwrap_or(0))
+    }
+
+    /// The approximate number of messages waiting, or `None` when the queue does not exist
+    /// (no run has created it yet): for `status`, which only looks.
+    pub async fn existing_len(&self) -> Result<Option<u64>, QueueError> {
+        let rsp = match self.client.get().get_properties(None).await {
+            Ok(rsp) => rsp,
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => return Ok(None),
+            Err(e) => return Err(self.err("properties", e)),
+        };
         let n = rsp
             .approximate_messages_count()
             .map_err(|e| self.err("properties", e))?;
-        Ok(n.unwrap_or(0).max(0) as u64)
+        Ok(Some(n.unwrap_or(0).max(0) as u64))
     }
 }
 
