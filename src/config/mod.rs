@@ -127,6 +127,15 @@ pub enum SettingError {
     /// The storage setting is unusable.
     #[error(transparent)]
     Storage(#[from] StorageConfigError),
+    /// A name or value only the whole list of settings reveals: a name in our namespaces
+    /// that is no setting, or a Key Vault reference the platform did not resolve.
+    #[error("{name}: {reason}")]
+    Unrecognised {
+        /// The name as given.
+        name: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
 }
 
 /// Every problem found in the settings.

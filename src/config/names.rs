@@ -14,20 +14,14 @@ pub(super) fn check<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<
             out.push(e);
         }
         if value.trim_start().starts_with("@Microsoft.KeyVault(") {
-            out.push(SettingError::Invalid {
-                name: leak(name),
+            out.push(SettingError::Unrecognised {
+                name: name.to_string(),
                 reason: "is an unresolved Key Vault reference: the app's identity cannot read the secret (grant it Key Vault Secrets User on the vault), or the reference is malformed; the Functions host passes the literal text then".into(),
             });
         }
     }
     out.dedup();
     out
-}
-
-/// A setting name is `'static` in errors; the few names reported here are leaked once
-/// per process start, which is when settings are read.
-fn leak(name: &str) -> &'static str {
-    Box::leak(name.to_string().into_boxed_str())
 }
 
 fn unknown(name: &str) -> Option<SettingError> {
@@ -47,8 +41,8 @@ fn unknown(name: &str) -> Option<SettingError> {
         Some((_, n)) => format!("is not a setting; did you mean {n}? (the value is not used)"),
         None => "is not a setting (the value is not used); the README lists them".into(),
     };
-    Some(SettingError::Invalid {
-        name: leak(name),
+    Some(SettingError::Unrecognised {
+        name: name.to_string(),
         reason,
     })
 }

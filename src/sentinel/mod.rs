@@ -199,7 +199,9 @@ impl LogsIngestion {
             }
         }
         let refused_token = AtomicBool::new(false);
-        // Only a failure's body is read here (a success returned above).
+        // Only a failure reaches here (a success returned above), and read_answer reads a
+        // failure's body only up to its own small cap: this is never called, and says what
+        // went wrong should that change.
         let too_large = |max: usize| SentinelError::OutOfTime {
             last: format!("an error answer over {max} bytes, which is not Logs Ingestion's"),
         };
