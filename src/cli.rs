@@ -154,7 +154,7 @@ async fn run(command: Command) -> Result<()> {
         } => backfill(data_type, from, to).await,
         Command::Package { binary, out } => package(&binary, &out),
         Command::Status { json } => {
-            let app = storage_app_from_env()?;
+            let app = storage_app_from_env().await?;
             let status = crate::ops::status::status(&app).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -168,11 +168,19 @@ async fn run(command: Command) -> Result<()> {
 
 async fn validate(json: bool) -> Result<()> {
     let host = crate::package::host_json();
-    let checks = crate::ops::validate::validate(&|k| std::env::var(k).ok(), &host).await;
+    use crate::ops::validate::{heading, line, validate};
+    if !json {
+        println!("{}", heading());
+    }
+    // Each check is printed as it completes, so a slow dependency never hides the others.
+    let mut print = |c: &crate::ops::validate::Check| {
+        if !json {
+            println!("{}", line(c));
+        }
+    };
+    let checks = validate(&|k| std::env::var(k).ok(), &host, &mut print).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
-    } else {
-        print!("{}", crate::ops::validate::render(&checks));
     }
     let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
     if failed > 0 {
@@ -189,7 +197,7 @@ async fn replay(
     import: Option<(PathBuf, bool)>,
     json: bool,
 ) -> Result<()> {
-    let app = storage_app_from_env()?;
+    let app = storage_app_from_env().await?;
     if let Some(path) = export {
         let n = crate::ops::replay::export(&app, &sel, &path).await?;
         println!(
@@ -259,7 +267,7 @@ async fn backfill(
             rfc3339(to)
         );
     }
-    let app = app_from_env()?;
+    let app = app_from_env().await?;
     let window = crate::model::Window::new(unix_ms(from), unix_ms(to))
         .map_err(|e| anyhow::anyhow!("--from/--to: {e}"))?;
     let report = crate::ops::backfill::backfill(&app, data_type, window).await?;
@@ -286,18 +294,21 @@ fn package(binary: &std::path::Path, out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn app_from_env() -> Result<App> {
-    app_from(Settings::from_env())
+async fn app_from_env() -> Result<App> {
+    app_from(Settings::from_env()).await
 }
 
 /// The app for a command that touches storage alone: only storage settings are demanded.
-fn storage_app_from_env() -> Result<App> {
-    app_from(Settings::from_env_for_storage())
+async fn storage_app_from_env() -> Result<App> {
+    app_from(Settings::from_env_for_storage()).await
 }
 
-fn app_from(settings: Result<Settings, crate::config::SettingsErrors>) -> Result<App> {
+/// The app, once its storage account is known to answer: an operator's command that cannot
+/// connect says so, naming the endpoint, in seconds.
+async fn app_from(settings: Result<Settings, crate::config::SettingsErrors>) -> Result<App> {
     let settings = settings.map_err(|e| anyhow::anyhow!(e))?;
     eprintln!("signed in as {}", crate::auth::describe(&settings.identity));
+    settings.storage.reachable().await?;
     Ok(App::new(settings)?)
 }
 
@@ -343,8 +354,7 @@ async fn serve(port: u16) -> Result<()> {
 }
 
 async fn run_once() -> Result<()> {
-    let settings = Settings::from_env().map_err(|e| anyhow::anyhow!(e))?;
-    let app = App::new(settings)?;
+    let app = app_from_env().await?;
     if let Some(why) = app.settings.discovery_off {
         println!("note: {why}");
     }

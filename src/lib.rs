@@ -11,7 +11,8 @@
 //! - Leaves: `model` (the shared vocabulary: `DataType`, `Window`, `BatchId`), `duration`,
 //!   `secret`, `loopback` (the URL policy and the loopback listener), `codec` (gzip, JSON
 //!   arrays), `json` (the lenient reader and the borrowed record reader), `telemetry`,
-//!   `retry` (deadlines, backoff, reading an HTTP answer).
+//!   `net` (a connection failure told from a refusal, and named), `retry` (deadlines,
+//!   backoff, reading an HTTP answer).
 //! - `config`: every settings section, parsed and checked as a whole.
 //! - Clients and stores: `auth` (Entra credentials), `storage` (queue and blob clients),
 //!   `checkpoint` (a source's cursor in a blob), `sentinel` (the Logs Ingestion client).
@@ -46,6 +47,7 @@ mod json;
 mod local;
 mod loopback;
 mod model;
+mod net;
 mod ops;
 mod package;
 mod pipeline;
@@ -97,6 +99,9 @@ pub mod testing {
         pub use crate::config::{
             CasSettings, DiscoverySettings, IdentitySettings, StorageSettings,
         };
+        pub mod storage {
+            pub use crate::config::storage::DEV_KEY;
+        }
     }
     pub mod functions {
         pub use crate::functions::{INGEST_FUNCTION, POLL_FUNCTION};

@@ -103,6 +103,10 @@ pub(crate) enum Attempt<T, E> {
         /// What went wrong, for the log and for the error if time runs out.
         reason: String,
     },
+    /// No connection could be made: retried like [`Attempt::Retry`], but only as often as
+    /// the policy's `connect_tries` allows, so a wrong or dead endpoint is named in
+    /// seconds rather than after the whole budget.
+    Unreachable(crate::net::Unreachable),
     /// A failure that retrying will not fix.
     Fail(E),
 }
@@ -129,7 +133,15 @@ pub(crate) async fn read_answer<E>(
 ) -> Attempt<bytes::Bytes, E> {
     let rsp = match sent {
         Ok(rsp) => rsp,
-        Err(e) => return Attempt::retry(None, format!("transport: {e}")),
+        Err(e) => {
+            return match (crate::net::connect_cause(&e), e.url()) {
+                (Some(cause), Some(url)) => Attempt::Unreachable(crate::net::Unreachable {
+                    endpoint: crate::net::endpoint(url),
+                    cause,
+                }),
+                _ => Attempt::retry(None, format!("transport: {e}")),
+            };
+        }
     };
     let status = rsp.status().as_u16();
     if rsp.status().is_success() {
@@ -186,12 +198,16 @@ pub(crate) struct Policy {
     pub base: Duration,
     /// The longest back-off step.
     pub max: Duration,
+    /// How many tries in a row may fail to connect before the call gives up with
+    /// [`crate::net::Unreachable`]; `None` keeps trying until the deadline (for calls whose
+    /// failure costs more than the wait, like a batch that would go to the poison queue).
+    pub connect_tries: Option<u32>,
 }
 
 /// Runs `attempt` until it is done or fails, waiting between tries as it asks (or with
 /// jittered back-off), but never past `deadline`: then `out_of_time` makes the error from
 /// the last reason. `attempt` is given the number of the try, from 0.
-pub(crate) async fn drive<T, E, F, Fut>(
+pub(crate) async fn drive<T, E: From<crate::net::Unreachable>, F, Fut>(
     policy: Policy,
     what: &str,
     deadline: Deadline,
@@ -203,14 +219,25 @@ where
     Fut: std::future::Future<Output = Attempt<T, E>>,
 {
     let mut n = 0u32;
+    let mut unconnected = 0u32;
     loop {
         let (wait, reason) = match attempt(n).await {
             Attempt::Done(v) => return Ok(v),
             Attempt::Fail(e) => return Err(e),
-            Attempt::Retry { wait, reason } => (
-                wait.unwrap_or_else(|| backoff(n, policy.base, policy.max)),
-                reason,
-            ),
+            Attempt::Retry { wait, reason } => {
+                unconnected = 0;
+                (
+                    wait.unwrap_or_else(|| backoff(n, policy.base, policy.max)),
+                    reason,
+                )
+            }
+            Attempt::Unreachable(u) => {
+                unconnected += 1;
+                if policy.connect_tries.is_some_and(|max| unconnected >= max) {
+                    return Err(u.into());
+                }
+                (backoff(n, policy.base, policy.max), u.to_string())
+            }
         };
         tracing::warn!(
             service = policy.service,
@@ -232,16 +259,32 @@ where
 mod tests {
     use super::*;
 
+    /// An error for the tests: its text, and whether it came from [`Unreachable`].
+    #[derive(Debug, PartialEq)]
+    struct E(String);
+
+    impl From<crate::net::Unreachable> for E {
+        fn from(u: crate::net::Unreachable) -> Self {
+            E(format!("unreachable: {u}"))
+        }
+    }
+
+    fn e(s: &str) -> E {
+        E(s.to_string())
+    }
+
+    const POLICY: Policy = Policy {
+        service: "test",
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        connect_tries: Some(3),
+    };
+
     #[tokio::test(start_paused = true)]
     async fn drive_waits_as_asked_and_gives_up_at_the_deadline() {
-        let policy = Policy {
-            service: "test",
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
         let start = Instant::now();
-        let got: Result<u32, String> = drive(
-            policy,
+        let got: Result<u32, E> = drive(
+            POLICY,
             "x",
             Deadline::after(Duration::from_secs(60)),
             |n| async move {
@@ -251,7 +294,7 @@ mod tests {
                     _ => Attempt::Done(n),
                 }
             },
-            |last| last,
+            E,
         )
         .await;
         assert_eq!(got, Ok(2));
@@ -261,25 +304,78 @@ mod tests {
             "{waited:?}"
         );
 
-        let failed: Result<(), String> = drive(
-            policy,
+        let failed: Result<(), E> = drive(
+            POLICY,
             "x",
             Deadline::after(Duration::from_secs(5)),
             |_| async { Attempt::retry(Some(Duration::from_secs(10)), "429 throttled") },
-            |last| format!("out of time: {last}"),
+            |last| E(format!("out of time: {last}")),
         )
         .await;
-        assert_eq!(failed, Err("out of time: 429 throttled".into()));
+        assert_eq!(failed, Err(e("out of time: 429 throttled")));
 
-        let fatal: Result<(), &str> = drive(
-            policy,
+        let fatal: Result<(), E> = drive(
+            POLICY,
             "x",
             Deadline::after(Duration::from_secs(5)),
-            |_| async { Attempt::Fail("403") },
-            |_| "late",
+            |_| async { Attempt::Fail(e("403")) },
+            |_| e("late"),
         )
         .await;
-        assert_eq!(fatal, Err("403"));
+        assert_eq!(fatal, Err(e("403")));
+    }
+
+    fn refused() -> crate::net::Unreachable {
+        crate::net::Unreachable {
+            endpoint: "https://cas.example:443".into(),
+            cause: crate::net::Cause::Refused,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_that_cannot_be_reached_is_named_after_a_few_tries_not_at_the_deadline() {
+        let start = Instant::now();
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let got: Result<(), E> = drive(
+            POLICY,
+            "x",
+            Deadline::after(Duration::from_secs(600)),
+            |_| {
+                tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async { Attempt::Unreachable(refused()) }
+            },
+            |_| e("late"),
+        )
+        .await;
+        assert_eq!(
+            got,
+            Err(e(
+                "unreachable: cannot connect to https://cas.example:443: connection refused"
+            ))
+        );
+        assert_eq!(tries.into_inner(), 3);
+        assert!(Instant::now() - start < Duration::from_secs(3));
+
+        // Without a limit the deadline rules.
+        let patient = Policy {
+            connect_tries: None,
+            ..POLICY
+        };
+        let got: Result<(), E> = drive(
+            patient,
+            "x",
+            Deadline::after(Duration::from_secs(20)),
+            |_| async { Attempt::Unreachable(refused()) },
+            |last| E(format!("out of time: {last}")),
+        )
+        .await;
+        assert_eq!(
+            got,
+            Err(e(
+                "out of time: cannot connect to https://cas.example:443: connection refused"
+            ))
+        );
+        assert!(Instant::now() - start >= Duration::from_secs(19));
     }
 
     #[test]

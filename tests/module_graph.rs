@@ -183,6 +183,7 @@ fn settings_and_leaves_import_nothing_above_them() {
         "duration",
         "secret",
         "loopback",
+        "net",
         "telemetry",
     ];
     for leaf in leaves {

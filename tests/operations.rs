@@ -358,7 +358,9 @@ async fn validate_proves_each_dependency_and_names_the_fix_for_each_broken_one()
 
     let (ok, out, _) = run_cli(&h, &["validate"], &[("AzureWebJobsStorage", "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;QueueEndpoint=http://127.0.0.1:1/devstoreaccount1;BlobEndpoint=http://127.0.0.1:1/devstoreaccount1")]).await;
     assert!(
-        !ok && problem(&out, "storage").contains("Storage Queue Data Contributor"),
+        // Nothing listens there: the connection is named, not a role to grant.
+        !ok && problem(&out, "storage").contains("connection refused")
+            && !problem(&out, "storage").contains("Storage Queue Data Contributor"),
         "{out}"
     );
 
@@ -469,4 +471,60 @@ async fn status_needs_only_storage_settings_and_creates_nothing() {
         None,
         "status looked and made nothing"
     );
+}
+
+/// A port nothing listens on: bound, then let go.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_endpoint_is_named_in_seconds_by_validate_status_and_run() {
+    let h = harness(
+        "ops-refused",
+        &[("CAS_DATA_TYPES", "alerts")],
+        SimConfig::default(),
+    )
+    .await;
+    let port = closed_port();
+    let dead_storage = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1",
+        cas_sentinel::testing::config::storage::DEV_KEY
+    );
+    let env = [("AzureWebJobsStorage", dead_storage.as_str())];
+    let named = format!("cannot connect to http://127.0.0.1:{port}: connection refused");
+    for command in [&["validate"][..], &["status"], &["run", "--once"]] {
+        let started = std::time::Instant::now();
+        let (ok, out, err) = run_cli(&h, command, &env).await;
+        let took = started.elapsed();
+        assert!(!ok, "{command:?} fails: {out}{err}");
+        assert!(
+            (out.clone() + &err).contains(&named)
+                && (out.clone() + &err).contains("AzureWebJobsStorage"),
+            "{command:?} names the endpoint, the cause and the setting: {out}{err}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{command:?} took {took:?}"
+        );
+        if command == ["validate"] {
+            // The checks that could be made were made, and the others were reported before.
+            assert!(out.contains("CAS API") && out.contains("ok"), "{out}");
+        }
+    }
+
+    // A refused CAS endpoint, with storage fine: named, not retried for the whole budget.
+    let dead_cas = format!("http://127.0.0.1:{}/", closed_port());
+    let started = std::time::Instant::now();
+    let (ok, out, err) = run_cli(&h, &["run", "--once"], &[("CAS_API_URL", &dead_cas)]).await;
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains("connection refused") && out.contains("CAS_API_URL"),
+        "{out}{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

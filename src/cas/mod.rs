@@ -66,6 +66,9 @@ pub enum CasError {
         /// The start of the response body.
         body: String,
     },
+    /// No connection could be made to the API.
+    #[error("{0}: check CAS_API_URL (the portal's About page shows the API URL) and that the network reaches it")]
+    Unreachable(#[from] crate::net::Unreachable),
     /// Throttling or server errors went on until the run's time budget ran out.
     #[error("CAS {path} still failing ({last}) when the run's time budget ran out; the rest is left for the next run")]
     OutOfTime {
@@ -235,6 +238,7 @@ const POLICY: Policy = Policy {
     service: "CAS",
     base: Duration::from_secs(1),
     max: Duration::from_secs(30),
+    connect_tries: Some(3),
 };
 
 /// How long to wait after a throttled answer that names no wait: CAS counts requests per

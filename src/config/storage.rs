@@ -13,7 +13,7 @@ use url::Url;
 /// Azurite's well-known development account, published in its documentation.
 pub(crate) const DEV_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, not a secret).
-pub(crate) const DEV_KEY: &str =
+pub const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// How requests to the storage account are authorised.

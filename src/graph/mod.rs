@@ -55,6 +55,9 @@ pub enum GraphError {
         /// Graph's message.
         message: String,
     },
+    /// No connection could be made to Graph.
+    #[error("{0}: check GRAPH_API_URL and that the network reaches it")]
+    Unreachable(#[from] crate::net::Unreachable),
     /// Throttling or server errors went on until the run's time budget ran out.
     #[error("Microsoft Graph {what} still failing ({last}) when the run's time budget ran out; the snapshot continues next run")]
     OutOfTime {
@@ -220,6 +223,7 @@ const POLICY: Policy = Policy {
     service: "Microsoft Graph",
     base: Duration::from_secs(1),
     max: Duration::from_secs(60),
+    connect_tries: Some(3),
 };
 
 /// What a Graph answer that is not a success means, from its status, `Retry-After` and

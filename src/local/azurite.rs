@@ -134,12 +134,8 @@ fn spawn(dir: &Path, blob: u16, queue: u16, table: u16) -> Result<Child, LocalEr
     })?;
     std::fs::create_dir_all(dir)?;
     Command::new(bin)
-        .args([
-            "--silent",
-            "--skipApiVersionCheck",
-            "--loose",
-            "--disableProductStyleUrl",
-        ])
+        // Azurite's defaults, as docs/deploy.md starts it: no flag relaxes what it checks.
+        .arg("--silent")
         .arg("--location")
         .arg(dir)
         .args([

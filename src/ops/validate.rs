@@ -9,7 +9,6 @@ use crate::retry::Deadline;
 use crate::sentinel::SentinelError;
 use serde::Serialize;
 use serde_json::json;
-use std::fmt::Write;
 use std::time::Duration;
 
 /// One check's outcome.
@@ -48,74 +47,126 @@ impl Check {
     }
 }
 
+/// The width of the check column: the longest name the default streams give
+/// (`Logs Ingestion Custom-McasShadowItReporting`), so lines printed one by one, as each
+/// check completes, line up without knowing the others (a longer custom stream name only
+/// pushes its own line's result along).
+pub(crate) const NAME_WIDTH: usize = 43;
+
+/// The table's heading line.
+pub(crate) fn heading() -> String {
+    format!("{:<NAME_WIDTH$}  result   detail", "check")
+}
+
+/// One check as a line of the table.
+pub(crate) fn line(c: &Check) -> String {
+    let (mark, text) = match &c.outcome {
+        Ok(d) => ("ok", d),
+        Err(p) => ("PROBLEM", p),
+    };
+    format!("{:<NAME_WIDTH$}  {mark:<7}  {text}", c.name)
+}
+
 /// The checks as a table a person reads in ten seconds.
-pub(crate) fn render(checks: &[Check]) -> String {
-    let width = checks
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let mut out = String::new();
-    let _ = writeln!(out, "{:<width$}  result   detail", "check");
+#[cfg(test)]
+fn render(checks: &[Check]) -> String {
+    let mut out = heading() + "\n";
     for c in checks {
-        let (mark, text) = match &c.outcome {
-            Ok(d) => ("ok", d),
-            Err(p) => ("PROBLEM", p),
-        };
-        let _ = writeln!(out, "{:<width$}  {mark:<7}  {text}", c.name);
+        out.push_str(&line(c));
+        out.push('\n');
     }
     out
 }
 
-/// Runs the checks; settings problems stop before any network call.
+/// The checks made so far, each also handed to `report` the moment it completes (a check
+/// can wait seconds on a slow dependency; the operator sees the ones before it meanwhile).
+struct Checks<'a> {
+    done: Vec<Check>,
+    report: &'a mut dyn FnMut(&Check),
+}
+
+impl Checks<'_> {
+    fn push(&mut self, c: Check) {
+        (self.report)(&c);
+        self.done.push(c);
+    }
+}
+
+/// Runs the checks, handing each to `report` as it completes; settings problems stop
+/// before any network call.
 pub(crate) async fn validate(
     lookup: &dyn Fn(&str) -> Option<String>,
     host_json: &str,
+    report: &mut dyn FnMut(&Check),
 ) -> Vec<Check> {
+    let mut checks = Checks {
+        done: Vec::new(),
+        report,
+    };
+    run_checks(lookup, host_json, &mut checks).await;
+    checks.done
+}
+
+async fn run_checks(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    host_json: &str,
+    checks: &mut Checks<'_>,
+) {
     let settings = match Settings::from_lookup(lookup) {
         Ok(s) => s,
         Err(errors) => {
-            return errors
-                .0
-                .into_iter()
-                .map(|e| Check::new("settings", Err(e.to_string())))
-                .collect();
+            for e in errors.0 {
+                checks.push(Check::new("settings", Err(e.to_string())));
+            }
+            return;
         }
     };
     if let Err(e) = settings.check_against_host(host_json) {
-        return vec![Check::new("settings", Err(e.to_string()))];
+        checks.push(Check::new("settings", Err(e.to_string())));
+        return;
     }
     let types: Vec<&str> = settings.data_types.iter().map(|d| d.as_str()).collect();
-    let mut checks = vec![
-        Check::new("settings", Ok(format!("data types: {}", types.join(", ")))),
-        Check::new("identity", Ok(auth::describe(&settings.identity))),
-    ];
+    checks.push(Check::new(
+        "settings",
+        Ok(format!("data types: {}", types.join(", "))),
+    ));
+    checks.push(Check::new(
+        "identity",
+        Ok(auth::describe(&settings.identity)),
+    ));
     let app = match App::new(settings) {
         Ok(a) => a,
         Err(e) => {
             checks.push(Check::new("clients", Err(e.to_string())));
-            return checks;
+            return;
         }
     };
     let deadline = || Deadline::after(Duration::from_secs(30));
-    checks.extend(cas_checks(&app, deadline()).await);
+    cas_checks(&app, deadline(), checks).await;
     checks.push(discovery_check(&app, deadline()).await);
     for &dt in &app.settings.data_types {
         let stream = app.settings.sentinel.stream(dt).to_string();
         checks.push(stream_check(&app, &stream, deadline()).await);
     }
-    let outcome = match app.ensure_resources().await {
+    checks.push(Check::new("storage", storage_check(&app).await));
+}
+
+/// Storage: a connection first (named within seconds when there is none), then the queues
+/// and the container made or found, which proves the roles.
+async fn storage_check(app: &App) -> Result<String, String> {
+    app.settings
+        .storage
+        .reachable()
+        .await
+        .map_err(|e| e.to_string())?;
+    match app.ensure_resources().await {
         Ok(()) => Ok(format!("queue {}, {} and container {} reachable", app.queue.name(), app.poison.name(), crate::storage::blobs::CONTAINER)),
         Err(e) => Err(format!("{e}: the identity needs Storage Queue Data Contributor and Storage Blob Data Owner on the account (or a working AzureWebJobsStorage connection string)")),
-    };
-    checks.push(Check::new("storage", outcome));
-    checks
+    }
 }
 
 /// CAS: the Entra token when no legacy token is set, then one cheap list call.
-async fn cas_checks(app: &App, deadline: Deadline) -> Vec<Check> {
-    let mut out = Vec::new();
+async fn cas_checks(app: &App, deadline: Deadline, out: &mut Checks<'_>) {
     if app.settings.cas.token.is_none() {
         let outcome = match auth::credential(&app.settings.identity) {
             Ok(c) => auth::bearer(c.as_ref(), CAS_SCOPE).await.map(|_| "token obtained".to_string()).map_err(|e| {
@@ -147,7 +198,6 @@ async fn cas_checks(app: &App, deadline: Deadline) -> Vec<Check> {
         })
         .map_err(|e| e.to_string());
     out.push(Check::new("CAS API", outcome));
-    out
 }
 
 /// One Logs Ingestion stream, proved with an empty upload (`[]`): the service accepts it
@@ -234,9 +284,15 @@ mod tests {
         ];
         let table = render(&checks);
         assert!(table.lines().nth(1).unwrap().contains("ok"), "{table}");
-        assert!(
-            table.contains("Logs Ingestion Custom-McasAlerts  PROBLEM  403"),
+        let row: Vec<&str> = table.lines().nth(2).unwrap().split_whitespace().collect();
+        assert_eq!(
+            row[..5],
+            ["Logs", "Ingestion", "Custom-McasAlerts", "PROBLEM", "403"],
             "{table}"
+        );
+        assert_eq!(
+            table.lines().nth(2).unwrap().find("PROBLEM"),
+            Some(NAME_WIDTH + 2)
         );
         let v = serde_json::to_value(&checks).unwrap();
         assert_eq!(

@@ -33,6 +33,10 @@ pub enum SentinelError {
         /// What to check.
         hint: &'static str,
     },
+    /// No connection could be made to the ingestion endpoint (only `validate` stops at
+    /// this: a batch keeps trying until its deadline, as the queue would only retry it).
+    #[error("{0}: check SENTINEL_INGESTION_ENDPOINT and that the network reaches it")]
+    Unreachable(#[from] crate::net::Unreachable),
     /// Transient failures went on past the invocation's budget.
     #[error("Logs Ingestion still failing ({last}) when the invocation's time budget ran out")]
     OutOfTime {
@@ -226,6 +230,7 @@ impl LogsIngestion {
                 Attempt::Done(())
             }
             Attempt::Retry { wait, reason } => Attempt::Retry { wait, reason },
+            Attempt::Unreachable(u) => Attempt::Unreachable(u),
             Attempt::Fail(e) => Attempt::Fail(e),
         }
     }
@@ -249,6 +254,7 @@ const POLICY: Policy = Policy {
     service: "Logs Ingestion",
     base: Duration::from_millis(500),
     max: Duration::from_secs(30),
+    connect_tries: None,
 };
 
 /// What a Logs Ingestion answer that is not a success means, from its status,

@@ -29,9 +29,35 @@ pub enum SetupError {
     /// The container.
     #[error(transparent)]
     Blob(#[from] blobs::BlobError),
+    /// No connection could be made to the account at all.
+    #[error("storage: {0}: check AzureWebJobsStorage (the account name, or the endpoints in the connection string) and that the network reaches it")]
+    Unreachable(#[from] crate::net::Unreachable),
 }
 
+/// The storage service version every call names (`x-ms-version`). The SDK's own default
+/// (2026-04-06 in 1.1.0) is newer than any Azurite that runs on Node 20 knows (3.35:
+/// 2025-11-05), and Azurite refuses an unknown version with `400 InvalidHeaderValue` unless
+/// started with `--skipApiVersionCheck`; every call we make (queue messages, block blobs with
+/// conditions, listing) is older than this version, and storage accounts accept every
+/// version since 2009. Pinning it makes `npx azurite` work with its defaults.
+pub(crate) const API_VERSION: &str = "2025-11-05";
+
+/// How long the look before the first storage call may take: long enough for a slow
+/// network, short enough that an operator hears of a dead endpoint in seconds, not after
+/// the SDK's minute of retries.
+pub(crate) const PROBE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl StorageSettings {
+    /// Whether a connection can be made to the queue and the blob endpoints (the SDK retries
+    /// a refused connection for a minute and then says only that its retry policy expired).
+    pub async fn reachable(&self) -> Result<(), SetupError> {
+        crate::net::probe(&self.queue_endpoint, PROBE_TIME).await?;
+        if crate::net::endpoint(&self.blob_endpoint) != crate::net::endpoint(&self.queue_endpoint) {
+            crate::net::probe(&self.blob_endpoint, PROBE_TIME).await?;
+        }
+        Ok(())
+    }
+
     /// The SAS query to append to URLs, if this account is reached by SAS.
     fn sas_query(&self) -> Result<Option<String>, StorageConfigError> {
         match &self.auth {
@@ -100,7 +126,11 @@ impl StorageSettings {
     ) -> Result<azure_storage_queue::QueueClient, StorageConfigError> {
         let url = self.resource_url(&self.queue_endpoint, name)?;
         let cred = self.credential_for_sdk(credential)?;
-        azure_storage_queue::QueueClient::new(url, cred, None)
+        let options = azure_storage_queue::QueueClientOptions {
+            version: API_VERSION.into(),
+            ..Default::default()
+        };
+        azure_storage_queue::QueueClient::new(url, cred, Some(options))
             .map_err(|e| StorageConfigError::Invalid(format!("queue client: {e}")))
     }
 
@@ -112,7 +142,11 @@ impl StorageSettings {
     ) -> Result<azure_storage_blob::BlobContainerClient, StorageConfigError> {
         let url = self.resource_url(&self.blob_endpoint, name)?;
         let cred = self.credential_for_sdk(credential)?;
-        azure_storage_blob::BlobContainerClient::new(url, cred, None)
+        let options = azure_storage_blob::BlobContainerClientOptions {
+            version: API_VERSION.into(),
+            ..Default::default()
+        };
+        azure_storage_blob::BlobContainerClient::new(url, cred, Some(options))
             .map_err(|e| StorageConfigError::Invalid(format!("blob client: {e}")))
     }
 
