@@ -44,7 +44,7 @@ param maximumInstanceCount int = 40
 @minValue(8)
 param batchStateRetentionDays int = 30
 
-@description('Thresholds of the analytics rules in infra/sentinel/rules (docs/content.md).')
+@description('Thresholds of the analytics rules in infra/sentinel/rules (docs/content.md). lookbackDays also sets those rules\' queryPeriod, which Sentinel allows up to 14 days (a larger value is refused at deployment).')
 param ruleThresholds object = {
   downloadThreshold: 200
   lookbackDays: 14

@@ -69,6 +69,9 @@ resource rule 'Microsoft.SecurityInsights/alertRules@2023-02-01' = [for r in con
       'let downloadThreshold = 200;', 'let downloadThreshold = ${ruleThresholds.downloadThreshold};'),
       'let lookbackDays = 14;', 'let lookbackDays = ${ruleThresholds.lookbackDays};'),
       'let maximumScore = 3;', 'let maximumScore = ${ruleThresholds.maximumScore};')
+    // A rule that looks back lookbackDays must be allowed to read that far: Sentinel gives
+    // a scheduled query only the data within its queryPeriod.
+    queryPeriod: contains(r.parameters, 'lookbackDays') ? 'P${ruleThresholds.lookbackDays}D' : r.properties.queryPeriod
   })
   dependsOn: [
     function

@@ -691,5 +691,20 @@ fn the_deployed_content_is_generated_from_the_yaml() {
                 "ruleThresholds lacks {k}: {default}"
             );
         }
+        // A rule that looks back lookbackDays reads that far by default, and infra/ keeps
+        // its queryPeriod with the deployment's value.
+        if let Some(days) = r["parameters"].get("lookbackDays") {
+            assert_eq!(
+                r["properties"]["queryPeriod"],
+                format!("P{days}D"),
+                "{}",
+                r["id"]
+            );
+        }
     }
+    let tables = std::fs::read_to_string(root().join("infra/tables.bicep")).unwrap();
+    assert!(
+        tables.contains("queryPeriod: contains(r.parameters, 'lookbackDays') ? 'P${ruleThresholds.lookbackDays}D'"),
+        "infra/tables.bicep sets queryPeriod from lookbackDays"
+    );
 }

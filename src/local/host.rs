@@ -17,7 +17,7 @@ pub use crate::functions::MAX_DEQUEUE_COUNT;
 pub const BATCH_SIZE: u8 = 16;
 
 /// Counts from draining the queue.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DrainStats {
     /// Invocations posted.
     pub invocations: u64,
@@ -27,6 +27,15 @@ pub struct DrainStats {
     pub failed: u64,
     /// Messages moved to the poison queue.
     pub poisoned: u64,
+}
+
+impl std::ops::AddAssign for DrainStats {
+    fn add_assign(&mut self, d: DrainStats) {
+        self.invocations += d.invocations;
+        self.succeeded += d.succeeded;
+        self.failed += d.failed;
+        self.poisoned += d.poisoned;
+    }
 }
 
 /// The host stand-in.

@@ -354,10 +354,7 @@ async fn ticks(h: &Harness, opts: &DemoOptions) -> Result<host::DrainStats, Loca
             "  IngestBatch: {} invocations, {} succeeded, {} failed, {} to poison",
             d.invocations, d.succeeded, d.failed, d.poisoned
         );
-        totals.invocations += d.invocations;
-        totals.succeeded += d.succeeded;
-        totals.failed += d.failed;
-        totals.poisoned += d.poisoned;
+        totals += d;
     }
     Ok(totals)
 }
@@ -383,13 +380,11 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     .await?;
     seed(&h);
     let totals = ticks(&h, &opts).await?;
-    println!(
-        "\nlive: records created every 200 ms for 20 s, PollCas every 5 s (settle delay 1 s)…"
-    );
-    let live = live_latency(&h, Duration::from_secs(20), Duration::from_secs(5)).await?;
-    let cas = h.cas.stats();
-    let sink = h.sink.stats();
-    println!("\nsummary");
+    // The two phases are summed up apart: what the ticks did, then what the live run
+    // added, so no line mixes the counts of one with the other.
+    let (cas, sink) = (h.cas.stats(), h.sink.stats());
+    let graph_requests = h.graph.stats().requests;
+    println!("\nafter {} ticks", opts.ticks);
     println!(
         "  CAS tenant holds:     {} alerts, {} activities, 2 continuous reports",
         h.cas.alert_ids().len(),
@@ -402,19 +397,50 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     for (table, rows) in &sink.rows {
         println!("  rows ingested:        {table:<26} {rows}");
     }
-    println!("  API calls:            CAS {} (at most {} in any minute, limit 30), Microsoft Graph {}, Logs Ingestion {} ({} accepted, {} KiB)", cas.requests, cas.max_in_any_minute, h.graph.stats().requests, sink.calls, sink.accepted_calls, sink.bytes / 1024);
+    println!("  API calls:            CAS {} (at most {} in any minute, limit 30), Microsoft Graph {graph_requests}, Logs Ingestion {} ({} accepted, {} KiB)", cas.requests, cas.max_in_any_minute, sink.calls, sink.accepted_calls, sink.bytes / 1024);
     for line in discovery_summary(&out_dir.join(format!(
         "{}.ndjson",
         crate::model::DataType::Discovery.table()
     ))) {
         println!("  discovery rows:       {line}");
     }
+    let (alerts_before, activities_before) = (h.cas.alert_ids().len(), h.cas.activity_ids().len());
+    println!(
+        "\nlive: records created every 200 ms for 20 s, PollCas every 5 s (settle delay 1 s)…"
+    );
+    let live = live_latency(&h, Duration::from_secs(20), Duration::from_secs(5)).await?;
+    let (cas_live, sink_live) = (h.cas.stats(), h.sink.stats());
+    println!("\nlive phase");
+    println!(
+        "  records created:      {} alerts, {} activities",
+        h.cas.alert_ids().len() - alerts_before,
+        h.cas.activity_ids().len() - activities_before
+    );
+    println!(
+        "  queue messages:       {} ingested, {} failed deliveries, {} in poison",
+        live.drained.succeeded, live.drained.failed, live.drained.poisoned
+    );
+    for (table, rows) in &sink_live.rows {
+        let before = sink.rows.get(table).copied().unwrap_or(0);
+        println!("  rows ingested:        {table:<26} {}", rows - before);
+    }
+    println!(
+        "  API calls:            CAS {}, Logs Ingestion {}",
+        cas_live.requests - cas.requests,
+        sink_live.calls - sink.calls
+    );
     let (median, p95) = live.deployed(Duration::from_secs(60), Duration::from_secs(120));
     println!("  end-to-end latency:   {live}");
     println!("                        deployed with the defaults (settle 1 min, a tick every 2 min): about {median:.0} s at the median, {p95:.0} s at p95");
+    println!();
     println!("  output files:");
+    // The rows' files, not the demo's own marker (a dot file).
     let mut files: Vec<PathBuf> = std::fs::read_dir(&out_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     files.sort();
     for f in files {
@@ -466,6 +492,8 @@ pub struct Latency {
     pub p95_ms: i64,
     /// How often PollCas ran.
     pub tick_every: Duration,
+    /// What draining the queue after each run did.
+    pub drained: host::DrainStats,
 }
 
 impl Latency {
@@ -525,11 +553,12 @@ pub async fn live_latency(
     let mut next = tokio::time::Instant::now() + tick_every;
     // Ticks until everything stored in the run has been polled (a settle delay past its end).
     let last = tokio::time::Instant::now() + run_for + tick_every + Duration::from_secs(2);
+    let mut drained = host::DrainStats::default();
     while next <= last {
         tokio::time::sleep_until(next).await;
         next += tick_every;
         h.host.tick(false).await?;
-        h.host.drain(Duration::from_secs(120)).await?;
+        drained += h.host.drain(Duration::from_secs(120)).await?;
     }
     generator
         .await
@@ -558,6 +587,7 @@ pub async fn live_latency(
         median_ms: pick(0.5),
         p95_ms: pick(0.95),
         tick_every,
+        drained,
     })
 }
 

@@ -41,6 +41,16 @@ pub struct PollReport {
 
 impl fmt::Display for PollReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A source with nothing due reads no window: its empty one ends when the next read
+        // is due (discovery's next snapshot), which is worth saying, not a "window".
+        if self.window.start_ms() == self.window.end_ms() && self.pages == 0 && self.records == 0 {
+            let at = crate::model::format_ms(self.window.end_ms());
+            return if self.window.end_ms() > crate::model::now_ms() {
+                write!(f, "{}: nothing due until {at}", self.data_type)
+            } else {
+                write!(f, "{}: nothing new at {at}", self.data_type)
+            };
+        }
         write!(
             f,
             "{}: window {}, {} records",
@@ -345,6 +355,27 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     use std::time::Duration;
+
+    #[test]
+    fn a_source_with_nothing_due_says_when_it_is_due_not_a_zero_length_window() {
+        let later = crate::model::now_ms() + 3_600_000;
+        let mut idle = PollReport::new(DataType::Discovery, Window::new(later, later).unwrap());
+        idle.complete = true;
+        let line = idle.to_string();
+        assert!(
+            line.starts_with("discovery: nothing due until 20"),
+            "{line}"
+        );
+        assert!(!line.contains("window"), "{line}");
+        let mut read = PollReport::new(DataType::Alerts, Window::new(1_000, 2_000).unwrap());
+        read.pages = 1;
+        read.complete = true;
+        assert!(
+            read.to_string()
+                .starts_with("alerts: window 1970-01-01T00:00:01"),
+            "{read}"
+        );
+    }
 
     /// Messages in memory; refuses the enqueue numbered `fail_at` (from 1), if set.
     #[derive(Default)]
