@@ -218,6 +218,7 @@ module customTables 'tables.bicep' = {
     content: loadJsonContent('generated/sentinel-content.json')
     ruleThresholds: ruleThresholds
     workbook: loadJsonContent('sentinel/workbook.json')
+    connector: loadJsonContent('sentinel/connector.json')
     location: location
   }
 }

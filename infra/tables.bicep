@@ -1,7 +1,8 @@
 // What cas-sentinel puts in the Sentinel workspace: the custom tables (from
 // infra/generated/tables.json), the KQL functions over them (saved searches with a function
 // alias, from infra/sentinel/functions/), the analytics rules and hunting queries (from
-// infra/sentinel/{rules,hunting}/, as infra/generated/sentinel-content.json) and the workbook.
+// infra/sentinel/{rules,hunting}/, as infra/generated/sentinel-content.json), the workbook and
+// the data connector's page (infra/sentinel/connector.json).
 // The workspace must already have Microsoft Sentinel enabled.
 
 @description('Name of the Log Analytics workspace (in this module\'s resource group).')
@@ -21,6 +22,9 @@ param ruleThresholds object
 
 @description('The workbook, from infra/sentinel/workbook.json.')
 param workbook object
+
+@description('The data connector\'s page (connectorUiConfig), from infra/sentinel/connector.json.')
+param connector object
 
 @description('Azure region of the workbook.')
 param location string
@@ -86,6 +90,22 @@ resource hunting 'Microsoft.OperationalInsights/workspaces/savedSearches@2020-08
     function
   ]
 }]
+
+// The connector's page on Sentinel's Data connectors blade: what it writes, whether rows
+// arrive, the permissions and the setup steps. Its name is the connectorId the rules' and
+// hunting queries' requiredDataConnectors name. GenericUI (a UI-only definition, for
+// connectors that run outside Sentinel) is offered by the preview API versions only.
+resource connector 'Microsoft.SecurityInsights/dataConnectors@2021-03-01-preview' = {
+  scope: workspace
+  name: 'CasSentinel'
+  kind: 'GenericUI'
+  properties: {
+    connectorUiConfig: union(connector, { id: 'CasSentinel' })
+  }
+  dependsOn: [
+    function
+  ]
+}
 
 resource workbookResource 'Microsoft.Insights/workbooks@2023-06-01' = {
   name: guid(workspace.id, 'cas-sentinel-workbook')

@@ -418,6 +418,111 @@ fn workbook_queries() -> Vec<(String, String)> {
     out
 }
 
+/// The data connector's page, as infra/ deploys it.
+fn connector() -> Value {
+    let text = std::fs::read_to_string(root().join("infra/sentinel/connector.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every query of the connector's page: its graphs, samples, last-data and connectivity
+/// queries, as (where, query).
+fn connector_queries() -> Vec<(String, String)> {
+    let c = connector();
+    let mut out = Vec::new();
+    let mut add = |what: String, q: &Value| {
+        out.push((
+            format!("infra/sentinel/connector.json {what}"),
+            q.as_str().unwrap().to_string(),
+        ))
+    };
+    for g in c["graphQueries"].as_array().unwrap() {
+        add(format!("graph {}", g["metricName"]), &g["baseQuery"]);
+    }
+    for q in c["sampleQueries"].as_array().unwrap() {
+        add(format!("sample {}", q["description"]), &q["query"]);
+    }
+    for d in c["dataTypes"].as_array().unwrap() {
+        add(
+            format!("last data of {}", d["name"]),
+            &d["lastDataReceivedQuery"],
+        );
+    }
+    for k in c["connectivityCriteria"].as_array().unwrap() {
+        for v in k["value"].as_array().unwrap() {
+            add(format!("connectivity {}", k["type"]), v);
+        }
+    }
+    out
+}
+
+/// The connector Sentinel shows: it names every table we write, checks that rows arrive, and
+/// is the one every rule and hunting query requires, for exactly the tables it reads.
+#[test]
+fn the_data_connector_names_every_table_and_the_content_requires_it() {
+    let c = connector();
+    let ours: Vec<String> = custom_tables()
+        .keys()
+        .filter(|t| t.ends_with("_CL"))
+        .cloned()
+        .collect();
+    let mut named: Vec<String> = c["dataTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect();
+    named.sort();
+    assert_eq!(named, ours, "one data type per table");
+    for field in [
+        "title",
+        "publisher",
+        "descriptionMarkdown",
+        "graphQueriesTableName",
+    ] {
+        assert!(c[field].as_str().is_some_and(|s| !s.is_empty()), "{field}");
+    }
+    assert_eq!(c["connectivityCriteria"][0]["type"], "IsConnectedQuery");
+    assert!(c["permissions"]["customs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["description"]
+            .as_str()
+            .unwrap()
+            .contains("Investigation.Read")));
+    assert!(c["instructionSteps"].as_array().unwrap().len() >= 3);
+    let tables_bicep = std::fs::read_to_string(root().join("infra/tables.bicep")).unwrap();
+    assert!(
+        tables_bicep.contains("name: 'CasSentinel'\n  kind: 'GenericUI'")
+            && tables_bicep.contains("connectorUiConfig: union(connector, { id: 'CasSentinel' })"),
+        "infra/tables.bicep deploys the connector as CasSentinel"
+    );
+    // Which table each function reads.
+    let reads = [
+        ("McasSecurityAlert", "McasAlerts_CL"),
+        ("McasCloudAppEvents", "McasActivity_CL"),
+        ("McasShadowIt", "McasShadowItReporting_CL"),
+    ];
+    let yaml = content_yaml();
+    for kind in ["rules", "hunting"] {
+        for r in yaml[kind].as_array().unwrap() {
+            let query = r["doc"]["query"].as_str().unwrap();
+            let mut tables: Vec<&str> = reads
+                .iter()
+                .filter(|(f, t)| query.contains(f) || query.contains(t))
+                .map(|(_, t)| *t)
+                .collect();
+            tables.sort_unstable();
+            assert_eq!(
+                r["doc"]["requiredDataConnectors"],
+                json!([{"connectorId": "CasSentinel", "dataTypes": tables}]),
+                "{}",
+                r["file"]
+            );
+        }
+    }
+}
+
 /// The workspace the content runs in: ours, plus the Sentinel tables it may join with.
 fn content_tables() -> Map<String, Value> {
     let mut t = custom_tables();
@@ -441,6 +546,15 @@ fn the_workbook_rules_and_hunting_queries_analyze_without_errors() {
         for r in yaml[kind].as_array().unwrap() {
             queries.push(json!({"name": r["file"], "text": r["doc"]["query"]}));
         }
+    }
+    let connector = connector_queries();
+    assert!(
+        connector.len() >= 10,
+        "the connector's queries: {}",
+        connector.len()
+    );
+    for (name, text) in connector {
+        queries.push(json!({"name": name, "text": text}));
     }
     assert_no_errors(
         json!({"tables": content_tables(), "functions": functions(), "queries": queries}),
