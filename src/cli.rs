@@ -91,6 +91,10 @@ enum Command {
         /// The folder to create (replaced if it exists).
         #[arg(long, default_value = "dist/functionapp")]
         out: PathBuf,
+        /// Also write the folder as this zip (what a zip deploy takes), with its SHA-256 in
+        /// `<zip>.sha256`.
+        #[arg(long)]
+        zip: Option<PathBuf>,
     },
     /// Show checkpoints and their lag, queue depth, poison count and sent batches.
     Status {
@@ -152,7 +156,7 @@ async fn run(command: Command) -> Result<()> {
             from,
             to,
         } => backfill(data_type, from, to).await,
-        Command::Package { binary, out } => package(&binary, &out),
+        Command::Package { binary, out, zip } => package(&binary, &out, zip.as_deref()),
         Command::Status { json } => {
             let app = storage_app_from_env().await?;
             let status = crate::ops::status::status(&app).await?;
@@ -281,16 +285,29 @@ async fn backfill(
     Ok(())
 }
 
-fn package(binary: &std::path::Path, out: &std::path::Path) -> Result<()> {
+fn package(
+    binary: &std::path::Path,
+    out: &std::path::Path,
+    zip: Option<&std::path::Path>,
+) -> Result<()> {
     let files = crate::package::assemble(binary, out)
         .with_context(|| format!("assembling {}", out.display()))?;
-    for f in files {
+    for f in &files {
         println!("{}/{f}", out.display());
     }
     println!(
         "publish with: cd {} && func azure functionapp publish <function-app-name>",
         out.display()
     );
+    if let Some(zip) = zip {
+        let sum = crate::package::archive(out, &files, zip)
+            .with_context(|| format!("writing {}", zip.display()))?;
+        println!("{} (sha256 {sum})", zip.display());
+        println!(
+            "or deploy it with: az functionapp deployment source config-zip -g <resource-group> -n <function-app-name> --src {}",
+            zip.display()
+        );
+    }
     Ok(())
 }
 

@@ -142,3 +142,77 @@ async fn the_package_has_the_layout_func_expects_and_its_binary_serves() {
         "the packaged binary answers GET / when started as the host starts it"
     );
 }
+
+/// The release artifact: the zip a zip deploy takes, with the files the host needs (and not
+/// Core Tools' local files), the binary still executable once extracted, and a checksum
+/// `sha256sum -c` accepts; the same binary gives the same zip.
+#[test]
+fn the_release_zip_holds_what_a_zip_deploy_needs_with_a_checksum() {
+    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("package-zip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let package = |zip: &str| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_cas-sentinel"))
+            .args([
+                "package",
+                "--binary",
+                env!("CARGO_BIN_EXE_cas-sentinel"),
+                "--out",
+            ])
+            .arg(root.join("functionapp"))
+            .arg("--zip")
+            .arg(root.join(zip))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(root.join(zip)).unwrap()
+    };
+    let first = package("app.zip");
+    assert_eq!(package("again.zip"), first, "reproducible");
+
+    let listing = std::process::Command::new("unzip")
+        .arg("-Z1")
+        .arg(root.join("app.zip"))
+        .output()
+        .expect("unzip is installed");
+    let mut names: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "IngestBatch/function.json",
+            "PollCas/function.json",
+            "cas-sentinel",
+            "host.json"
+        ]
+    );
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "app.zip.sha256"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let out = root.join("extracted");
+    let status = std::process::Command::new("unzip")
+        .args(["-q", "-d"])
+        .arg(&out)
+        .arg(root.join("app.zip"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let version = std::process::Command::new(out.join("cas-sentinel"))
+        .arg("--version")
+        .output()
+        .expect("the extracted binary runs");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("cas-sentinel {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -2,19 +2,22 @@
 //! function with its `function.json`, and the binary named as in `host.json`. The host
 //! files are compiled in, so a package always matches the binary it carries.
 
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
+mod zip;
+
 /// `host.json`, as committed.
-pub(crate) const HOST_JSON: &str = include_str!("../host.json");
+pub(crate) const HOST_JSON: &str = include_str!("../../host.json");
 /// The function definitions, as committed: (function name, function.json).
 pub(crate) const FUNCTIONS: [(&str, &str); 2] = [
     (
         "PollCas",
-        include_str!("../function-definitions/PollCas/function.json"),
+        include_str!("../../function-definitions/PollCas/function.json"),
     ),
     (
         "IngestBatch",
-        include_str!("../function-definitions/IngestBatch/function.json"),
+        include_str!("../../function-definitions/IngestBatch/function.json"),
     ),
 ];
 /// `local.settings.json` for the package folder. `func azure functionapp publish` takes
@@ -78,4 +81,45 @@ pub(crate) fn assemble(binary: &Path, out: &Path) -> std::io::Result<Vec<String>
     }
     written.push(exe);
     Ok(written)
+}
+
+/// What a zip deploy needs of an assembled folder `dir`: host.json, the function folders and
+/// the binary (`local.settings.json` and `.funcignore` are for Core Tools only).
+const NOT_DEPLOYED: [&str; 2] = [".funcignore", "local.settings.json"];
+
+/// Writes the folder `dir` (as [`assemble`] made it, its files listed in `files`) as the
+/// zip at `zip`, and its SHA-256 next to it as `<zip>.sha256` in `sha256sum`'s format (so
+/// `sha256sum -c` checks a download); returns the checksum.
+pub(crate) fn archive(dir: &Path, files: &[String], zip: &Path) -> std::io::Result<String> {
+    if let Some(parent) = zip.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut sorted: Vec<&String> = files
+        .iter()
+        .filter(|f| !NOT_DEPLOYED.contains(&f.as_str()))
+        .collect();
+    sorted.sort();
+    let mut w = zip::ZipWriter::new(std::io::BufWriter::new(std::fs::File::create(zip)?));
+    for f in sorted {
+        let path = dir.join(f);
+        #[cfg(unix)]
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(&path)?.permissions().mode()
+        };
+        #[cfg(not(unix))]
+        let mode = 0o644;
+        w.add(f, &std::fs::read(&path)?, mode)?;
+    }
+    w.finish()?;
+    let digest = Sha256::digest(std::fs::read(zip)?);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let name = zip
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut sum = zip.as_os_str().to_owned();
+    sum.push(".sha256");
+    std::fs::write(sum, format!("{hex}  {name}\n"))?;
+    Ok(hex)
 }
