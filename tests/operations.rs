@@ -501,6 +501,7 @@ async fn a_refused_endpoint_is_named_in_seconds_by_validate_status_and_run() {
         let started = std::time::Instant::now();
         let (ok, out, err) = run_cli(&h, command, &env).await;
         let took = started.elapsed();
+        eprintln!("{command:?} with storage refused: {took:?}");
         assert!(!ok, "{command:?} fails: {out}{err}");
         assert!(
             (out.clone() + &err).contains(&named)
@@ -526,5 +527,6 @@ async fn a_refused_endpoint_is_named_in_seconds_by_validate_status_and_run() {
         out.contains("connection refused") && out.contains("CAS_API_URL"),
         "{out}{err}"
     );
+    eprintln!("run --once with CAS refused: {:?}", started.elapsed());
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
