@@ -138,8 +138,12 @@ pub(crate) struct AlertRow<'a> {
     pub mapping_issues: Option<String>,
 }
 
-/// Maps a CAS alert; `observed` is set for an alert forwarded again because it changed.
+/// Maps a CAS alert; `observed` is set for an alert forwarded again because it changed. A
+/// Microsoft Graph alert (the `graph` alerts source) is mapped by [`super::graph_alerts`].
 pub(crate) fn map<'a>(rec: &Record<'a>, observed: Option<i64>) -> AlertRow<'a> {
+    if super::graph_alerts::is_graph_alert(rec) {
+        return super::graph_alerts::map(rec);
+    }
     let mut is = Issues::default();
     let id = is.str(rec, "/_id", true);
     let time = is.time(rec, "/timestamp", true);

@@ -12,6 +12,7 @@ pub(crate) mod discovery;
 pub(crate) mod entities;
 #[cfg(feature = "sim")]
 pub(crate) mod generate;
+mod graph_alerts;
 pub(crate) mod limits;
 mod vocabulary;
 
