@@ -40,6 +40,39 @@ pub struct CasSettings {
     /// Leave out alerts Defender for Identity raised (`CAS_SKIP_IDENTITY_ALERTS`), for a
     /// workspace that gets them from Defender for Identity's own connector too.
     pub skip_identity_alerts: bool,
+    /// Where alerts are read from (`CAS_ALERTS_SOURCE`).
+    pub alerts_source: AlertsSource,
+}
+
+/// Where alerts are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertsSource {
+    /// The Defender for Cloud Apps REST API (`/api/v1/alerts/`).
+    Cas,
+    /// Microsoft Graph's `security/alerts_v2`, Defender for Cloud Apps' alerts only.
+    Graph,
+}
+
+impl AlertsSource {
+    /// The setting's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertsSource::Cas => "cas",
+            AlertsSource::Graph => "graph",
+        }
+    }
+}
+
+/// `CAS_ALERTS_SOURCE`: `cas` (the default) or `graph`.
+pub(super) fn parse_alerts_source(value: Option<String>) -> Result<AlertsSource, SettingError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("cas") => Ok(AlertsSource::Cas),
+        Some("graph") => Ok(AlertsSource::Graph),
+        Some(other) => Err(SettingError::Invalid {
+            name: "CAS_ALERTS_SOURCE",
+            reason: format!("{other:?} is not a source: give `cas` (the Defender for Cloud Apps API) or `graph` (Microsoft Graph security/alerts_v2)"),
+        }),
+    }
 }
 
 /// How changed alerts are found: every `interval`, the alerts raised in the last
@@ -105,6 +138,10 @@ impl CasSettings {
                     false,
                 ),
                 false,
+            ),
+            alerts_source: errs.take(
+                parse_alerts_source(get("CAS_ALERTS_SOURCE")),
+                AlertsSource::Cas,
             ),
         }
     }

@@ -67,6 +67,11 @@ pub(crate) const SETTINGS: &[Setting] = &[
         meaning: "comma list of `alerts`, `activities`, `discovery`. Discovery reads Microsoft Graph with the Entra identity, never `CAS_API_TOKEN`: with a legacy token and this setting unset, discovery is off (start-up, `validate` and `status` say so)",
     },
     Setting {
+        name: "CAS_ALERTS_SOURCE",
+        unset: Unset::Value("cas"),
+        meaning: "where alerts come from: `cas`, the Defender for Cloud Apps API, or `graph`, Microsoft Graph `security/alerts_v2` (Defender for Cloud Apps' alerts only, with incident, classification, determination and MITRE techniques; needs `SecurityAlert.Read.All`; `CAS_ALERTS_FILTER`, `CAS_SKIP_IDENTITY_ALERTS` and the `CAS_ALERT_UPDATE_*` settings are for `cas`). Switching keeps one alert one alert: both sources' rows carry the CAS alert id in `VendorOriginalId`",
+    },
+    Setting {
         name: "CAS_ALERTS_FILTER",
         unset: Unset::Nothing,
         meaning: "extra CAS filter JSON ANDed into every alerts query, e.g. `{\"severity\":{\"eq\":[2]}}`; may not set `date`",

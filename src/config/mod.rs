@@ -15,6 +15,7 @@ mod names;
 pub(crate) mod storage;
 
 pub use cas::CasSettings;
+pub(crate) use cas::AlertsSource;
 pub use discovery::DiscoverySettings;
 pub(crate) use host::DEFAULT_SCHEDULE;
 pub(crate) use logs_ingestion::{SentinelSettings, MAX_CALL_BYTES};

@@ -7,6 +7,7 @@
 //! rolling 7, 30 or 90 days (`aggregatedAppsDetails`), and each app's users and IP
 //! addresses, all paged with `@odata.nextLink`.
 
+pub(crate) mod alerts;
 pub(crate) mod discovery;
 #[cfg(feature = "sim")]
 pub(crate) mod sim;

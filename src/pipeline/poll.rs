@@ -4,6 +4,8 @@
 use crate::batch::envelope::{pack, pack_observed, Outgoing};
 use crate::cas::pull::Puller;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::config::AlertsSource;
+use crate::graph::alerts::GraphAlerts;
 use crate::graph::discovery::Snapshot;
 use crate::model::{now_ms, DataType, Window};
 use crate::retry::Deadline;
@@ -192,6 +194,12 @@ pub(crate) async fn poll_one<O: Outbox + Sync>(
         DataType::Discovery => {
             lane.poll(sources.graph, |cursor, now| {
                 Snapshot::new(&settings.discovery, cursor, now)
+            })
+            .await
+        }
+        DataType::Alerts if settings.cas.alerts_source == AlertsSource::Graph => {
+            lane.poll(sources.graph, |cursor, now| {
+                GraphAlerts::new(&settings.cas, cursor, now)
             })
             .await
         }
