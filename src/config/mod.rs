@@ -14,8 +14,8 @@ mod logs_ingestion;
 mod names;
 pub(crate) mod storage;
 
-pub use cas::CasSettings;
 pub(crate) use cas::AlertsSource;
+pub use cas::CasSettings;
 pub use discovery::DiscoverySettings;
 pub(crate) use host::DEFAULT_SCHEDULE;
 pub(crate) use logs_ingestion::{SentinelSettings, MAX_CALL_BYTES};

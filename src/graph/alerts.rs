@@ -68,9 +68,11 @@ pub(crate) struct AlertsCursor {
 /// Reads Graph alerts from a stored cursor.
 pub(crate) struct GraphAlerts {
     cursor: AlertsCursor,
+    /// Where the next window starts: the stored position less the overlap at the start
+    /// of a run, then the end of each window read.
+    at_ms: i64,
     /// The end of what this run reads: now, less the settle delay.
     until_ms: i64,
-    overlap_ms: i64,
     keep_ms: i64,
     /// A window read, its alerts by minute, not all enqueued yet.
     pending: VecDeque<(Window, Vec<Value>)>,
@@ -93,12 +95,13 @@ impl GraphAlerts {
             .map(|u| u.window.as_millis() as i64)
             .unwrap_or(7 * 86_400_000);
         let at = cursor.since_ms.min(until_ms);
+        let overlap_ms = settings.overlap.as_millis() as i64;
         GraphAlerts {
+            at_ms: cursor.since_ms - overlap_ms,
             window: Window::new(at, until_ms.max(at)).expect("ordered"),
             read_to: cursor.since_ms,
             cursor,
             until_ms,
-            overlap_ms: settings.overlap.as_millis() as i64,
             keep_ms,
             pending: VecDeque::new(),
             done: false,
@@ -120,7 +123,7 @@ impl GraphAlerts {
         client: &GraphClient,
         deadline: Deadline,
     ) -> Result<bool, GraphError> {
-        let from = self.cursor.since_ms;
+        let from = self.at_ms;
         if from >= self.until_ms {
             return Ok(false);
         }
@@ -132,7 +135,7 @@ impl GraphAlerts {
             let to = (from + span).min(self.until_ms);
             let mut url = client.url(ALERTS_PATH)?;
             url.query_pairs_mut()
-                .append_pair("$filter", &Self::filter(from - self.overlap_ms, to))
+                .append_pair("$filter", &Self::filter(from, to))
                 .append_pair("$top", &PAGE.to_string());
             let mut page = client.page(&url, deadline).await?;
             let mut items = std::mem::take(&mut page.items);
@@ -152,6 +155,7 @@ impl GraphAlerts {
                 next = more.next;
             }
             self.cursor.span_ms = (span * 2).min(MAX_SPAN_MS);
+            self.at_ms = to;
             self.split(from, to, items);
             return Ok(true);
         }
@@ -214,7 +218,8 @@ impl GraphAlerts {
                             .insert(id.to_string(), (fingerprint(a), at));
                     }
                 }
-                self.cursor.since_ms = window.end_ms();
+                // Re-reading the overlap never moves the position back.
+                self.cursor.since_ms = self.cursor.since_ms.max(window.end_ms());
                 self.forget();
                 self.window = window;
                 self.read_to = window.end_ms();

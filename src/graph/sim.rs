@@ -61,6 +61,13 @@ struct Report {
 
 struct State {
     reports: Vec<Report>,
+    /// Defender alerts, in the order they were raised.
+    alerts: Vec<Value>,
+    /// Changes to make to the alerts right after the next alerts page is served, as a
+    /// tenant does while a client pages (index, new status, when).
+    during_read: Vec<(usize, &'static str, i64)>,
+    /// Alerts pages served.
+    alert_pages: u64,
     faults: VecDeque<GraphFault>,
     stats: GraphStats,
     forbidden: bool,
@@ -86,6 +93,9 @@ impl GraphSim {
             items_per_page: items_per_page.max(1),
             state: Mutex::new(State {
                 reports: Vec::new(),
+                alerts: Vec::new(),
+                during_read: Vec::new(),
+                alert_pages: 0,
                 faults: VecDeque::new(),
                 stats: GraphStats::default(),
                 forbidden: false,
@@ -153,6 +163,54 @@ impl GraphSim {
         self.lock().generation += 1;
     }
 
+    /// Raises `n` alerts of other Defender services and of Defender for Cloud Apps (every
+    /// third is another service's, which the filter must leave out), created and last
+    /// updated at `at_ms` + their index in ms; returns the indexes of the Cloud Apps ones.
+    pub fn add_alerts(&self, n: usize, at_ms: i64) -> Vec<usize> {
+        let mut st = self.lock();
+        let mut ours = Vec::new();
+        for i in 0..n {
+            let k = st.alerts.len();
+            let service = if k % 3 == 2 {
+                "microsoftDefenderForEndpoint"
+            } else {
+                super::alerts::SERVICE_SOURCE
+            };
+            if service == super::alerts::SERVICE_SOURCE {
+                ours.push(k);
+            }
+            st.alerts.push(graph_alert(k, service, at_ms + i as i64));
+        }
+        ours
+    }
+
+    /// Changes alert `index`'s status (and its `lastUpdateDateTime`) at `at_ms`.
+    pub fn update_alert(&self, index: usize, status: &str, at_ms: i64) {
+        let mut st = self.lock();
+        set_status(&mut st.alerts[index], status, at_ms);
+    }
+
+    /// Touches alert `index` at `at_ms`: a comment, which moves `lastUpdateDateTime` and
+    /// changes nothing that matters.
+    pub fn touch_alert(&self, index: usize, at_ms: i64) {
+        let mut st = self.lock();
+        let a = &mut st.alerts[index];
+        a["lastUpdateDateTime"] = json!(crate::model::format_ms(at_ms));
+        if let Some(c) = a["comments"].as_array_mut() {
+            c.push(json!({"comment": "looked at it", "createdByDisplayName": "SOC", "createdDateTime": crate::model::format_ms(at_ms)}));
+        }
+    }
+
+    /// Changes these alerts' status right after the next alerts page is served.
+    pub fn update_during_next_read(&self, changes: Vec<(usize, &'static str, i64)>) {
+        self.lock().during_read = changes;
+    }
+
+    /// Alerts pages served so far.
+    pub fn alert_pages(&self) -> u64 {
+        self.lock().alert_pages
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> GraphStats {
         self.lock().stats.clone()
@@ -171,6 +229,9 @@ impl GraphSim {
             return refused;
         }
         let decoded = super::percent_decode(path);
+        if decoded == format!("/{}", super::alerts::ALERTS_PATH) {
+            return alerts_page(&mut st, base, path, query);
+        }
         let offset = match skip_token(query, st.generation) {
             Ok(o) => o,
             Err(()) => {
@@ -324,6 +385,188 @@ impl GraphSim {
         let reply = warp::reply::with_header(body, "content-type", "application/json");
         warp::reply::with_status(reply, StatusCode::OK).into_response()
     }
+}
+
+/// A Defender alert as alerts_v2 lists it (the documented properties, the shape of
+/// Microsoft's published samples).
+fn graph_alert(k: usize, service: &str, at_ms: i64) -> Value {
+    let at = crate::model::format_ms(at_ms);
+    let id = format!("ca{k:030x}");
+    let severity = ["low", "medium", "high", "informational"][k % 4];
+    let detector = [
+        "MCAS_ALERT_ANUBIS_DETECTION_IMPOSSIBLE_TRAVEL",
+        "MCAS_ALERT_ANUBIS_DETECTION_REPEATED_ACTIVITY_DELETE",
+        "ALERT_CABINET_EVENT_MATCH_AUDIT",
+    ][k % 3];
+    let evidence = json!([
+        {"@odata.type": "#microsoft.graph.security.userEvidence", "createdDateTime": at, "verdict": "suspicious", "remediationStatus": "none", "roles": ["compromised"], "detailedRoles": [], "tags": [],
+         "userAccount": {"accountName": format!("user{}", k % 7), "domainName": null, "userSid": null, "azureAdUserId": null, "userPrincipalName": format!("user{}@contoso.com", k % 7), "displayName": null}},
+        {"@odata.type": "#microsoft.graph.security.ipEvidence", "createdDateTime": at, "verdict": "unknown", "remediationStatus": "none", "roles": [], "detailedRoles": [], "tags": [],
+         "ipAddress": format!("203.0.113.{}", k % 250), "countryLetterCode": "NL"},
+        {"@odata.type": "#microsoft.graph.security.cloudApplicationEvidence", "createdDateTime": at, "verdict": "unknown", "remediationStatus": "none", "roles": [], "detailedRoles": [], "tags": [],
+         "appId": 11161, "displayName": "Office 365", "instanceId": 0, "instanceName": "Office 365", "saasAppId": 11161}
+    ]);
+    let mut alert = json!({
+        "@odata.type": "#microsoft.graph.security.alert",
+        "id": id,
+        "providerAlertId": format!("{k:024x}"),
+        "incidentId": (1000 + k / 4).to_string(),
+        "status": "new",
+        "severity": severity,
+        "classification": null,
+        "determination": null,
+        "serviceSource": service,
+        "detectionSource": "cloudAppSecurity",
+        "productName": "Microsoft Defender for Cloud Apps",
+        "detectorId": detector,
+        "tenantId": "b3c1b5fc-828c-45fa-a1e1-10d74f6d6e9c",
+        "title": format!("Simulated alert {k}"),
+        "description": "Raised by the simulated tenant.",
+        "recommendedActions": "",
+        "category": "InitialAccess",
+        "assignedTo": null,
+        "alertWebUrl": format!("https://security.microsoft.com/alerts/{id}?tid=b3c1b5fc-828c-45fa-a1e1-10d74f6d6e9c"),
+        "incidentWebUrl": format!("https://security.microsoft.com/incidents/{}?tid=b3c1b5fc-828c-45fa-a1e1-10d74f6d6e9c", 1000 + k / 4),
+    });
+    let rest = json!({
+        "actorDisplayName": null,
+        "threatDisplayName": null,
+        "threatFamilyName": null,
+        "mitreTechniques": ["T1078", "T1078.004"],
+        "createdDateTime": at,
+        "lastUpdateDateTime": at,
+        "resolvedDateTime": null,
+        "firstActivityDateTime": at,
+        "lastActivityDateTime": at,
+        "comments": [],
+        "systemTags": [],
+        "evidence": evidence,
+    });
+    if let (Some(a), Value::Object(r)) = (alert.as_object_mut(), rest) {
+        a.extend(r);
+    }
+    alert
+}
+
+fn set_status(a: &mut Value, status: &str, at_ms: i64) {
+    let at = crate::model::format_ms(at_ms);
+    a["status"] = json!(status);
+    a["lastUpdateDateTime"] = json!(at);
+    if status == "resolved" {
+        a["resolvedDateTime"] = json!(at);
+        a["classification"] = json!("truePositive");
+        a["determination"] = json!("compromisedAccount");
+    }
+}
+
+/// The largest `$top` the simulated alerts list accepts (Graph documents none; integrations
+/// use up to 2000).
+const MAX_ALERTS_TOP: usize = 2000;
+
+/// One page of `security/alerts_v2`: newest first, filtered by the documented subset of
+/// `$filter` (`serviceSource eq`, `lastUpdateDateTime ge|lt|gt|le`, joined by `and`),
+/// paged by `$top`/`$skip` with a next link; `$orderby` is refused, as undocumented.
+fn alerts_page(st: &mut State, base: &str, path: &str, query: &str) -> warp::reply::Response {
+    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "BadRequest", m);
+    if st.forbidden {
+        st.stats.refused += 1;
+        return error(StatusCode::FORBIDDEN, "Forbidden", "Missing role permissions on the request. API requires one of 'SecurityAlert.Read.All, SecurityAlert.ReadWrite.All'.");
+    }
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    if get("$orderby").is_some() {
+        return bad("Invalid query option: $orderby is not supported.");
+    }
+    let top = match get("$top").map(|t| t.parse::<usize>()) {
+        None => 50,
+        Some(Ok(t)) if (1..=MAX_ALERTS_TOP).contains(&t) => t,
+        _ => return bad("Invalid $top value."),
+    };
+    let skip = match get("$skip").map(|t| t.parse::<usize>()) {
+        None => 0,
+        Some(Ok(s)) => s,
+        _ => return bad("Invalid $skip value."),
+    };
+    let mut conditions: Vec<Box<dyn Fn(&Value) -> bool>> = Vec::new();
+    if let Some(filter) = get("$filter") {
+        for clause in filter.split(" and ") {
+            let parts: Vec<&str> = clause.trim().splitn(3, ' ').collect();
+            match parts[..] {
+                ["serviceSource", "eq", v] => {
+                    let v = v.trim_matches('\'').to_string();
+                    conditions.push(Box::new(move |a| a["serviceSource"] == v.as_str()));
+                }
+                ["lastUpdateDateTime", op @ ("ge" | "gt" | "lt" | "le"), v] => {
+                    let Some(t) = rfc3339_ms(v) else {
+                        return bad(&format!("Invalid datetime in $filter: {v}"));
+                    };
+                    let op = op.to_string();
+                    conditions.push(Box::new(move |a| {
+                        let Some(u) = a["lastUpdateDateTime"].as_str().and_then(rfc3339_ms) else {
+                            return false;
+                        };
+                        match op.as_str() {
+                            "ge" => u >= t,
+                            "gt" => u > t,
+                            "lt" => u < t,
+                            _ => u <= t,
+                        }
+                    }));
+                }
+                _ => return bad(&format!("Invalid filter clause: {clause}")),
+            }
+        }
+    }
+    let mut matching: Vec<&Value> = st
+        .alerts
+        .iter()
+        .filter(|a| conditions.iter().all(|c| c(a)))
+        .collect();
+    // Newest first, as documented.
+    matching.sort_by(|a, b| {
+        b["createdDateTime"]
+            .as_str()
+            .cmp(&a["createdDateTime"].as_str())
+    });
+    let end = (skip + top).min(matching.len());
+    let value: Vec<String> = matching
+        .get(skip..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let mut body = format!(
+        r#"{{"@odata.context":"{base}/v1.0/$metadata#security/alerts_v2","value":[{}]"#,
+        value.join(",")
+    );
+    if end < matching.len() {
+        let mut next = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &params {
+            if k != "$skip" {
+                next.append_pair(k, v);
+            }
+        }
+        next.append_pair("$skip", &end.to_string());
+        body.push_str(&format!(
+            r#","@odata.nextLink":{}"#,
+            json!(format!("{base}{path}?{}", next.finish()))
+        ));
+    }
+    body.push('}');
+    st.alert_pages += 1;
+    // The tenant goes on while the client pages.
+    for (i, status, at) in std::mem::take(&mut st.during_read) {
+        set_status(&mut st.alerts[i], status, at);
+    }
+    let reply = warp::reply::with_header(body, "content-type", "application/json");
+    warp::reply::with_status(reply, StatusCode::OK).into_response()
+}
+
+fn rfc3339_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// Reads `$skiptoken=g<generation>o<offset>`; 0 without one, an error when stale.

@@ -1,0 +1,105 @@
+//! Alerts from Microsoft Graph (`CAS_ALERTS_SOURCE=graph`), the whole pipeline on the
+//! simulated tenant: every Defender for Cloud Apps alert once, other services' alerts never,
+//! a change that matters as one new row, a touch as none, and nothing skipped while the
+//! list changes under Graph's offset paging.
+
+mod common;
+
+use cas_sentinel::testing::cas::sim::SimConfig;
+use cas_sentinel::testing::model::now_ms;
+use common::harness;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const DRAIN: Duration = Duration::from_secs(120);
+
+fn ids_of(indexes: &[usize]) -> Vec<String> {
+    indexes.iter().map(|k| format!("{k:024x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_alerts_arrive_once_per_change_that_matters_and_none_is_skipped_by_paging() {
+    let h = harness(
+        "graph-alerts",
+        &[("CAS_DATA_TYPES", "alerts"), ("CAS_ALERTS_SOURCE", "graph")],
+        SimConfig::default(),
+    )
+    .await;
+    // 3,300 alerts in one minute ten minutes ago (2,200 of them Cloud Apps', more than two
+    // pages), and while the first page is served, eight of them are resolved: each leaves
+    // the window being read, which would shift the rest past an offset.
+    let start = now_ms() - 600_000;
+    let ours = h.graph.add_alerts(3300, start);
+    let changed: Vec<usize> = ours.iter().step_by(250).copied().collect();
+    let later = now_ms() - 5_000;
+    h.graph
+        .update_during_next_read(changed.iter().map(|&i| (i, "resolved", later)).collect());
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    let d = h.host.drain(DRAIN).await.unwrap();
+    assert_eq!(d.failed, 0, "{d:?}");
+    // The next run sees the resolutions (settled by now) and a touch that changes nothing.
+    h.graph.touch_alert(ours[1], now_ms() - 3_000);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    h.host.drain(DRAIN).await.unwrap();
+
+    let rows = h.sink.rows("McasAlerts_CL");
+    let mut per: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &rows {
+        per.entry(r["VendorOriginalId"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["Status"].as_str().unwrap().to_string());
+    }
+    let expected = ids_of(&ours);
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !per.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} alerts skipped, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    assert_eq!(
+        per.len(),
+        expected.len(),
+        "only Defender for Cloud Apps' alerts"
+    );
+    for (k, id) in ours.iter().zip(&expected) {
+        let states = &per[id];
+        if changed.contains(k) {
+            // Its new state for certain; its first state if it was read before the change.
+            assert_eq!(
+                states.last().map(String::as_str),
+                Some("Resolved"),
+                "{id}: {states:?}"
+            );
+            assert!(states.len() <= 2, "{id}: {states:?}");
+        } else {
+            assert_eq!(states, &["New"], "{id}: one row, the touch added none");
+        }
+    }
+    // One page a window: the window was halved until it fit, not read over offsets.
+    assert!(
+        h.graph.alert_pages() >= 3,
+        "{} pages",
+        h.graph.alert_pages()
+    );
+    let r = rows
+        .iter()
+        .find(|r| r["VendorOriginalId"] == expected[0].as_str())
+        .unwrap();
+    assert_eq!(r["ProductName"], "Microsoft Cloud App Security");
+    assert!(r["AlertType"]
+        .as_str()
+        .unwrap()
+        .starts_with("MCAS_ALERT_ANUBIS_DETECTION_"));
+    assert_eq!(
+        r["ExtendedProperties"]["DetectionSource"],
+        "cloudAppSecurity"
+    );
+    assert_eq!(r["Entities"][0]["Type"], "account");
+}
