@@ -103,3 +103,54 @@ async fn graph_alerts_arrive_once_per_change_that_matters_and_none_is_skipped_by
     );
     assert_eq!(r["Entities"][0]["Type"], "account");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_proves_the_graph_alerts_permission_and_names_it_when_missing() {
+    let h = harness(
+        "graph-alerts-validate",
+        &[("CAS_DATA_TYPES", "alerts"), ("CAS_ALERTS_SOURCE", "graph")],
+        SimConfig::default(),
+    )
+    .await;
+    h.graph.add_alerts(3, now_ms() - 60_000);
+    let (ok, out, err) = common::run_cli(&h, &["validate"], &[]).await;
+    assert!(ok, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Microsoft Graph (alerts)"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("ok") && line.contains("alerts readable (1 on the first page)"),
+        "{line}"
+    );
+    h.graph.set_forbidden(true);
+    let (ok, out, _) = common::run_cli(&h, &["validate"], &[]).await;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Microsoft Graph (alerts)"))
+        .unwrap();
+    assert!(
+        !ok && line.contains("PROBLEM") && line.contains("SecurityAlert.Read.All"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_alerts_source() {
+    let h = harness(
+        "graph-alerts-status",
+        &[("CAS_DATA_TYPES", "alerts"), ("CAS_ALERTS_SOURCE", "graph")],
+        SimConfig::default(),
+    )
+    .await;
+    let (ok, out, err) = common::run_cli(&h, &["status", "--json"], &[]).await;
+    assert!(ok, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let alerts = v["data_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["data_type"] == "alerts")
+        .unwrap();
+    assert_eq!(alerts["source"], "graph", "{alerts}");
+}

@@ -192,7 +192,7 @@ impl GraphAlerts {
         let mut start = from;
         for (minute, mut alerts) in minutes {
             let end = ((minute + 1) * MINUTE_MS).clamp(start, to);
-            alerts.sort_by(|a, b| key(a).cmp(&key(b)));
+            alerts.sort_by_key(key);
             self.pending
                 .push_back((Window::new(start, end).expect("ordered"), alerts));
             start = end;

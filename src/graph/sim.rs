@@ -459,6 +459,9 @@ fn set_status(a: &mut Value, status: &str, at_ms: i64) {
     }
 }
 
+/// One clause of a `$filter`, as a test of an alert.
+type Condition = Box<dyn Fn(&Value) -> bool>;
+
 /// The largest `$top` the simulated alerts list accepts (Graph documents none; integrations
 /// use up to 2000).
 const MAX_ALERTS_TOP: usize = 2000;
@@ -489,7 +492,7 @@ fn alerts_page(st: &mut State, base: &str, path: &str, query: &str) -> warp::rep
         Some(Ok(s)) => s,
         _ => return bad("Invalid $skip value."),
     };
-    let mut conditions: Vec<Box<dyn Fn(&Value) -> bool>> = Vec::new();
+    let mut conditions: Vec<Condition> = Vec::new();
     if let Some(filter) = get("$filter") {
         for clause in filter.split(" and ") {
             let parts: Vec<&str> = clause.trim().splitn(3, ' ').collect();

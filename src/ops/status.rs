@@ -16,6 +16,8 @@ pub(crate) struct TypeStatus {
     pub data_type: DataType,
     /// Whether `CAS_DATA_TYPES` includes it.
     pub enabled: bool,
+    /// Where it is read from: `cas` (the Defender for Cloud Apps API) or `graph`.
+    pub source: &'static str,
     /// How far the checkpoint has got (RFC 3339), if it exists.
     pub checkpoint: Option<String>,
     /// Seconds between the checkpoint and now.
@@ -88,9 +90,15 @@ pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
                 None => notes.push("no snapshot yet".into()),
             }
         }
+        let source = match dt {
+            DataType::Alerts => app.settings.cas.alerts_source.as_str(),
+            DataType::Activities => "cas",
+            DataType::Discovery => "graph",
+        };
         data_types.push(TypeStatus {
             data_type: dt,
             enabled: app.settings.data_types.contains(&dt),
+            source,
             checkpoint: cursor.as_ref().map(|c| format_ms(c.position_ms)),
             lag_seconds: cursor.as_ref().map(|c| (now - c.position_ms) / 1000),
             scan_in_progress: cursor
@@ -128,6 +136,9 @@ impl Status {
         for t in &self.data_types {
             let lag = t.lag_seconds.map(human).unwrap_or_else(|| "-".into());
             let mut notes = t.notes.clone();
+            if t.data_type == DataType::Alerts && t.source == "graph" {
+                notes.insert(0, "from Microsoft Graph security/alerts_v2".to_string());
+            }
             if t.scan_in_progress {
                 notes.push("scan in progress".to_string());
             }

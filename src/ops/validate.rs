@@ -143,6 +143,9 @@ async fn run_checks(
     };
     let deadline = || Deadline::after(Duration::from_secs(30));
     cas_checks(&app, deadline(), checks).await;
+    if let Some(c) = graph_alerts_check(&app, deadline()).await {
+        checks.push(c);
+    }
     checks.push(discovery_check(&app, deadline()).await);
     for &dt in &app.settings.data_types {
         let stream = app.settings.sentinel.stream(dt).to_string();
@@ -231,6 +234,37 @@ fn stream_fix(status: u16, code: &str) -> &'static str {
         (400, c) if c.contains("Stream") => "the DCR declares no such stream: set SENTINEL_STREAM_* to its stream names, or redeploy the DCR from infra/",
         _ => "see the service's message above; redeploying the DCR from infra/ fixes a declaration that drifted",
     }
+}
+
+/// With `CAS_ALERTS_SOURCE=graph`: one page of Defender for Cloud Apps' alerts from
+/// Graph, which proves `SecurityAlert.Read.All`.
+async fn graph_alerts_check(app: &App, deadline: Deadline) -> Option<Check> {
+    use crate::config::AlertsSource;
+    use crate::graph::alerts::{ALERTS_PATH, SERVICE_SOURCE};
+    let alerts = app
+        .settings
+        .data_types
+        .contains(&crate::model::DataType::Alerts);
+    if !alerts || app.settings.cas.alerts_source != AlertsSource::Graph {
+        return None;
+    }
+    let outcome = match app.graph.url(ALERTS_PATH) {
+        Ok(mut url) => {
+            url.query_pairs_mut()
+                .append_pair("$filter", &format!("serviceSource eq '{SERVICE_SOURCE}'"))
+                .append_pair("$top", "1");
+            app.graph
+                .page(&url, deadline)
+                .await
+                .map(|p| format!("alerts readable ({} on the first page)", p.items.len()))
+                .map_err(|e| match e {
+                    crate::graph::GraphError::Denied { status: 403, .. } => format!("{e}: grant the identity the Microsoft Graph application permission SecurityAlert.Read.All, with admin consent (docs/deploy.md), or set CAS_ALERTS_SOURCE=cas"),
+                    e => e.to_string(),
+                })
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    Some(Check::new("Microsoft Graph (alerts)", outcome))
 }
 
 /// Discovery: off (and why), or one page of Graph's continuous reports read with the

@@ -94,7 +94,7 @@ pub(crate) fn map<'a>(rec: &Record<'a>) -> AlertRow<'a> {
         vendor_name: "Microsoft",
         alert_type: is.str(rec, "/detectorId", false),
         alert_link: link,
-        extended_links: (!links.is_empty()).then(|| Value::Array(links)),
+        extended_links: (!links.is_empty()).then_some(Value::Array(links)),
         compromised_entity: compromised,
         tactics,
         techniques: ids(false),
