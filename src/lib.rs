@@ -114,6 +114,9 @@ pub mod testing {
         pub mod discovery {
             pub use crate::graph::discovery::{Snapshot, SnapshotCursor, APPS_PER_STEP};
         }
+        pub mod hunting {
+            pub use crate::graph::hunting::{count_query, query, ROWS};
+        }
         pub mod sim {
             pub use crate::graph::sim::{app, hostile_app, GraphFault, GraphSim, GRAPH_RESOURCE};
         }

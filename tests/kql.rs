@@ -822,3 +822,22 @@ fn the_deployed_content_is_generated_from_the_yaml() {
         "infra/tables.bicep sets queryPeriod from lookbackDays"
     );
 }
+
+/// The KQL the advanced hunting source sends analyzes cleanly against CloudAppEvents' real
+/// columns: the window's rows and the count that splits a full window.
+#[test]
+fn the_hunting_queries_we_send_analyze_against_cloudappevents() {
+    use cas_sentinel::testing::graph::hunting::{count_query, query, ROWS};
+    let (from, to) = (1_795_944_000_000, 1_795_947_600_000);
+    let queries = vec![
+        json!({"name": "hunting rows", "text": query(from, to, ROWS + 1)}),
+        json!({"name": "hunting count", "text": count_query(from, to, 3_600)}),
+    ];
+    assert_no_errors(json!({"tables": sentinel_tables(), "functions": {}, "queries": queries}));
+    // And the analyzer is not lenient about it: a column CloudAppEvents lacks is an error.
+    let bad = vec![
+        json!({"name": "bad", "text": query(from, to, 1).replace("take", "where NoSuchColumn == 1 | take")}),
+    ];
+    let answer = analyze(json!({"tables": sentinel_tables(), "functions": {}, "queries": bad}));
+    assert!(!errors(&answer).is_empty(), "{answer}");
+}

@@ -41,36 +41,43 @@ pub struct CasSettings {
     /// workspace that gets them from Defender for Identity's own connector too.
     pub skip_identity_alerts: bool,
     /// Where alerts are read from (`CAS_ALERTS_SOURCE`).
-    pub alerts_source: AlertsSource,
+    pub alerts_source: ApiSource,
+    /// Where activities are read from (`CAS_ACTIVITIES_SOURCE`).
+    pub activities_source: ApiSource,
 }
 
-/// Where alerts are read from.
+/// Where a data type is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AlertsSource {
+pub enum ApiSource {
     /// The Defender for Cloud Apps REST API (`/api/v1/alerts/`).
     Cas,
     /// Microsoft Graph's `security/alerts_v2`, Defender for Cloud Apps' alerts only.
     Graph,
 }
 
-impl AlertsSource {
+impl ApiSource {
     /// The setting's word for it.
     pub fn as_str(self) -> &'static str {
         match self {
-            AlertsSource::Cas => "cas",
-            AlertsSource::Graph => "graph",
+            ApiSource::Cas => "cas",
+            ApiSource::Graph => "graph",
         }
     }
 }
 
-/// `CAS_ALERTS_SOURCE`: `cas` (the default) or `graph`.
-pub(super) fn parse_alerts_source(value: Option<String>) -> Result<AlertsSource, SettingError> {
+/// `CAS_ALERTS_SOURCE` or `CAS_ACTIVITIES_SOURCE` (`name`): `cas` (the default) or `graph`
+/// (`what` says which Graph API).
+pub(super) fn parse_source(
+    name: &'static str,
+    value: Option<String>,
+    what: &str,
+) -> Result<ApiSource, SettingError> {
     match value.as_deref().map(str::trim) {
-        None | Some("cas") => Ok(AlertsSource::Cas),
-        Some("graph") => Ok(AlertsSource::Graph),
+        None | Some("cas") => Ok(ApiSource::Cas),
+        Some("graph") => Ok(ApiSource::Graph),
         Some(other) => Err(SettingError::Invalid {
-            name: "CAS_ALERTS_SOURCE",
-            reason: format!("{other:?} is not a source: give `cas` (the Defender for Cloud Apps API) or `graph` (Microsoft Graph security/alerts_v2)"),
+            name,
+            reason: format!("{other:?} is not a source: give `cas` (the Defender for Cloud Apps API) or `graph` ({what})"),
         }),
     }
 }
@@ -140,8 +147,20 @@ impl CasSettings {
                 false,
             ),
             alerts_source: errs.take(
-                parse_alerts_source(get("CAS_ALERTS_SOURCE")),
-                AlertsSource::Cas,
+                parse_source(
+                    "CAS_ALERTS_SOURCE",
+                    get("CAS_ALERTS_SOURCE"),
+                    "Microsoft Graph security/alerts_v2",
+                ),
+                ApiSource::Cas,
+            ),
+            activities_source: errs.take(
+                parse_source(
+                    "CAS_ACTIVITIES_SOURCE",
+                    get("CAS_ACTIVITIES_SOURCE"),
+                    "Microsoft Graph advanced hunting over CloudAppEvents",
+                ),
+                ApiSource::Cas,
             ),
         }
     }

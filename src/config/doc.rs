@@ -72,6 +72,11 @@ pub(crate) const SETTINGS: &[Setting] = &[
         meaning: "where alerts come from: `cas`, the Defender for Cloud Apps API, or `graph`, Microsoft Graph `security/alerts_v2` (Defender for Cloud Apps' alerts only, with incident, classification, determination and MITRE techniques; needs `SecurityAlert.Read.All`; `CAS_ALERTS_FILTER`, `CAS_SKIP_IDENTITY_ALERTS` and the `CAS_ALERT_UPDATE_*` settings are for `cas`). Switching keeps one alert one alert: both sources' rows carry the CAS alert id in `VendorOriginalId`",
     },
     Setting {
+        name: "CAS_ACTIVITIES_SOURCE",
+        unset: Unset::Value("cas"),
+        meaning: "where activities come from: `cas`, the Defender for Cloud Apps API, or `graph`, Microsoft Graph advanced hunting over `CloudAppEvents` (rows in CloudAppEvents' own values; needs `ThreatHunting.Read.All`; windows follow `ingestion_time()`, so set `CAS_SETTLE_DELAY` to a few minutes, PT5M, for rows Defender is still ingesting; `CAS_ACTIVITIES_FILTER` and `CAS_SCAN_LIMIT` are for `cas`)",
+    },
+    Setting {
         name: "CAS_ALERTS_FILTER",
         unset: Unset::Nothing,
         meaning: "extra CAS filter JSON ANDed into every alerts query, e.g. `{\"severity\":{\"eq\":[2]}}`; may not set `date`",

@@ -9,6 +9,7 @@
 
 pub(crate) mod alerts;
 pub(crate) mod discovery;
+pub(crate) mod hunting;
 #[cfg(feature = "sim")]
 pub(crate) mod sim;
 
@@ -24,6 +25,12 @@ use url::Url;
 /// The largest Graph answer read: a page of discovered apps, users or IP addresses is a
 /// few hundred KiB (Graph pages hold up to 999 items of well under 1 KiB).
 pub(crate) const MAX_ANSWER: usize = 16 << 20;
+
+/// The largest advanced hunting answer read: Graph caps a query's results at 50 MB.
+pub(crate) const MAX_HUNTING_ANSWER: usize = 56 << 20;
+
+/// Where advanced hunting queries are run.
+pub(crate) const HUNTING_PATH: &str = "v1.0/security/runHuntingQuery";
 
 /// Where Graph keeps the continuous reports.
 pub(crate) const STREAMS_PATH: &str =
@@ -134,13 +141,44 @@ impl GraphClient {
     /// GETs one page of a collection.
     pub async fn page(&self, url: &Url, deadline: Deadline) -> Result<GraphPage, GraphError> {
         let what = describe(url);
-        let call = |_| self.attempt(url, &what, deadline);
+        let call = |_| self.attempt(url, &what, None, MAX_ANSWER, deadline);
         let out_of_time = |last| GraphError::OutOfTime {
             what: what.clone(),
             last,
         };
         let body = drive(POLICY, &what, deadline, call, out_of_time).await?;
         self.read_page(&what, body)
+    }
+
+    /// Runs an advanced hunting query (`POST security/runHuntingQuery`); returns its rows,
+    /// without the `@odata.type` sidecar keys Graph puts beside some values.
+    pub async fn hunt(&self, query: &str, deadline: Deadline) -> Result<Vec<Value>, GraphError> {
+        let url = self.url(HUNTING_PATH)?;
+        let what = describe(&url);
+        let body = serde_json::json!({ "Query": query });
+        let call = |_| self.attempt(&url, &what, Some(&body), MAX_HUNTING_ANSWER, deadline);
+        let out_of_time = |last| GraphError::OutOfTime {
+            what: what.clone(),
+            last,
+        };
+        let answer = drive(POLICY, &what, deadline, call, out_of_time).await?;
+        let shape = |detail: String| GraphError::Shape {
+            what: what.clone(),
+            detail,
+        };
+        let (mut v, _) = crate::json::lenient::value_of(answer).map_err(shape)?;
+        let Some(Value::Array(rows)) = v.get_mut("results").map(Value::take) else {
+            return Err(shape("no \"results\" array".into()));
+        };
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                if let Some(o) = r.as_object_mut() {
+                    o.retain(|k, _| !k.contains('@'));
+                }
+                r
+            })
+            .collect())
     }
 
     /// GETs every page of a small collection (the continuous reports).
@@ -159,6 +197,8 @@ impl GraphClient {
         &self,
         url: &Url,
         what: &str,
+        body: Option<&Value>,
+        max_answer: usize,
         deadline: Deadline,
     ) -> Attempt<bytes::Bytes, GraphError> {
         let token = match auth::bearer(self.credential.as_ref(), &self.scope).await {
@@ -166,19 +206,28 @@ impl GraphClient {
             Err(e) => return Attempt::Fail(e.into()),
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let sent = self
-            .http
-            .get(url.clone())
+        let request = match body {
+            // A hunting query may run for 3 minutes before Graph gives up on it.
+            Some(b) => self
+                .http
+                .post(url.clone())
+                .json(b)
+                .timeout(deadline.remaining().min(Duration::from_secs(200))),
+            None => self
+                .http
+                .get(url.clone())
+                .timeout(deadline.remaining().min(Duration::from_secs(60))),
+        };
+        let sent = request
             .bearer_auth(token)
             .header("Accept", "application/json")
-            .timeout(deadline.remaining().min(Duration::from_secs(60)))
             .send()
             .await;
         let too_large = |max: usize| GraphError::Shape {
             what: what.into(),
             detail: format!("the answer is over {} MiB", max >> 20),
         };
-        read_answer(sent, MAX_ANSWER, too_large, |status, wait, body| {
+        read_answer(sent, max_answer, too_large, |status, wait, body| {
             classify(what, status, wait, body)
         })
         .await

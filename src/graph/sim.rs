@@ -8,7 +8,7 @@
 //! longer honours; faults (429 with `Retry-After`, 5xx) can be injected.
 
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use url::Url;
 use warp::http::StatusCode;
@@ -68,6 +68,12 @@ struct State {
     during_read: Vec<(usize, &'static str, i64)>,
     /// Alerts pages served.
     alert_pages: u64,
+    /// CloudAppEvents rows and when each was (or will be) ingested, Unix ms.
+    hunting: Vec<(Value, i64)>,
+    /// When the hunting queries of the last minute were run, for the 45-a-minute limit.
+    hunting_calls: VecDeque<std::time::Instant>,
+    /// Hunting queries answered.
+    hunting_queries: u64,
     faults: VecDeque<GraphFault>,
     stats: GraphStats,
     forbidden: bool,
@@ -96,6 +102,9 @@ impl GraphSim {
                 alerts: Vec::new(),
                 during_read: Vec::new(),
                 alert_pages: 0,
+                hunting: Vec::new(),
+                hunting_calls: VecDeque::new(),
+                hunting_queries: 0,
                 faults: VecDeque::new(),
                 stats: GraphStats::default(),
                 forbidden: false,
@@ -118,6 +127,13 @@ impl GraphSim {
                     s.handle(&base, p.as_str(), &q, auth.as_deref())
                 },
             );
+        let s = sim.clone();
+        let hunt = warp::post()
+            .and(warp::path!("v1.0" / "security" / "runHuntingQuery"))
+            .and(warp::header::optional::<String>("authorization"))
+            .and(warp::body::bytes())
+            .map(move |auth: Option<String>, body: bytes::Bytes| s.hunt(auth.as_deref(), &body));
+        let route = hunt.or(route);
         let addr = crate::loopback::serve(route, 0)
             .await
             .expect("bind a loopback port");
@@ -209,6 +225,128 @@ impl GraphSim {
     /// Alerts pages served so far.
     pub fn alert_pages(&self) -> u64 {
         self.lock().alert_pages
+    }
+
+    /// Adds `n` CloudAppEvents rows that happened at `at_ms` (+ their index in ms) and are
+    /// ingested at `ingested_ms` (+ the same): a row is invisible to queries until then.
+    pub fn add_hunting_events(&self, n: usize, at_ms: i64, ingested_ms: i64) -> Vec<String> {
+        let mut st = self.lock();
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let k = st.hunting.len();
+            let id = format!("{:040x}_{}", k, 20892 + k % 3);
+            st.hunting.push((
+                hunting_row(k, &id, at_ms + i as i64),
+                ingested_ms + i as i64,
+            ));
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Hunting queries answered so far.
+    pub fn hunting_queries(&self) -> u64 {
+        self.lock().hunting_queries
+    }
+
+    /// `POST security/runHuntingQuery`: the query shape this connector sends, evaluated over
+    /// the rows ingested by now; any other query text is refused as Graph refuses a query it
+    /// cannot parse. At most 45 queries a minute (429 after), at most 100,000 rows (cut
+    /// without a word, as the service is reported to do).
+    fn hunt(&self, auth: Option<&str>, body: &[u8]) -> warp::reply::Response {
+        let mut st = self.lock();
+        st.stats.requests += 1;
+        if let Err(why) = crate::auth::sim::check_bearer(auth, GRAPH_RESOURCE) {
+            st.stats.refused += 1;
+            return error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", why);
+        }
+        if st.forbidden {
+            st.stats.refused += 1;
+            return error(StatusCode::FORBIDDEN, "Forbidden", "Missing role permissions on the request. API requires one of 'ThreatHunting.Read.All'.");
+        }
+        let now = std::time::Instant::now();
+        while st
+            .hunting_calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(60))
+        {
+            st.hunting_calls.pop_front();
+        }
+        if st.hunting_calls.len() >= 45 {
+            return error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "You have exceeded processing resources allocated to this tenant. You can run queries again in 00:01:00.");
+        }
+        st.hunting_calls.push_back(now);
+        let q: Value = serde_json::from_slice(body).unwrap_or_default();
+        let Some(text) = q
+            .get("Query")
+            .or_else(|| q.get("query"))
+            .and_then(Value::as_str)
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "The Query property is required.",
+            );
+        };
+        let Some(hunt) = parse_hunt(text) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Query operator expected.. Fix syntax errors in your query.",
+            );
+        };
+        st.hunting_queries += 1;
+        let visible_by = crate::model::now_ms();
+        let (from, to, take) = match hunt {
+            Hunt::Rows { from, to, take } => (from, to, take),
+            Hunt::Count { from, to, bin } => {
+                let bin = bin.max(1);
+                let mut bins: BTreeMap<i64, u64> = BTreeMap::new();
+                for (_, at) in st
+                    .hunting
+                    .iter()
+                    .filter(|(_, at)| *at <= visible_by && *at >= from && *at < to)
+                {
+                    *bins.entry(at.div_euclid(bin) * bin).or_default() += 1;
+                }
+                let results: Vec<String> = bins
+                    .iter()
+                    .map(|(at, n)| {
+                        json!({"At": seven_digits(*at), "Rows@odata.type": "#Int64", "Rows": n})
+                            .to_string()
+                    })
+                    .collect();
+                let body = format!(
+                    r#"{{"schema":[{{"name":"At","type":"DateTime"}},{{"name":"Rows","type":"Int64"}}],"results":[{}]}}"#,
+                    results.join(",")
+                );
+                let reply = warp::reply::with_header(body, "content-type", "application/json");
+                return warp::reply::with_status(reply, StatusCode::OK).into_response();
+            }
+        };
+        // No order is promised without `order by`: newest ingested first here.
+        let mut rows: Vec<&(Value, i64)> = st
+            .hunting
+            .iter()
+            .filter(|(_, at)| *at <= visible_by && *at >= from && *at < to)
+            .collect();
+        rows.reverse();
+        let results: Vec<String> = rows
+            .iter()
+            .take(take.min(100_000))
+            .map(|(row, at)| {
+                let mut r = row.clone();
+                r["IngestedAt"] = json!(seven_digits(*at));
+                r.to_string()
+            })
+            .collect();
+        let schema = r#"[{"name":"Timestamp","type":"DateTime"},{"name":"ActionType","type":"String"},{"name":"ReportId","type":"String"},{"name":"IngestedAt","type":"DateTime"}]"#;
+        let body = format!(
+            r#"{{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.security.huntingQueryResults","schema":{schema},"results":[{}]}}"#,
+            results.join(",")
+        );
+        let reply = warp::reply::with_header(body, "content-type", "application/json");
+        warp::reply::with_status(reply, StatusCode::OK).into_response()
     }
 
     /// Counters so far.
@@ -457,6 +595,102 @@ fn set_status(a: &mut Value, status: &str, at_ms: i64) {
         a["classification"] = json!("truePositive");
         a["determination"] = json!("compromisedAccount");
     }
+}
+
+/// The two query shapes the connector sends (`graph::hunting`): a window's rows, or their
+/// count per bin of ingestion time.
+enum Hunt {
+    Rows { from: i64, to: i64, take: usize },
+    Count { from: i64, to: i64, bin: i64 },
+}
+
+fn parse_hunt(text: &str) -> Option<Hunt> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let (table, filter, last) = match lines[..] {
+        [t, f, "| extend IngestedAt = ingestion_time()", l] => (t, f, l),
+        [t, f, l] => (t, f, l),
+        _ => return None,
+    };
+    if table != "CloudAppEvents" {
+        return None;
+    }
+    let rest = filter.strip_prefix("| where ingestion_time() >= datetime(")?;
+    let (from, rest) = rest.split_once(") and ingestion_time() < datetime(")?;
+    let (from, to) = (rfc3339_ms(from)?, rfc3339_ms(rest.strip_suffix(')')?)?);
+    if lines.len() == 4 {
+        let take = last.strip_prefix("| take ")?.parse().ok()?;
+        return Some(Hunt::Rows { from, to, take });
+    }
+    let bin = last
+        .strip_prefix("| summarize Rows = count() by At = bin(ingestion_time(), ")?
+        .strip_suffix("ms)")?
+        .parse()
+        .ok()?;
+    Some(Hunt::Count { from, to, bin })
+}
+
+/// A time as Kusto writes it: UTC with seven fractional digits.
+fn seven_digits(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
+    );
+    t.format(&f).unwrap_or_default()
+}
+
+/// A CloudAppEvents row as advanced hunting answers it: booleans as 0/1 with their
+/// `#SByte` sidecars, dynamic columns as JSON, an empty string for an absent one.
+fn hunting_row(k: usize, id: &str, at_ms: i64) -> Value {
+    let user = format!("3a7e5d2b-1c4f-4e8a-9b6d-{:012x}", k % 9);
+    let action = ["FileDownloaded", "UserLoggedIn", "FileDeleted"][k % 3];
+    let mut row = json!({
+        "Timestamp": seven_digits(at_ms),
+        "ActionType": action,
+        "Application": "Microsoft SharePoint Online",
+        "ApplicationId": 20892 + k % 3,
+        "AppInstanceId": 0,
+        "AccountObjectId": user,
+        "AccountId": user,
+        "AccountDisplayName": format!("User {}", k % 9),
+        "IsAdminOperation@odata.type": "#SByte",
+        "IsAdminOperation": k.is_multiple_of(10) as u8,
+        "DeviceType": "Desktop",
+        "OSPlatform": "Windows 10",
+        "IPAddress": format!("203.0.113.{}", k % 250),
+        "IsAnonymousProxy@odata.type": "#SByte",
+        "IsAnonymousProxy": 0,
+        "CountryCode": "NL",
+        "City": "Amsterdam",
+        "Isp": "Contoso Telecom",
+    });
+    let rest = json!({
+        "UserAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)",
+        "ActivityType": "Basic",
+        "ActivityObjects": [{"@odata.type": "#microsoft.graph.security.dynamicColumnValue", "Type": "File", "Role": "Target object", "Name": format!("file{k}.docx"), "Id": format!("https://contoso.sharepoint.com/file{k}.docx")}],
+        "ObjectName": format!("file{k}.docx"),
+        "ObjectType": "File",
+        "ObjectId": format!("https://contoso.sharepoint.com/file{k}.docx"),
+        "ReportId": id,
+        "AccountType": "Regular",
+        "IsExternalUser@odata.type": "#SByte",
+        "IsExternalUser": 0,
+        "IsImpersonated@odata.type": "#SByte",
+        "IsImpersonated": 0,
+        "IPTags@odata.type": "#Collection(String)",
+        "IPTags": [],
+        "IPCategory": "",
+        "UserAgentTags": [],
+        "RawEventData": {"@odata.type": "#microsoft.graph.security.dynamicColumnValue", "Operation": "FileDownloaded"},
+        "AdditionalFields": {},
+        "UncommonForUser": "",
+        "AuditSource": "Defender for Cloud Apps app connector",
+        "OAuthAppId": "",
+    });
+    if let (Some(r), Value::Object(more)) = (row.as_object_mut(), rest) {
+        r.extend(more);
+    }
+    row
 }
 
 /// One clause of a `$filter`, as a test of an alert.

@@ -92,7 +92,7 @@ pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
         }
         let source = match dt {
             DataType::Alerts => app.settings.cas.alerts_source.as_str(),
-            DataType::Activities => "cas",
+            DataType::Activities => app.settings.cas.activities_source.as_str(),
             DataType::Discovery => "graph",
         };
         data_types.push(TypeStatus {
@@ -136,8 +136,15 @@ impl Status {
         for t in &self.data_types {
             let lag = t.lag_seconds.map(human).unwrap_or_else(|| "-".into());
             let mut notes = t.notes.clone();
-            if t.data_type == DataType::Alerts && t.source == "graph" {
-                notes.insert(0, "from Microsoft Graph security/alerts_v2".to_string());
+            match (t.data_type, t.source) {
+                (DataType::Alerts, "graph") => {
+                    notes.insert(0, "from Microsoft Graph security/alerts_v2".to_string())
+                }
+                (DataType::Activities, "graph") => notes.insert(
+                    0,
+                    "from Microsoft Graph advanced hunting (CloudAppEvents)".to_string(),
+                ),
+                _ => {}
             }
             if t.scan_in_progress {
                 notes.push("scan in progress".to_string());

@@ -146,6 +146,9 @@ async fn run_checks(
     if let Some(c) = graph_alerts_check(&app, deadline()).await {
         checks.push(c);
     }
+    if let Some(c) = hunting_check(&app, deadline()).await {
+        checks.push(c);
+    }
     checks.push(discovery_check(&app, deadline()).await);
     for &dt in &app.settings.data_types {
         let stream = app.settings.sentinel.stream(dt).to_string();
@@ -239,13 +242,13 @@ fn stream_fix(status: u16, code: &str) -> &'static str {
 /// With `CAS_ALERTS_SOURCE=graph`: one page of Defender for Cloud Apps' alerts from
 /// Graph, which proves `SecurityAlert.Read.All`.
 async fn graph_alerts_check(app: &App, deadline: Deadline) -> Option<Check> {
-    use crate::config::AlertsSource;
+    use crate::config::ApiSource;
     use crate::graph::alerts::{ALERTS_PATH, SERVICE_SOURCE};
     let alerts = app
         .settings
         .data_types
         .contains(&crate::model::DataType::Alerts);
-    if !alerts || app.settings.cas.alerts_source != AlertsSource::Graph {
+    if !alerts || app.settings.cas.alerts_source != ApiSource::Graph {
         return None;
     }
     let outcome = match app.graph.url(ALERTS_PATH) {
@@ -265,6 +268,31 @@ async fn graph_alerts_check(app: &App, deadline: Deadline) -> Option<Check> {
         Err(e) => Err(e.to_string()),
     };
     Some(Check::new("Microsoft Graph (alerts)", outcome))
+}
+
+/// With `CAS_ACTIVITIES_SOURCE=graph`: one advanced hunting query of a minute of
+/// CloudAppEvents, which proves `ThreatHunting.Read.All`.
+async fn hunting_check(app: &App, deadline: Deadline) -> Option<Check> {
+    use crate::config::ApiSource;
+    let on = app
+        .settings
+        .data_types
+        .contains(&crate::model::DataType::Activities);
+    if !on || app.settings.cas.activities_source != ApiSource::Graph {
+        return None;
+    }
+    let now = crate::model::now_ms();
+    let q = crate::graph::hunting::query(now - 60_000, now, 1);
+    let outcome = app
+        .graph
+        .hunt(&q, deadline)
+        .await
+        .map(|rows| format!("advanced hunting answered ({} row(s) of the last minute)", rows.len()))
+        .map_err(|e| match e {
+            crate::graph::GraphError::Denied { status: 403, .. } => format!("{e}: grant the identity the Microsoft Graph application permission ThreatHunting.Read.All, with admin consent (docs/deploy.md), or set CAS_ACTIVITIES_SOURCE=cas"),
+            e => e.to_string(),
+        });
+    Some(Check::new("Microsoft Graph (advanced hunting)", outcome))
 }
 
 /// Discovery: off (and why), or one page of Graph's continuous reports read with the

@@ -4,9 +4,10 @@
 use crate::batch::envelope::{pack, pack_observed, Outgoing};
 use crate::cas::pull::Puller;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-use crate::config::AlertsSource;
+use crate::config::ApiSource;
 use crate::graph::alerts::GraphAlerts;
 use crate::graph::discovery::Snapshot;
+use crate::graph::hunting::Hunting;
 use crate::model::{now_ms, DataType, Window};
 use crate::retry::Deadline;
 use crate::source::{ReadError, Source, Step};
@@ -197,9 +198,15 @@ pub(crate) async fn poll_one<O: Outbox + Sync>(
             })
             .await
         }
-        DataType::Alerts if settings.cas.alerts_source == AlertsSource::Graph => {
+        DataType::Alerts if settings.cas.alerts_source == ApiSource::Graph => {
             lane.poll(sources.graph, |cursor, now| {
                 GraphAlerts::new(&settings.cas, cursor, now)
+            })
+            .await
+        }
+        DataType::Activities if settings.cas.activities_source == ApiSource::Graph => {
+            lane.poll(sources.graph, |cursor, now| {
+                Hunting::new(&settings.cas, cursor, now)
             })
             .await
         }

@@ -219,6 +219,9 @@ pub(crate) struct ActivityRow<'a> {
 
 /// Maps a CAS activity.
 pub(crate) fn map<'a>(rec: &Record<'a>) -> ActivityRow<'a> {
+    if super::hunting_activities::is_hunting_row(rec) {
+        return super::hunting_activities::map(rec);
+    }
     let mut is = Issues::default();
     let time = is.time(rec, "/timestamp", true);
     // A failed sign-in keeps its user in `failedUserData`; `user` then holds only tags.

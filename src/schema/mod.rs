@@ -13,6 +13,7 @@ pub(crate) mod entities;
 #[cfg(feature = "sim")]
 pub(crate) mod generate;
 mod graph_alerts;
+mod hunting_activities;
 pub(crate) mod limits;
 mod vocabulary;
 
