@@ -154,3 +154,50 @@ async fn status_names_the_alerts_source() {
         .unwrap();
     assert_eq!(alerts["source"], "graph", "{alerts}");
 }
+
+/// Switching `CAS_ALERTS_SOURCE` from `cas` to `graph` on a running deployment: the Graph
+/// source reads the REST source's checkpoint and goes on from its position, so what the
+/// REST source sent is not sent again and what came after is not skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_from_the_rest_source_to_graph_goes_on_from_its_position() {
+    let h = harness(
+        "graph-alerts-switch",
+        &[("CAS_DATA_TYPES", "alerts")],
+        SimConfig::default(),
+    )
+    .await;
+    let before = now_ms() - 120_000;
+    h.cas.add_alerts((0..20).map(|i| before + i));
+    // Graph holds alerts of that past too (in a real tenant, the same ones).
+    h.graph.add_alerts(6, before);
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    h.host.drain(DRAIN).await.unwrap();
+    assert_eq!(h.sink.rows("McasAlerts_CL").len(), 20);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // After the switch: alerts raised from now on.
+    let ours = h.graph.add_alerts(9, now_ms() - 100);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (ok, out, err) =
+        common::run_cli(&h, &["run", "--once"], &[("CAS_ALERTS_SOURCE", "graph")]).await;
+    assert!(ok, "{out}{err}");
+    let rows = h.sink.rows("McasAlerts_CL");
+    let from_graph: Vec<String> = rows
+        .iter()
+        .filter(|r| {
+            r["SystemAlertId"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("ca"))
+        })
+        .map(|r| r["VendorOriginalId"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected = ids_of(&ours);
+    expected.sort();
+    let mut got = from_graph.clone();
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "the new alerts once, none of the past again: {out}"
+    );
+    assert_eq!(rows.len(), 20 + ours.len());
+}

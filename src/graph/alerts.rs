@@ -63,6 +63,11 @@ pub(crate) struct AlertsCursor {
     /// Recent alerts: id → (the forwarded state's fingerprint, when it was updated).
     #[serde(default)]
     pub(crate) forwarded: BTreeMap<String, (String, i64)>,
+    /// Whether this source wrote the cursor. A position the REST source left (after a
+    /// switch of `CAS_ALERTS_SOURCE`) is not re-read with an overlap: the REST source sent
+    /// what came before it, and with no memory of what, an overlap would send it again.
+    #[serde(default)]
+    pub(crate) graph: bool,
 }
 
 /// Reads Graph alerts from a stored cursor.
@@ -86,10 +91,12 @@ impl GraphAlerts {
     /// A reader from `cursor` (or `lookback` before `now_ms` on a first run).
     pub(crate) fn new(settings: &CasSettings, cursor: Option<&AlertsCursor>, now_ms: i64) -> Self {
         let until_ms = now_ms - settings.settle.as_millis() as i64;
-        let cursor = cursor.cloned().unwrap_or_else(|| AlertsCursor {
+        let mut cursor = cursor.cloned().unwrap_or_else(|| AlertsCursor {
             since_ms: now_ms - settings.lookback.as_millis() as i64,
             ..AlertsCursor::default()
         });
+        let from_here = cursor.graph;
+        cursor.graph = true;
         let keep_ms = settings
             .alert_updates
             .map(|u| u.window.as_millis() as i64)
@@ -97,7 +104,11 @@ impl GraphAlerts {
         let at = cursor.since_ms.min(until_ms);
         let overlap_ms = settings.overlap.as_millis() as i64;
         GraphAlerts {
-            at_ms: cursor.since_ms - overlap_ms,
+            at_ms: if from_here {
+                cursor.since_ms - overlap_ms
+            } else {
+                cursor.since_ms
+            },
             window: Window::new(at, until_ms.max(at)).expect("ordered"),
             read_to: cursor.since_ms,
             cursor,

@@ -44,6 +44,11 @@ pub(crate) struct HuntingCursor {
     /// `ReportId`s sent from the overlap, with their ingestion time.
     #[serde(default)]
     pub(crate) recent: BTreeMap<String, i64>,
+    /// Whether this source wrote the cursor: a position the REST source left is not
+    /// re-read with an overlap (its `recent` ids are CAS's, which hunting rows do not carry,
+    /// so an overlap would send again what the REST source sent).
+    #[serde(default)]
+    pub(crate) graph: bool,
 }
 
 /// The query for one window: every column of `CloudAppEvents`, plus when each row was
@@ -81,14 +86,21 @@ impl Hunting {
     /// A reader from `cursor` (or `lookback` before `now_ms` on a first run).
     pub(crate) fn new(settings: &CasSettings, cursor: Option<&HuntingCursor>, now_ms: i64) -> Self {
         let until_ms = now_ms - settings.settle.as_millis() as i64;
-        let cursor = cursor.cloned().unwrap_or_else(|| HuntingCursor {
+        let mut cursor = cursor.cloned().unwrap_or_else(|| HuntingCursor {
             ingested_ms: now_ms - settings.lookback.as_millis() as i64,
             ..HuntingCursor::default()
         });
         let overlap_ms = settings.overlap.as_millis() as i64;
         let at = cursor.ingested_ms.min(until_ms);
+        let at_ms = if cursor.graph {
+            cursor.ingested_ms - overlap_ms
+        } else {
+            cursor.recent.clear();
+            cursor.ingested_ms
+        };
+        cursor.graph = true;
         Hunting {
-            at_ms: cursor.ingested_ms - overlap_ms,
+            at_ms,
             window: Window::new(at, until_ms.max(at)).expect("ordered"),
             cursor,
             until_ms,

@@ -12,7 +12,11 @@ use serde_json::Value;
 
 #[cfg(feature = "sim")]
 /// What CloudAppEvents holds that CAS's records cannot give (docs/tables.md).
-pub(crate) const NOTES: &str = "Values follow CloudAppEvents' vocabularies, from what real CAS records carry \
+pub(crate) const NOTES: &str = "With `CAS_ACTIVITIES_SOURCE=graph` the rows are advanced hunting's CloudAppEvents rows \
+themselves: every column above of the same name holds CloudAppEvents' own value (`TimeGenerated` is `Timestamp`, `ISP` is \
+`Isp`, booleans sent as 0/1 are booleans), the `Cas*` columns and `Description` and `Severity` are absent, and \
+`SourceRecord` holds the row's other columns (`AccountType`, `AuditSource`, `AdditionalFields`, `UncommonForUser`…). \
+From the REST API: values follow CloudAppEvents' vocabularies, from what real CAS records carry \
 (tests/fixtures/real-shaped/ names where each shape was seen): `DeviceType` Desktop, Mobile, Tablet, Other; \
 `IPCategory` from CAS's IP category number; `IPTags` and `UserAgentTags` as the built-in tags' names; \
 `ActivityObjects` with `Role` Actor, Target object or Parameter and `Type` User, Application or Account where \
