@@ -325,3 +325,37 @@ async fn a_discovery_snapshot_cut_short_is_finished_by_the_next_run_and_written_
         "one snapshot, finished with its own time: {snapshots:?}"
     );
 }
+
+/// A resolution reaches Sentinel on the next run, found by its `resolutionDate`, though
+/// the full re-check of the watch window is an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_arrives_on_the_next_run_not_at_the_next_recheck() {
+    let h = harness(
+        "e2e-resolution-by-date",
+        &[
+            ("CAS_DATA_TYPES", "alerts"),
+            ("CAS_ALERT_UPDATE_INTERVAL", "PT1H"),
+        ],
+        SimConfig::default(),
+    )
+    .await;
+    let ids = h.cas.add_alerts((0..30).map(|i| now_ms() - 60_000 + i));
+    assert!(h.host.tick(false).await.unwrap().0);
+    h.host.drain(DRAIN).await.unwrap();
+    assert!(
+        h.cas.set_alert_state(&ids[7], 1, 2),
+        "resolved in the portal"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    h.host.drain(DRAIN).await.unwrap();
+    let rows = h.sink.rows("McasAlerts_CL");
+    let states: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["VendorOriginalId"] == ids[7].as_str())
+        .map(|r| r["Status"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["New", "Resolved"], "{logs:?}");
+    assert_eq!(rows.len(), 31, "only the resolved alert again");
+}

@@ -88,6 +88,11 @@ pub struct AlertWatch {
     /// A re-check in progress, resumed by the next run where this one stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass: Option<WatchPass>,
+    /// Alerts resolved before this (Unix ms, `resolutionDate`) have been looked at: each
+    /// run lists the ones resolved since, so a resolution arrives on the next run rather
+    /// than at the next re-check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_ms: Option<i64>,
 }
 
 /// A re-check of the alerts in the watch window, part-way through.

@@ -59,6 +59,8 @@ pub(crate) struct Puller {
     watch_turn: bool,
     /// Whether a re-check finished in this run (one is enough per run).
     watch_finished: bool,
+    /// The listing of alerts resolved since the last run: `None` once read to its end.
+    resolutions: Option<usize>,
 }
 
 impl Puller {
@@ -112,6 +114,8 @@ impl Puller {
             cursor,
             watch_turn: false,
             watch_finished: false,
+            resolutions: (data_type == DataType::Alerts && cas.alert_updates.is_some())
+                .then_some(0),
         }
     }
 
@@ -124,6 +128,12 @@ impl Puller {
     ) -> Result<Option<Step>, CasError> {
         if deadline.passed() {
             return Ok(None);
+        }
+        if let Some(skip) = self.resolutions {
+            return self
+                .resolutions_step(client, skip, deadline)
+                .await
+                .map(Some);
         }
         let watch_due = self.watch_due();
         let main_done = self.complete();
@@ -280,6 +290,62 @@ impl Puller {
             return false;
         }
         w.pass.is_some() || self.now_ms - w.last_check_ms >= ms(updates.interval)
+    }
+
+    /// One page of the alerts resolved since the last run (CAS filters on `resolutionDate`),
+    /// each forwarded again, as a change, when its state differs from the one forwarded.
+    /// The full re-check stays for the changes no date reveals (a severity edit, a
+    /// reopened alert), at its slow interval.
+    async fn resolutions_step(
+        &mut self,
+        client: &CasClient,
+        skip: usize,
+        deadline: Deadline,
+    ) -> Result<Step, CasError> {
+        let updates = self.cas.alert_updates.expect("only with the watch");
+        let oldest = self.now_ms - ms(updates.window);
+        let upper = upper_bound(&self.cas, self.now_ms);
+        let w = self.cursor.watch.as_mut().expect("only with the watch");
+        let from = w
+            .resolved_ms
+            .unwrap_or(w.last_check_ms)
+            .max(oldest)
+            .min(upper);
+        let mut filters = with_extra(Map::new(), &self.cas.alerts_filter);
+        filters.insert("resolutionDate".into(), json!({"gte": from, "lte": upper}));
+        filters.insert("date".into(), json!({"gte": oldest}));
+        let body = json!({"filters": filters, "skip": skip, "limit": PAGE, "sortField": "date", "sortDirection": "asc"});
+        let page = client
+            .list(ALERTS_PATH, &body, ALERT_KEYS, deadline)
+            .await?;
+        let mut changed = Vec::new();
+        for (i, r) in page.records.iter().enumerate() {
+            let (Some(id), Some(pos)) = (&r.id, r.pos) else {
+                continue;
+            };
+            match w.alerts.get(id) {
+                Some((_, old)) if same_state(old, &r.fingerprint) => continue,
+                Some(_) => changed.push(i),
+                // Not forwarded by this deployment (before its first window): not ours.
+                None => continue,
+            }
+            w.alerts.insert(id.clone(), (pos, r.fingerprint.clone()));
+        }
+        let done = !page.has_next || page.records.is_empty() || skip + PAGE > MAX_SKIP;
+        if done {
+            w.resolved_ms = Some(upper + 1);
+            self.resolutions = None;
+        } else {
+            self.resolutions = Some(skip + page.records.len());
+        }
+        Ok(Step {
+            window: Window::new(from, upper).expect("from is at most upper"),
+            page,
+            new: Vec::new(),
+            commit: !changed.is_empty() || done,
+            changed,
+            observed: Some(self.now_ms),
+        })
     }
 
     /// One page of the change watch's re-check.

@@ -217,6 +217,12 @@ impl CasSim {
         };
         a["statusValue"] = json!(status);
         a["resolutionStatusValue"] = json!(resolution);
+        // CAS stamps when an alert was resolved or dismissed; reopened, it has none.
+        if resolution == 0 {
+            a.as_object_mut().map(|o| o.remove("resolutionDate"));
+        } else {
+            a["resolutionDate"] = json!(crate::model::now_ms());
+        }
         true
     }
 
@@ -408,6 +414,7 @@ const ALERT_FIELDS: &[(&str, &str)] = &[
     ("id", "/_id"),
     ("severity", "/severityValue"),
     ("resolutionStatus", "/resolutionStatusValue"),
+    ("resolutionDate", "/resolutionDate"),
     ("entity.service", "/entities/2/id"),
 ];
 const ACTIVITY_FIELDS: &[(&str, &str)] = &[
