@@ -171,6 +171,7 @@ mod tests {
                 last_check_ms: 1_763_990_000_000,
                 alerts: [("a1".to_string(), (1_763_999_990_000, "0/2".to_string()))].into(),
                 since_ms: Some(1_763_000_000_000),
+                resolved_ms: None,
                 pass: Some(WatchPass {
                     started_ms: 1_763_995_000_000,
                     next: PageResume {
