@@ -80,8 +80,10 @@ async fn a_poll_cut_short_keeps_what_it_read_and_the_next_run_continues() {
     let mut ids = h.cas.add_alerts((0..150).map(|i| base + i));
     ids.extend(h.cas.add_alerts((0..150).map(|_| base + 1000)));
     ids.extend(h.cas.add_alerts((0..150).map(|i| base + 2000 + i)));
-    // Two good pages, then an error that is not retried.
-    h.cas.inject([Fault::Pass, Fault::Pass, Fault::Status(400)]);
+    // The listing of alerts resolved since the last run, two good pages, then an error that
+    // is not retried.
+    h.cas
+        .inject([Fault::Pass, Fault::Pass, Fault::Pass, Fault::Status(400)]);
     let (ok, logs) = h.host.tick(false).await.unwrap();
     assert!(!ok, "the failure is reported: {logs:?}");
     assert!(logs.iter().any(|l| l.contains("400")), "{logs:?}");

@@ -264,6 +264,10 @@ impl GraphSim {
             st.stats.refused += 1;
             return error(StatusCode::FORBIDDEN, "Forbidden", "Missing role permissions on the request. API requires one of 'ThreatHunting.Read.All'.");
         }
+        // Injected faults (429, 5xx) apply to hunting queries too.
+        if let Some(fault) = Self::refusal(&mut st, auth) {
+            return fault;
+        }
         let now = std::time::Instant::now();
         while st
             .hunting_calls
@@ -363,11 +367,17 @@ impl GraphSim {
     ) -> warp::reply::Response {
         let mut st = self.lock();
         st.stats.requests += 1;
+        let decoded = super::percent_decode(path);
+        let alerts = decoded == format!("/{}", super::alerts::ALERTS_PATH);
+        // Each API names its own permission.
+        if alerts && st.forbidden && crate::auth::sim::check_bearer(auth, GRAPH_RESOURCE).is_ok() {
+            st.stats.refused += 1;
+            return error(StatusCode::FORBIDDEN, "Forbidden", "Missing role permissions on the request. API requires one of 'SecurityAlert.Read.All, SecurityAlert.ReadWrite.All'.");
+        }
         if let Some(refused) = Self::refusal(&mut st, auth) {
             return refused;
         }
-        let decoded = super::percent_decode(path);
-        if decoded == format!("/{}", super::alerts::ALERTS_PATH) {
+        if alerts {
             return alerts_page(&mut st, base, path, query);
         }
         let offset = match skip_token(query, st.generation) {
@@ -705,10 +715,6 @@ const MAX_ALERTS_TOP: usize = 2000;
 /// paged by `$top`/`$skip` with a next link; `$orderby` is refused, as undocumented.
 fn alerts_page(st: &mut State, base: &str, path: &str, query: &str) -> warp::reply::Response {
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, "BadRequest", m);
-    if st.forbidden {
-        st.stats.refused += 1;
-        return error(StatusCode::FORBIDDEN, "Forbidden", "Missing role permissions on the request. API requires one of 'SecurityAlert.Read.All, SecurityAlert.ReadWrite.All'.");
-    }
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
