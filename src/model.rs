@@ -156,6 +156,14 @@ pub(crate) fn unix_ms(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// An RFC 3339 time (Graph's and Kusto's, with any number of fractional digits) in Unix
+/// milliseconds; `None` when it is not one.
+pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(unix_ms)
+}
+
 /// Identifies one queue message's worth of records, for the whole of its life.
 ///
 /// The id is a hash of the message's content (data type and the exact record bytes), so

@@ -268,9 +268,7 @@ impl GraphAlerts {
 
 /// An alert's `lastUpdateDateTime` in Unix ms.
 fn updated_ms(a: &Value) -> Option<i64> {
-    let s = a.get("lastUpdateDateTime")?.as_str()?;
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+    crate::model::parse_rfc3339_ms(a.get("lastUpdateDateTime")?.as_str()?)
 }
 
 /// The fields whose change makes an alert worth a new row.

@@ -138,7 +138,7 @@ impl Hunting {
             let ingested = r
                 .as_object_mut()
                 .and_then(|o| o.remove("IngestedAt"))
-                .and_then(|v| v.as_str().and_then(rfc3339_ms))
+                .and_then(|v| v.as_str().and_then(crate::model::parse_rfc3339_ms))
                 .unwrap_or(from);
             match r.get("ReportId").and_then(Value::as_str) {
                 Some(id) if self.cursor.recent.contains_key(id) => continue,
@@ -185,7 +185,10 @@ impl Hunting {
         let mut bins: Vec<(i64, usize)> = counts
             .iter()
             .filter_map(|c| {
-                let at = c.get("At")?.as_str().and_then(rfc3339_ms)?;
+                let at = c
+                    .get("At")?
+                    .as_str()
+                    .and_then(crate::model::parse_rfc3339_ms)?;
                 let n = c.get("Rows")?.as_u64()? as usize;
                 Some((at, n))
             })
@@ -213,11 +216,6 @@ impl Hunting {
         // The count says it fits now (rows ingested since are in a later window): half.
         Ok(from + ((to - from) / 2).max(1))
     }
-}
-
-fn rfc3339_ms(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 impl Source for Hunting {

@@ -635,7 +635,10 @@ fn parse_hunt(text: &str) -> Option<Hunt> {
     }
     let rest = filter.strip_prefix("| where ingestion_time() >= datetime(")?;
     let (from, rest) = rest.split_once(") and ingestion_time() < datetime(")?;
-    let (from, to) = (rfc3339_ms(from)?, rfc3339_ms(rest.strip_suffix(')')?)?);
+    let (from, to) = (
+        crate::model::parse_rfc3339_ms(from)?,
+        crate::model::parse_rfc3339_ms(rest.strip_suffix(')')?)?,
+    );
     if lines.len() == 4 {
         let take = last.strip_prefix("| take ")?.parse().ok()?;
         return Some(Hunt::Rows { from, to, take });
@@ -751,12 +754,15 @@ fn alerts_page(st: &mut State, base: &str, path: &str, query: &str) -> warp::rep
                     conditions.push(Box::new(move |a| a["serviceSource"] == v.as_str()));
                 }
                 ["lastUpdateDateTime", op @ ("ge" | "gt" | "lt" | "le"), v] => {
-                    let Some(t) = rfc3339_ms(v) else {
+                    let Some(t) = crate::model::parse_rfc3339_ms(v) else {
                         return bad(&format!("Invalid datetime in $filter: {v}"));
                     };
                     let op = op.to_string();
                     conditions.push(Box::new(move |a| {
-                        let Some(u) = a["lastUpdateDateTime"].as_str().and_then(rfc3339_ms) else {
+                        let Some(u) = a["lastUpdateDateTime"]
+                            .as_str()
+                            .and_then(crate::model::parse_rfc3339_ms)
+                        else {
                             return false;
                         };
                         match op.as_str() {
@@ -814,11 +820,6 @@ fn alerts_page(st: &mut State, base: &str, path: &str, query: &str) -> warp::rep
     }
     let reply = warp::reply::with_header(body, "content-type", "application/json");
     warp::reply::with_status(reply, StatusCode::OK).into_response()
-}
-
-fn rfc3339_ms(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// Reads `$skiptoken=g<generation>o<offset>`; 0 without one, an error when stale.

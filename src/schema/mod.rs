@@ -246,7 +246,7 @@ impl Issues {
         match rec.pointer(pointer) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => match time::OffsetDateTime::parse(&s, &Rfc3339) {
-                Ok(t) => Some(format_ms((t.unix_timestamp_nanos() / 1_000_000) as i64)),
+                Ok(t) => Some(format_ms(crate::model::unix_ms(t))),
                 Err(_) => {
                     self.note(format!("{pointer} is not an RFC 3339 time ({s:?})"));
                     None
