@@ -402,10 +402,7 @@ impl Source for Snapshot {
         client: &GraphClient,
         deadline: Deadline,
     ) -> Result<Option<Step>, ReadError> {
-        self.next(client, deadline).await.map_err(|e| {
-            let out_of_time = matches!(e, GraphError::OutOfTime { .. });
-            ReadError::of(e, out_of_time)
-        })
+        Ok(self.next(client, deadline).await?)
     }
 }
 

@@ -268,6 +268,15 @@ impl GraphClient {
     }
 }
 
+impl From<GraphError> for crate::source::ReadError {
+    /// Running out of the invocation's time is an ordinary end of a run; anything else
+    /// failed the read. Every Graph source reads so.
+    fn from(e: GraphError) -> Self {
+        let out_of_time = matches!(e, GraphError::OutOfTime { .. });
+        crate::source::ReadError::of(e, out_of_time)
+    }
+}
+
 /// How Graph calls back off: from 1 s up to 60 s between tries.
 const POLICY: Policy = Policy {
     service: "Microsoft Graph",
