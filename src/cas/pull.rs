@@ -59,8 +59,9 @@ pub(crate) struct Puller {
     watch_turn: bool,
     /// Whether a re-check finished in this run (one is enough per run).
     watch_finished: bool,
-    /// The listing of alerts resolved since the last run: `None` once read to its end.
-    resolutions: Option<usize>,
+    /// The listing of alerts resolved since the last run, and its window of resolution
+    /// times; `None` once read to its end (or with no watch).
+    resolutions: Resolutions,
 }
 
 impl Puller {
@@ -114,8 +115,11 @@ impl Puller {
             cursor,
             watch_turn: false,
             watch_finished: false,
-            resolutions: (data_type == DataType::Alerts && cas.alert_updates.is_some())
-                .then_some(0),
+            resolutions: if data_type == DataType::Alerts && cas.alert_updates.is_some() {
+                Resolutions::Due
+            } else {
+                Resolutions::Done
+            },
         }
     }
 
@@ -129,11 +133,8 @@ impl Puller {
         if deadline.passed() {
             return Ok(None);
         }
-        if let Some(skip) = self.resolutions {
-            return self
-                .resolutions_step(client, skip, deadline)
-                .await
-                .map(Some);
+        if !matches!(self.resolutions, Resolutions::Done) {
+            return self.resolutions_step(client, deadline).await.map(Some);
         }
         let watch_due = self.watch_due();
         let main_done = self.complete();
@@ -299,44 +300,33 @@ impl Puller {
     async fn resolutions_step(
         &mut self,
         client: &CasClient,
-        skip: usize,
         deadline: Deadline,
     ) -> Result<Step, CasError> {
         let updates = self.cas.alert_updates.expect("only with the watch");
         let oldest = self.now_ms - ms(updates.window);
         let upper = upper_bound(&self.cas, self.now_ms);
         let w = self.cursor.watch.as_mut().expect("only with the watch");
-        let from = w
-            .resolved_ms
-            .unwrap_or(w.last_check_ms)
-            .max(oldest)
-            .min(upper);
-        let mut filters = with_extra(Map::new(), &self.cas.alerts_filter);
-        filters.insert("resolutionDate".into(), json!({"gte": from, "lte": upper}));
-        filters.insert("date".into(), json!({"gte": oldest}));
-        let body = json!({"filters": filters, "skip": skip, "limit": PAGE, "sortField": "date", "sortDirection": "asc"});
-        let page = client
-            .list(ALERTS_PATH, &body, ALERT_KEYS, deadline)
-            .await?;
-        let mut changed = Vec::new();
-        for (i, r) in page.records.iter().enumerate() {
-            let (Some(id), Some(pos)) = (&r.id, r.pos) else {
-                continue;
-            };
-            match w.alerts.get(id) {
-                Some((_, old)) if same_state(old, &r.fingerprint) => continue,
-                Some(_) => changed.push(i),
-                // Not forwarded by this deployment (before its first window): not ours.
-                None => continue,
-            }
-            w.alerts.insert(id.clone(), (pos, r.fingerprint.clone()));
+        if let Resolutions::Due = self.resolutions {
+            let from = w
+                .resolved_ms
+                .unwrap_or(w.last_check_ms)
+                .max(oldest)
+                .min(upper);
+            let mut pages = AlertPages::new(oldest, upper.max(oldest));
+            pages.resolved = Some((from, upper));
+            self.resolutions = Resolutions::Reading(pages);
         }
-        let done = !page.has_next || page.records.is_empty() || skip + PAGE > MAX_SKIP;
+        let Resolutions::Reading(pages) = &mut self.resolutions else {
+            unreachable!("set just above");
+        };
+        let (from, _) = pages.resolved.expect("a listing of resolutions");
+        let page = pages.next(client, &self.cas, deadline).await?;
+        // An alert this deployment never forwarded (before its first window) is not ours.
+        let (_, changed) = compare(w, &page, |_, _| None);
+        let done = pages.done;
         if done {
             w.resolved_ms = Some(upper + 1);
-            self.resolutions = None;
-        } else {
-            self.resolutions = Some(skip + page.records.len());
+            self.resolutions = Resolutions::Done;
         }
         Ok(Step {
             window: Window::new(from, upper).expect("from is at most upper"),
@@ -369,22 +359,13 @@ impl Puller {
         let page = pages.next(client, &self.cas, deadline).await?;
         let since = w.since_ms.unwrap_or(i64::MAX);
         let finished_before = self.watch_finished;
-        let (mut new, mut changed) = (Vec::new(), Vec::new());
-        for (i, r) in page.records.iter().enumerate() {
-            let (Some(id), Some(pos)) = (&r.id, r.pos) else {
-                continue;
-            };
-            match w.alerts.get(id) {
-                Some((_, old)) if same_state(old, &r.fingerprint) => continue,
-                Some(_) => changed.push(i),
-                // Dated where everything was forwarded, yet never forwarded: it became
-                // visible after the listing had passed its date. Sent now, as new.
-                None if pos >= since && self.seen.admit(Some(id), Some(pos)) => new.push(i),
-                // Before the deployment's first window: a baseline, not ours to send.
-                None => {}
-            }
-            w.alerts.insert(id.clone(), (pos, r.fingerprint.clone()));
-        }
+        let seen = &mut self.seen;
+        let (new, changed) = compare(w, &page, |id, pos| {
+            // Dated where everything was forwarded, yet never forwarded: it became visible
+            // after the listing had passed its date, and is sent now, as new. Before the
+            // deployment's first window it is a baseline, remembered, not ours to send.
+            Some(pos >= since && seen.admit(Some(id), Some(pos)))
+        });
         if pages.done {
             w.last_check_ms = pass.started_ms;
             w.pass = None;
@@ -665,12 +646,52 @@ impl Seen {
     }
 }
 
+/// Where the listing of alerts resolved since the last run stands.
+enum Resolutions {
+    /// Not started in this run.
+    Due,
+    /// Part-way.
+    Reading(AlertPages),
+    /// Read to its end, or there is no change watch.
+    Done,
+}
+
+/// Compares a page of alerts with the states the watch forwarded, remembering the new ones:
+/// the indexes of alerts to send as new and as changed. For an alert the watch does not
+/// know, `unknown(id, date)` says whether to send it as new (`Some(true)`), only remember it
+/// (`Some(false)`), or leave it alone (`None`).
+fn compare(
+    w: &mut AlertWatch,
+    page: &Page,
+    mut unknown: impl FnMut(&str, i64) -> Option<bool>,
+) -> (Vec<usize>, Vec<usize>) {
+    let (mut new, mut changed) = (Vec::new(), Vec::new());
+    for (i, r) in page.records.iter().enumerate() {
+        let (Some(id), Some(pos)) = (&r.id, r.pos) else {
+            continue;
+        };
+        match w.alerts.get(id) {
+            Some((_, old)) if same_state(old, &r.fingerprint) => continue,
+            Some(_) => changed.push(i),
+            None => match unknown(id, pos) {
+                Some(true) => new.push(i),
+                Some(false) => {}
+                None => continue,
+            },
+        }
+        w.alerts.insert(id.clone(), (pos, r.fingerprint.clone()));
+    }
+    (new, changed)
+}
+
 /// Alerts between two dates, ascending, 100 a page. CAS refuses `skip` past 5,000, so
 /// the lower bound moves up to the newest date listed instead; the records at that date
 /// are listed again, and callers skip the ones they already have.
 struct AlertPages {
     lower: i64,
     upper: i64,
+    /// Only the alerts resolved in this window of `resolutionDate`, when set.
+    resolved: Option<(i64, i64)>,
     skip: usize,
     newest: i64,
     done: bool,
@@ -681,6 +702,7 @@ impl AlertPages {
         AlertPages {
             lower,
             upper,
+            resolved: None,
             skip: 0,
             newest: lower,
             done: lower > upper,
@@ -691,6 +713,7 @@ impl AlertPages {
         AlertPages {
             lower: r.lower,
             upper: r.upper,
+            resolved: None,
             skip: r.skip,
             newest: r.newest,
             done: false,
@@ -716,6 +739,9 @@ impl AlertPages {
     ) -> Result<Page, CasError> {
         let mut filters = with_extra(Map::new(), &cas.alerts_filter);
         filters.insert("date".into(), json!({"gte": self.lower, "lte": self.upper}));
+        if let Some((from, to)) = self.resolved {
+            filters.insert("resolutionDate".into(), json!({"gte": from, "lte": to}));
+        }
         let body = json!({"filters": filters, "skip": self.skip, "limit": PAGE, "sortField": "date", "sortDirection": "asc"});
         let page = client
             .list(ALERTS_PATH, &body, ALERT_KEYS, deadline)
