@@ -150,7 +150,12 @@ impl Hunting {
             fresh.push(r);
         }
         // Same rows, same order, same batches, whatever order the query answered in.
-        fresh.sort_by_cached_key(|r| r.to_string());
+        // By ReportId (unique per event), not by each row's whole text: a row is already
+        // serialized once for its page.
+        fresh.sort_by_cached_key(|r| match r.get("ReportId").and_then(Value::as_str) {
+            Some(id) => id.to_string(),
+            None => r.to_string(),
+        });
         self.at_ms = to;
         self.cursor.ingested_ms = self.cursor.ingested_ms.max(to);
         let keep_from = self.cursor.ingested_ms - self.overlap_ms;
