@@ -56,6 +56,10 @@ async fn hunted_activities_arrive_once_late_rows_included_and_full_windows_split
     assert!(r["IsAdminOperation"].is_boolean(), "{r}");
     assert!(r["TimeGenerated"].as_str().unwrap().ends_with('Z'));
     assert_eq!(r["RawEventData"]["Operation"], "FileDownloaded");
+    assert!(
+        !r.to_string().contains("@odata.type"),
+        "Graph's sidecar keys stay out of the row, nested ones too: {r}"
+    );
     assert!(r.get("MappingIssues").is_none(), "{r}");
 }
 

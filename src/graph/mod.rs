@@ -173,9 +173,7 @@ impl GraphClient {
         Ok(rows
             .into_iter()
             .map(|mut r| {
-                if let Some(o) = r.as_object_mut() {
-                    o.retain(|k, _| !k.contains('@'));
-                }
+                drop_sidecars(&mut r);
                 r
             })
             .collect())
@@ -265,6 +263,20 @@ impl GraphClient {
             next,
             repairs,
         })
+    }
+}
+
+/// Removes the `@odata.type` keys Graph puts beside hunting values and inside dynamic
+/// ones (`{"@odata.type":"#microsoft.graph.security.dynamicColumnValue", ...}`): they are
+/// Graph's envelope, not the table's data, and CloudAppEvents rows in Sentinel have none.
+fn drop_sidecars(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            o.retain(|k, _| !k.contains('@'));
+            o.values_mut().for_each(drop_sidecars);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_sidecars),
+        _ => {}
     }
 }
 
