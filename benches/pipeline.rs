@@ -71,6 +71,11 @@ async fn main() {
         println!("{}", render(&report, &notes));
         return;
     }
+    if args.iter().any(|a| a == "--only-resolution") {
+        resolution_rows(&bin, &mut report, &mut notes).await;
+        println!("{}", render(&report, &notes));
+        return;
+    }
     if args.iter().any(|a| a == "--only-poll") {
         // The catch-up rows alone (minutes, not the whole run), printed, not written.
         poll_rows(&bin, &args, &mut report, &mut notes).await;
@@ -124,6 +129,7 @@ async fn main() {
     }
 
     latency(&bin, &mut report, &mut notes).await;
+    resolution_rows(&bin, &mut report, &mut notes).await;
     graph_rows(&bin, &mut report, &mut notes).await;
     api_efficiency(
         calls,
@@ -581,6 +587,88 @@ async fn latency(bin: &std::path::Path, report: &mut Vec<Metric>, notes: &mut Ve
         drop(h);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Resolution latency on a tenant with 15,000 Defender for Cloud Apps alerts in the
+/// window, for each alerts source, both runs at once (they share nothing but the cores,
+/// and both mostly wait).
+async fn resolution_rows(bin: &std::path::Path, report: &mut Vec<Metric>, notes: &mut Vec<String>) {
+    use cas_sentinel::testing::config::ApiSource;
+    use cas_sentinel::testing::local::{resolution_latency, Harness, HarnessOptions, Resolutions};
+    const ALERTS: usize = 15_000;
+    let tick = Duration::from_secs(30);
+    let run = |source: ApiSource| async move {
+        let dir = std::env::temp_dir().join(format!(
+            "cas-bench-resolution-{source:?}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let source_name = match source {
+            ApiSource::Cas => "cas",
+            ApiSource::Graph => "graph",
+        };
+        let h = Harness::start(HarnessOptions {
+            handler_bin: bin.to_path_buf(),
+            work_dir: dir.clone(),
+            out_dir: None,
+            keep_rows: false,
+            cas: SimConfig::default(),
+            env: [
+                ("CAS_DATA_TYPES", "alerts"),
+                ("CAS_ALERTS_SOURCE", source_name),
+                ("CAS_LOOKBACK", "P7D"),
+                // The re-check never rests: the worst case for the listings beside it.
+                ("CAS_ALERT_UPDATE_INTERVAL", "PT1S"),
+                ("CAS_INVOCATION_BUDGET", "PT4M"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            relay_storage: false,
+        })
+        .await
+        .unwrap();
+        let l = resolution_latency(
+            &h,
+            Resolutions {
+                source,
+                alerts: ALERTS,
+                run_for: Duration::from_secs(240),
+                resolve_every: Duration::from_secs(4),
+                tick_every: tick,
+            },
+        )
+        .await
+        .unwrap();
+        h.kill_handler().await;
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+        l
+    };
+    let (cas, graph) = tokio::join!(run(ApiSource::Cas), run(ApiSource::Graph));
+    for (name, l) in [
+        ("CAS_ALERTS_SOURCE=cas", cas),
+        ("CAS_ALERTS_SOURCE=graph", graph),
+    ] {
+        let mut value = l.to_string().replace(" records ", " resolutions ");
+        let (median, p95) = l.deployed(Duration::from_secs(60), Duration::from_secs(120));
+        value.push_str(&format!(
+            "; deployed with the defaults about {median:.0} s median, {p95:.0} s p95"
+        ));
+        report.push(metric(
+            &format!(
+                "resolution latency, analyst resolves → row with Status Resolved accepted, {ALERTS} alerts in the window ({name})"
+            ),
+            value,
+            "all forwarded",
+            Some(l.missing == 0),
+        ));
+    }
+    notes.push(format!(
+        "Resolution latency: {ALERTS} Defender for Cloud Apps alerts spread over six days were forwarded first (for Graph, among {} alerts of all services); then one alert, old or new, was resolved every 4 s for 4 minutes while PollCas ran every {} s (settle 1 s) and the queue was drained beside it, as the host runs both functions. For the REST source the change watch's re-check of all {ALERTS} alerts (150 pages at CAS's 30 requests a minute) runs without pause (CAS_ALERT_UPDATE_INTERVAL PT1S), the worst case for the `resolutionDate` listing beside it, which each run reads first and a long run every 30 s. Before the listing by `resolutionDate`, 143 of 349 resolutions made during a 13-minute run on such a tenant were forwarded by its end.",
+        ALERTS * 3 / 2,
+        tick.as_secs()
+    ));
 }
 
 /// API efficiency: CAS requests per 10,000 records, Logs Ingestion calls per MB; and where

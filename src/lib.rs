@@ -97,7 +97,7 @@ pub mod testing {
     }
     pub mod config {
         pub use crate::config::{
-            CasSettings, DiscoverySettings, IdentitySettings, StorageSettings,
+            ApiSource, CasSettings, DiscoverySettings, IdentitySettings, StorageSettings,
         };
         pub mod storage {
             pub use crate::config::storage::DEV_KEY;
@@ -125,7 +125,10 @@ pub mod testing {
         pub use crate::json::Record;
     }
     pub mod local {
-        pub use crate::local::{demo, live_latency, DemoOptions, Harness, HarnessOptions};
+        pub use crate::local::{
+            demo, live_latency, resolution_latency, DemoOptions, Harness, HarnessOptions,
+            Resolutions,
+        };
         pub mod azurite {
             pub use crate::local::azurite::{free_port, Azurite};
         }

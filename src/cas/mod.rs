@@ -97,6 +97,8 @@ pub struct CasClient {
     base: Url,
     auth: CasAuth,
     limiter: Arc<RateLimiter>,
+    /// Whether this handle's requests are background work (see [`CasClient::background`]).
+    background: bool,
     requests: Arc<AtomicU64>,
 }
 
@@ -112,6 +114,18 @@ impl CasClient {
                 Duration::from_secs(60),
             )),
             requests: Arc::new(AtomicU64::new(0)),
+            background: false,
+        }
+    }
+
+    /// A handle for background work (the change watch's re-check): its requests leave a
+    /// share of each minute's permits to the others, so that after a burst of re-check
+    /// pages a run still finds permits for the listings that carry new alerts and
+    /// resolutions, instead of waiting out the minute.
+    pub(crate) fn background(&self) -> CasClient {
+        CasClient {
+            background: true,
+            ..self.clone()
         }
     }
 
@@ -189,16 +203,6 @@ impl CasClient {
         body: Option<&Value>,
         deadline: Deadline,
     ) -> Attempt<bytes::Bytes, CasError> {
-        if !self.limiter.acquire(deadline).await {
-            return Attempt::Fail(CasError::OutOfTime {
-                path: path.into(),
-                last: format!(
-                    "client-side rate limit (CAS_REQUESTS_PER_MINUTE): {} requests per {} s",
-                    self.limiter.max,
-                    self.limiter.per.as_secs()
-                ),
-            });
-        }
         let mut req = self
             .http
             .request(method.clone(), url.clone())
@@ -212,6 +216,18 @@ impl CasClient {
         };
         if let Some(b) = body {
             req = req.json(b);
+        }
+        // The permit is taken last, with the request ready: time spent getting a token
+        // after it would move the request's arrival later than the limiter counts it.
+        if !self.limiter.acquire(deadline, self.background).await {
+            return Attempt::Fail(CasError::OutOfTime {
+                path: path.into(),
+                last: format!(
+                    "client-side rate limit (CAS_REQUESTS_PER_MINUTE): {} requests per {} s",
+                    self.limiter.max,
+                    self.limiter.per.as_secs()
+                ),
+            });
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let too_large = |max: usize| {
@@ -280,17 +296,29 @@ pub(crate) fn classify<T>(
     }
 }
 
+/// How much longer than its window the limiter waits, so that two requests a window
+/// apart by the client's clock are not one request inside the service's window by its
+/// own: at 30 a minute, a margin of 2 s costs one request in thirty.
+const ARRIVAL_MARGIN: Duration = Duration::from_secs(2);
+
+/// Permits of each window that background requests leave to the others (5 of CAS's 30).
+const FOREGROUND_SHARE: usize = 5;
+
 /// A sliding-window limiter: at most `max` permits in any `per`, handed out in the order
-/// they were asked for.
+/// they were asked for; background permits only while the window holds fewer than `max`
+/// less [`FOREGROUND_SHARE`].
 ///
 /// Each caller reserves the earliest free slot under the lock and then sleeps until it,
 /// so callers waiting together are served first come, first served. That is what shares
 /// CAS's 30 requests a minute fairly between the data types a poll reads at once: a lane
 /// that asks again only after its previous answer always finds the others queued ahead.
+/// A background caller reserves nothing ahead: it takes a permit now or waits and looks
+/// again, so it never holds a slot a later foreground caller needs.
 pub(crate) struct RateLimiter {
     max: usize,
     per: Duration,
-    /// The start times of the last `max` permits (some possibly in the future: reserved).
+    /// The start times of the last `max` permits, in order (some possibly in the future:
+    /// reserved).
     slots: Mutex<VecDeque<Instant>>,
 }
 
@@ -304,16 +332,27 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a permit; false (and no permit taken) when none is free before the deadline.
-    pub(crate) async fn acquire(&self, deadline: Deadline) -> bool {
+    /// How long before a permit's time it still counts: the window, and a little more,
+    /// because the service counts arrivals and a request reaches it some milliseconds
+    /// after its permit, each by a different amount.
+    fn span(&self) -> Duration {
+        self.per + ARRIVAL_MARGIN
+    }
+
+    /// Waits for a permit (a background one when `background`); false (and no permit
+    /// taken) when none is free before the deadline.
+    pub(crate) async fn acquire(&self, deadline: Deadline, background: bool) -> bool {
+        if background {
+            return self.acquire_background(deadline).await;
+        }
         let at = {
             let mut slots = self.slots.lock().await;
             let now = Instant::now();
             let at = if slots.len() < self.max {
                 now
             } else {
-                // The permit `max` back must be `per` old before another may start.
-                (slots[slots.len() - self.max] + self.per).max(now)
+                // The permit `max` back must be a span old before another may start.
+                (slots[slots.len() - self.max] + self.span()).max(now)
             };
             if at.saturating_duration_since(now) >= deadline.remaining() {
                 return false;
@@ -326,6 +365,40 @@ impl RateLimiter {
         };
         tokio::time::sleep_until(at).await;
         true
+    }
+
+    async fn acquire_background(&self, deadline: Deadline) -> bool {
+        let allowed = self.max.saturating_sub(FOREGROUND_SHARE).max(1);
+        loop {
+            let wait = {
+                let mut slots = self.slots.lock().await;
+                let now = Instant::now();
+                // Permits that still count now, reservations ahead included.
+                let counted = slots
+                    .iter()
+                    .filter(|t| now.saturating_duration_since(**t) < self.span())
+                    .count();
+                if counted < allowed {
+                    // In order: before any foreground reservation still ahead.
+                    let at = slots.iter().position(|t| *t > now).unwrap_or(slots.len());
+                    slots.insert(at, now);
+                    while slots.len() > self.max {
+                        slots.pop_front();
+                    }
+                    return true;
+                }
+                // When enough of them stop counting to leave one below `allowed` (they
+                // are the last `counted`, in order).
+                let free_at = slots[slots.len() - allowed] + self.span();
+                free_at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(50))
+            };
+            if wait >= deadline.remaining() {
+                return false;
+            }
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -388,19 +461,56 @@ mod tests {
         let d = Deadline::after(Duration::from_secs(600));
         let start = Instant::now();
         for _ in 0..3 {
-            assert!(l.acquire(d).await);
+            assert!(l.acquire(d, false).await);
         }
         assert!(Instant::now() - start < Duration::from_secs(1));
-        assert!(l.acquire(d).await);
-        assert!(Instant::now() - start >= Duration::from_secs(60));
+        assert!(l.acquire(d, false).await);
+        assert!(
+            Instant::now() - start >= Duration::from_secs(60) + ARRIVAL_MARGIN,
+            "a window and the margin for arrival jitter"
+        );
         let short = Deadline::after(Duration::from_secs(1));
         for _ in 0..2 {
-            assert!(l.acquire(short).await);
+            assert!(l.acquire(short, false).await);
         }
         assert!(
-            !l.acquire(short).await,
+            !l.acquire(short, false).await,
             "a permit past the deadline is refused"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_leaves_permits_for_the_rest() {
+        let l = Arc::new(RateLimiter::new(30, Duration::from_secs(60)));
+        let d = Deadline::after(Duration::from_secs(600));
+        let start = Instant::now();
+        // A re-check asking as fast as it can takes 25 permits at once, then waits.
+        for _ in 0..25 {
+            assert!(l.acquire(d, true).await);
+        }
+        assert!(Instant::now() - start < Duration::from_secs(1));
+        let bg = {
+            let l = l.clone();
+            tokio::spawn(async move {
+                assert!(l.acquire(d, true).await);
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // A resolutions listing ten seconds later finds its permits at once.
+        for _ in 0..5 {
+            assert!(l.acquire(d, false).await);
+        }
+        assert!(Instant::now() - start < Duration::from_secs(11));
+        let bg_at = bg.await.unwrap();
+        assert!(
+            bg_at - start >= Duration::from_secs(60) + ARRIVAL_MARGIN,
+            "the 26th background permit waits for the window: {:?}",
+            bg_at - start
+        );
+        // And the window's limit holds for both kinds together.
+        assert!(l.acquire(d, false).await);
+        assert!(Instant::now() - start >= Duration::from_secs(60) + ARRIVAL_MARGIN);
     }
 
     #[tokio::test(start_paused = true)]
@@ -414,7 +524,7 @@ mod tests {
                 let l = l.clone();
                 tokio::spawn(async move {
                     let mut got = 0;
-                    while l.acquire(d).await {
+                    while l.acquire(d, false).await {
                         got += 1;
                         // The page's work, between two requests.
                         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -70,6 +70,8 @@ struct State {
     alerts: Vec<Value>,
     activities: Vec<Value>,
     arrivals: VecDeque<Instant>,
+    /// Replaces `SimConfig::per_minute` while set (a benchmark's catch-up phase).
+    per_minute: Option<usize>,
     faults: VecDeque<Fault>,
     stats: SimStats,
     next_id: u64,
@@ -209,6 +211,15 @@ impl CasSim {
         self.lock().activity_padding = bytes;
     }
 
+    /// Allows `n` requests a minute from now on (`None`: the configured limit again), so a
+    /// benchmark can seed its starting state quickly and then measure at CAS's real limit.
+    /// The requests made so far stop counting against the new limit.
+    pub fn set_per_minute(&self, n: Option<usize>) {
+        let mut st = self.lock();
+        st.per_minute = n;
+        st.arrivals.clear();
+    }
+
     /// Changes an alert's status and resolution, as an analyst would in the portal.
     pub fn set_alert_state(&self, id: &str, status: u64, resolution: u64) -> bool {
         let mut st = self.lock();
@@ -282,7 +293,7 @@ impl CasSim {
         if !self.authorized(auth) {
             return reply(StatusCode::UNAUTHORIZED, json!({"detail": "Invalid token"}));
         }
-        if st.arrivals.len() > self.config.per_minute {
+        if st.arrivals.len() > st.per_minute.unwrap_or(self.config.per_minute) {
             st.stats.throttled += 1;
             return reply(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -14,7 +14,7 @@ mod logs_ingestion;
 mod names;
 pub(crate) mod storage;
 
-pub(crate) use cas::ApiSource;
+pub use cas::ApiSource;
 pub use cas::CasSettings;
 pub use discovery::DiscoverySettings;
 pub(crate) use host::DEFAULT_SCHEDULE;

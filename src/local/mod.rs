@@ -7,6 +7,9 @@
 pub(crate) mod azurite;
 pub(crate) mod host;
 mod relay;
+mod resolution;
+
+pub use resolution::{resolution_latency, Resolutions};
 
 use crate::auth::sim::{IdentitySim, HEADER_SECRET};
 use crate::cas::sim::{CasSim, SimConfig};
@@ -497,6 +500,30 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// The latency of these delays (ms), out of `expected` that should have arrived.
+    fn of(
+        mut delays: Vec<i64>,
+        expected: usize,
+        tick_every: Duration,
+        drained: host::DrainStats,
+    ) -> Latency {
+        delays.sort_unstable();
+        let pick = |q: f64| {
+            delays
+                .get(((delays.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        Latency {
+            missing: expected.saturating_sub(delays.len()),
+            records: delays.len(),
+            median_ms: pick(0.5),
+            p95_ms: pick(0.95),
+            tick_every,
+            drained,
+        }
+    }
+
     /// The latency to expect deployed with a `settle` delay and a tick every `schedule`,
     /// as (median, p95) seconds: the pipeline's own part (what was measured, less the wait
     /// for the next tick) plus the settle delay and the wait for the next tick there.
@@ -570,25 +597,11 @@ pub async fn live_latency(
         .into_iter()
         .filter(|(_, at)| *at >= started)
         .collect();
-    let mut delays: Vec<i64> = stored
+    let delays: Vec<i64> = stored
         .iter()
         .filter_map(|(id, at)| Some(accepted.get(id)? - at))
         .collect();
-    delays.sort_unstable();
-    let pick = |q: f64| {
-        delays
-            .get(((delays.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    Ok(Latency {
-        missing: stored.len() - delays.len(),
-        records: delays.len(),
-        median_ms: pick(0.5),
-        p95_ms: pick(0.95),
-        tick_every,
-        drained,
-    })
+    Ok(Latency::of(delays, stored.len(), tick_every, drained))
 }
 
 fn display(p: &Path) -> String {

@@ -53,6 +53,9 @@ struct State {
     kept: HashMap<String, Vec<Value>>,
     /// When each CAS id's first row was accepted (Unix ms), for end-to-end latency.
     first_accepted: HashMap<String, i64>,
+    /// When each alert's first row with Status Resolved was accepted (Unix ms), for
+    /// resolution latency.
+    first_resolved: HashMap<String, i64>,
     /// The caller lacks Monitoring Metrics Publisher on the DCR: every call is 403.
     denied: bool,
     /// The largest body (either form) accepted; the service's documented limit is 1 MiB,
@@ -152,6 +155,11 @@ impl IngestionSim {
     /// When the first row of each CAS id (alert or activity) was accepted (Unix ms).
     pub fn first_accepted(&self) -> HashMap<String, i64> {
         self.lock().first_accepted.clone()
+    }
+
+    /// When the first row saying Status Resolved of each alert was accepted (Unix ms).
+    pub fn first_resolved(&self) -> HashMap<String, i64> {
+        self.lock().first_resolved.clone()
     }
 
     /// Accepted rows of a table (when started with `keep_rows`).
@@ -297,6 +305,9 @@ impl IngestionSim {
                 .and_then(Value::as_str);
             if let Some(id) = id {
                 st.first_accepted.entry(id.to_string()).or_insert(at);
+                if row.get("Status").and_then(Value::as_str) == Some("Resolved") {
+                    st.first_resolved.entry(id.to_string()).or_insert(at);
+                }
             }
         }
         st.stats.accepted_calls += 1;
