@@ -85,3 +85,48 @@ async fn validate_proves_the_hunting_permission_and_names_it_when_missing() {
         .unwrap();
     assert!(!ok && line.contains("ThreatHunting.Read.All"), "{line}");
 }
+
+/// Switching `CAS_ACTIVITIES_SOURCE` from `cas` to `graph`: hunting goes on from where the
+/// REST checkpoint stands, without the overlap (the REST source's overlap ids are CAS's,
+/// which hunted rows do not carry), so rows Defender ingested before the switch point are
+/// not sent again and every row ingested after it is sent once, across later runs too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_activities_from_the_rest_source_to_hunting_goes_on_from_its_position() {
+    let h = harness(
+        "graph-hunting-switch",
+        &[("CAS_DATA_TYPES", "activities")],
+        SimConfig::default(),
+    )
+    .await;
+    let before = now_ms() - 120_000;
+    let rest = h
+        .cas
+        .add_activities((0..50).map(|i| before + i), |_| 30_000);
+    // The same events as Defender XDR holds them, ingested before the switch point.
+    h.graph
+        .add_hunting_events(50, before - 30_000, before + 1_000);
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    h.host.drain(DRAIN).await.unwrap();
+    assert_eq!(h.sink.rows("McasActivity_CL").len(), 50);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // After the switch: rows ingested from now on, some visible only after the first run.
+    let now = now_ms();
+    let mut after = h.graph.add_hunting_events(30, now - 5_000, now - 100);
+    after.extend(h.graph.add_hunting_events(10, now - 5_000, now + 2_500));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let graph = [("CAS_ACTIVITIES_SOURCE", "graph")];
+    let (ok, out, err) = common::run_cli(&h, &["run", "--once"], &graph).await;
+    assert!(ok, "{out}{err}");
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let (ok, out2, err) = common::run_cli(&h, &["run", "--once"], &graph).await;
+    assert!(ok, "{out2}{err}");
+    let rows = h.sink.rows("McasActivity_CL");
+    let hunted: Vec<serde_json::Value> = rows
+        .iter()
+        .filter(|r| !rest.iter().any(|id| r["ReportId"] == id.as_str()))
+        .cloned()
+        .collect();
+    assert_exactly_once(&hunted, "ReportId", &after);
+    assert_eq!(rows.len(), 50 + after.len(), "{out}\n{out2}");
+}

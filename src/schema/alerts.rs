@@ -17,12 +17,9 @@ pub(crate) const PRODUCT_NAME: &str = "Microsoft Cloud App Security";
 /// What SecurityAlert holds that CAS's alert records cannot give (docs/tables.md).
 pub(crate) const NOTES: &str = "From the CAS REST API, per column: `AlertType` is Microsoft's documented alert name \
 where one fits the policy (the built-in anomaly detections by name, file and activity policies by type), else the \
-policy's type as CAS writes it; `Status` is New, Resolved or Dismissed (InProgress, `IncidentId`, \
-`Classification`, `Determination` and `DetectionSource` exist only in Microsoft Graph's alerts, which \
-`CAS_ALERTS_SOURCE=graph` forwards: then `VendorOriginalId` is `providerAlertId` (the same id), `SystemAlertId` Graph's \
-`id`, `AlertType` the `detectorId`, Status and ResolutionStatus come from `status` and `classification`, StartTime and \
-EndTime from the first and last activity, `Entities` from the typed `evidence`, and `ExtendedProperties` holds \
-IncidentId, Classification, Determination, DetectionSource, DetectorId, Category and LastUpdated); `Entities` holds one account per person (CAS lists a person as `account` and again as \
+policy's type as CAS writes it; `Status` is New, Resolved or Dismissed (InProgress, `IncidentId`, `Classification`, `Determination` and `DetectionSource` exist only in \
+Microsoft Graph's alerts, which `CAS_ALERTS_SOURCE=graph` forwards: the last column says how each column is \
+filled then); `Entities` holds one account per person (CAS lists a person as `account` and again as \
 `user`), cloud applications with `AppId`, `SaasId` and `InstanceId` (CAS gives no instance name, so none is \
 written); `StartTime` and `EndTime` are the alert's time (CAS's alert records carry no first and last activity).";
 

@@ -134,6 +134,19 @@ pub(crate) const FUNCTIONS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// The setting that picks a data type's source and where each column comes from with
+/// `graph`, for the data types with a choice of source.
+fn graph_sources(dt: DataType) -> Option<(&'static str, &'static [(&'static str, &'static str)])> {
+    match dt {
+        DataType::Alerts => Some(("CAS_ALERTS_SOURCE", super::graph_alerts::GRAPH_SOURCES)),
+        DataType::Activities => Some((
+            "CAS_ACTIVITIES_SOURCE",
+            super::hunting_activities::GRAPH_SOURCES,
+        )),
+        DataType::Discovery => None,
+    }
+}
+
 /// `docs/tables.md`: each table's columns, types and sources.
 pub(crate) fn tables_markdown() -> String {
     let mut md = String::from(
@@ -159,9 +172,21 @@ pub(crate) fn tables_markdown() -> String {
             md.push_str(notes);
             md.push_str("\n\n");
         }
-        md.push_str("| column | type | from the source record |\n| --- | --- | --- |\n");
-        for Column { name, ty, source } in columns(dt) {
-            md.push_str(&format!("| {name} | {} | {source} |\n", ty.as_str()));
+        match graph_sources(dt) {
+            None => {
+                md.push_str("| column | type | from the source record |\n| --- | --- | --- |\n");
+                for Column { name, ty, source } in columns(dt) {
+                    md.push_str(&format!("| {name} | {} | {source} |\n", ty.as_str()));
+                }
+            }
+            Some((setting, graph)) => {
+                md.push_str(&format!(
+                    "| column | type | from the CAS REST API (`{setting}=cas`) | from Microsoft Graph (`{setting}=graph`) |\n| --- | --- | --- | --- |\n"
+                ));
+                for (Column { name, ty, source }, (_, g)) in columns(dt).iter().zip(graph) {
+                    md.push_str(&format!("| {name} | {} | {source} | {g} |\n", ty.as_str()));
+                }
+            }
         }
     }
     md.push_str(
@@ -184,4 +209,25 @@ pub(crate) fn tables_markdown() -> String {
         ));
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_column_of_a_table_with_two_sources_says_where_graph_fills_it() {
+        for dt in DataType::ALL {
+            let Some((_, graph)) = graph_sources(dt) else {
+                continue;
+            };
+            let ours: Vec<&str> = columns(dt).iter().map(|c| c.name).collect();
+            let theirs: Vec<&str> = graph.iter().map(|(n, _)| *n).collect();
+            assert_eq!(
+                ours, theirs,
+                "{dt}: the Graph column sources, in column order"
+            );
+            assert!(graph.iter().all(|(_, s)| !s.is_empty()), "{dt}");
+        }
+    }
 }

@@ -11,6 +11,40 @@ use super::{time_generated, Issues};
 use crate::json::Record;
 use serde_json::{json, Map, Value};
 
+#[cfg(feature = "sim")]
+/// Where each column's value comes from in a Graph alert (for `docs/tables.md`), in the
+/// order of [`super::alerts::COLUMNS`]; a test checks that every column has its line.
+pub(crate) const GRAPH_SOURCES: &[(&str, &str)] = &[
+    ("TimeGenerated", "`lastUpdateDateTime`: each state of an alert is a row as of its update"),
+    ("AlertName", "`title`"),
+    ("DisplayName", "`title`"),
+    ("AlertSeverity", "`severity`: Low, Medium, High, Informational"),
+    ("Description", "`description`"),
+    ("StartTime", "`firstActivityDateTime` (else `createdDateTime`)"),
+    ("EndTime", "`lastActivityDateTime` (else `createdDateTime`)"),
+    ("Status", "`status` new New, inProgress InProgress, resolved Resolved, or Dismissed when `classification` is falsePositive"),
+    ("ResolutionStatus", "`status` and `classification`: Open, TruePositive, FalsePositive, Benign, Resolved"),
+    ("VendorOriginalId", "`providerAlertId`: the Defender for Cloud Apps alert id, the REST API's `_id`, so both sources' rows are one alert"),
+    ("SystemAlertId", "`id` (Graph's)"),
+    ("ProductName", "always \"Microsoft Cloud App Security\""),
+    ("ProviderName", "always \"MCAS\""),
+    ("VendorName", "always \"Microsoft\""),
+    ("AlertType", "`detectorId`"),
+    ("AlertLink", "`alertWebUrl`"),
+    ("ExtendedLinks", "`alertWebUrl` and `incidentWebUrl`"),
+    ("CompromisedEntity", "the first user evidence's `userAccount` (UPN, else account name)"),
+    ("Tactics", "`categories` (else `category`), comma-separated"),
+    ("Techniques", "`mitreTechniques` without sub-techniques, a JSON list"),
+    ("SubTechniques", "`mitreTechniques` that are sub-techniques (T1234.001)"),
+    ("ThreatScore", "empty (Graph's alerts have no score)"),
+    ("Entities", "Sentinel entities from the typed `evidence`: user (account), ip, cloud application, OAuth application, mailbox, file, url; other evidence types stay in `CasEntities`"),
+    ("CasEntities", "`evidence`, unchanged"),
+    ("ExtendedProperties", "IncidentId, Classification, Determination, DetectionSource, DetectorId, Category, LastUpdated, ServiceSource, AssignedTo, ProductName"),
+    ("SourceRecord", "the Graph alert without `evidence` (in `CasEntities`)"),
+    ("MappingIssues", "as for the REST source"),
+    ("TruncatedFields", "as for the REST source"),
+];
+
 /// Whether `rec` is a Graph alert rather than a REST one.
 pub(crate) fn is_graph_alert(rec: &Record) -> bool {
     rec.get("_id").is_none() && rec.get("serviceSource").is_some()

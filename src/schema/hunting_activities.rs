@@ -13,6 +13,48 @@ use super::{time_generated, Issues};
 use crate::json::Record;
 use serde_json::Value;
 
+#[cfg(feature = "sim")]
+/// Where each column's value comes from in a hunted CloudAppEvents row (for
+/// `docs/tables.md`), in the order of [`super::activities::COLUMNS`].
+pub(crate) const GRAPH_SOURCES: &[(&str, &str)] = &[
+    ("TimeGenerated", "`Timestamp`"),
+    ("ActionType", "`ActionType`"),
+    ("Application", "`Application`"),
+    ("ApplicationId", "`ApplicationId`"),
+    ("AccountObjectId", "`AccountObjectId`"),
+    ("AccountId", "`AccountId`"),
+    ("AccountDisplayName", "`AccountDisplayName`"),
+    ("IsAdminOperation", "`IsAdminOperation` (Graph sends 0/1 for some booleans; written as true/false)"),
+    ("IsImpersonated", "`IsImpersonated`"),
+    ("IsExternalUser", "`IsExternalUser`"),
+    ("DeviceType", "`DeviceType`"),
+    ("OSPlatform", "`OSPlatform`"),
+    ("UserAgentTags", "`UserAgentTags` (parsed when Graph sends the dynamic as JSON text)"),
+    ("IPAddress", "`IPAddress`"),
+    ("IsAnonymousProxy", "`IsAnonymousProxy`"),
+    ("IPCategory", "`IPCategory` (empty is absent)"),
+    ("IPTags", "`IPTags` (parsed when sent as JSON text)"),
+    ("ISP", "`ISP` (or `Isp`, as some answers spell it)"),
+    ("CountryCode", "`CountryCode`"),
+    ("City", "`City`"),
+    ("UserAgent", "`UserAgent`"),
+    ("ActivityType", "`ActivityType`"),
+    ("CasEventCategory", "empty (a REST-only column)"),
+    ("CasEventType", "empty (a REST-only column)"),
+    ("Description", "empty (CloudAppEvents has none)"),
+    ("Severity", "empty (CloudAppEvents has none)"),
+    ("ActivityObjects", "`ActivityObjects`"),
+    ("ObjectName", "`ObjectName`"),
+    ("ObjectType", "`ObjectType`"),
+    ("ObjectId", "`ObjectId`"),
+    ("ReportId", "`ReportId`: the dedupe key (CloudAppEvents' own, not the REST `_id`)"),
+    ("CasCreated", "empty (a REST-only column)"),
+    ("RawEventData", "`RawEventData`"),
+    ("SourceRecord", "the row's other columns (AppInstanceId, AccountType, AuditSource, SessionData, OAuthAppId…) without `RawEventData`"),
+    ("MappingIssues", "as for the REST source"),
+    ("TruncatedFields", "as for the REST source"),
+];
+
 /// Whether `rec` is an advanced hunting row rather than a REST activity.
 pub(crate) fn is_hunting_row(rec: &Record) -> bool {
     rec.get("_id").is_none() && rec.get("ReportId").is_some() && rec.get("Timestamp").is_some()
