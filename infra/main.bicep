@@ -320,6 +320,9 @@ var baseSettings = [
   { name: 'CAS_SCHEDULE', value: casSchedule }
   { name: 'SENTINEL_INGESTION_ENDPOINT', value: dcr.properties.endpoints.logsIngestion }
   { name: 'SENTINEL_DCR_IMMUTABLE_ID', value: dcr.properties.immutableId }
+  // The DCR declares the ASIM streams (generated/dcr-streams.json): activities go to the
+  // native ASIM tables too.
+  { name: 'SENTINEL_ASIM', value: 'on' }
 ]
 var tokenSetting = useKeyVault ? [
   { name: 'CAS_API_TOKEN', value: '@Microsoft.KeyVault(SecretUri=${vault.outputs.secretUri})' }

@@ -205,6 +205,24 @@ impl CasSim {
         ids
     }
 
+    /// Adds one activity of each of [`ACTIVITY_KINDS`] and a failed sign-in, stored at
+    /// `created`; returns their ids.
+    pub fn add_activity_kinds(&self, created: i64) -> Vec<String> {
+        let mut st = self.lock();
+        let ids = (0..=ACTIVITY_KINDS.len())
+            .map(|k| {
+                let mut a = activity_of_kind(k, created - 30_000, created + k as i64);
+                st.next_id += 1;
+                let id = format!("{}_{}", a["_id"].as_str().unwrap_or("kind"), st.next_id);
+                a["_id"] = json!(id.clone());
+                st.activities.push(a);
+                id
+            })
+            .collect();
+        st.activities.sort_by_key(|a| key(a, "created"));
+        ids
+    }
+
     /// Makes activities added from now on carry about `bytes` more of nested raw event
     /// data, for realistic 1–4 KiB records.
     pub fn pad_activities(&self, bytes: usize) {
@@ -728,6 +746,52 @@ pub fn activity_record(n: u64, timestamp: i64, created: i64, padding_bytes: usiz
     if padding_bytes > 0 {
         a["rawDataJson"]["ExtendedProperties"] = padding(n, padding_bytes);
     }
+    a
+}
+
+/// Operations of every kind the ASIM mapping distinguishes, as Microsoft 365 and Entra name
+/// them in CAS's activity records (`rawDataJson.Operation`), with whether CAS marks each
+/// administrative: sign-ins and sign-outs, file transfers and changes, administrative,
+/// permission and sharing changes, and activities no ASIM schema describes.
+pub(crate) const ACTIVITY_KINDS: &[(&str, bool)] = &[
+    ("UserLoggedIn", false),
+    ("UserLoggedOut", false),
+    ("FileDownloaded", false),
+    ("FileUploaded", false),
+    ("FileAccessed", false),
+    ("FileDeleted", false),
+    ("FileRenamed", false),
+    ("FileMoved", false),
+    ("FileModified", false),
+    ("FileCopied", false),
+    ("SharingSet", false),
+    ("AnonymousLinkCreated", false),
+    ("AddedToGroup", false),
+    ("Add member to role.", true),
+    ("Update user.", true),
+    ("Set-Mailbox", true),
+    ("New-InboxRule", true),
+    ("Remove-MailboxPermission", true),
+    ("Update policy.", true),
+    ("MailItemsAccessed", false),
+    ("PageViewed", false),
+];
+
+/// An activity record of the `k`th of [`ACTIVITY_KINDS`] (a failed sign-in when `k` is
+/// their number).
+pub(crate) fn activity_of_kind(k: usize, timestamp: i64, created: i64) -> Value {
+    let n = (k as u64) * 7 + 1; // never the failed-sign-in shape (n % 7 == 3)
+    if k >= ACTIVITY_KINDS.len() {
+        return activity_record(3, timestamp, created, 0);
+    }
+    let (op, admin) = ACTIVITY_KINDS[k];
+    let mut a = activity_record(n, timestamp, created, 0);
+    a["_id"] = json!(format!("97134000_15600_kind{k:04}-0000-4000-8000-{n:012x}"));
+    a["rawDataJson"]["Operation"] = json!(op);
+    a["mainInfo"]["rawOperationName"] = json!(op);
+    a["mainInfo"]["prettyOperationName"] = json!(op);
+    a["description"] = json!(op);
+    a["adminEvent"] = if admin { json!(true) } else { Value::Null };
     a
 }
 

@@ -197,6 +197,11 @@ pub(crate) const SETTINGS: &[Setting] = &[
         meaning: "largest call body, uncompressed, 65536–1048576",
     },
     Setting {
+        name: "SENTINEL_ASIM",
+        unset: Unset::Value("off"),
+        meaning: "`on` also writes activities into Sentinel's native ASIM tables (sign-ins into `ASimAuthenticationEventLogs`, file activity into `ASimFileEventLogs`, administrative, permission and sharing changes into `ASimAuditEventLogs`; docs/tables.md), one more row for each such activity; the DCR must declare the ASIM streams, as infra/ deploys it (and turns this on). Off when unset so that a DCR made before them does not refuse every activity batch",
+    },
+    Setting {
         name: "SENTINEL_CALL_TIMEOUT",
         unset: Unset::Value("PT60S"),
         meaning: "how long a call's first try waits for Logs Ingestion's answer, PT1S–PT10M; a try after an unanswered one (the rows may be stored: at most one copy each) waits as long as the invocation's budget allows",

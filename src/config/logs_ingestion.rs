@@ -1,7 +1,8 @@
 //! The Logs Ingestion section: the DCR, its endpoint and stream names, and the call size.
 
 use super::fields::{
-    parse_count, parse_duration_within, parse_https_url, placeholder_url, required, Collector,
+    parse_count, parse_duration_within, parse_https_url, parse_switch, placeholder_url, required,
+    Collector,
 };
 use super::SettingError;
 use crate::model::DataType;
@@ -29,6 +30,8 @@ pub struct SentinelSettings {
     /// How long a first try of a call waits for an answer (`SENTINEL_CALL_TIMEOUT`); a
     /// try after an unanswered one waits as long as the budget allows.
     pub call_timeout: Duration,
+    /// Whether activities are also written to the native ASIM tables (`SENTINEL_ASIM`).
+    pub asim: bool,
 }
 
 impl SentinelSettings {
@@ -87,6 +90,10 @@ impl SentinelSettings {
                     |_| "must be between PT1S and PT10M".into(),
                 ),
                 Duration::ZERO,
+            ),
+            asim: errs.take(
+                parse_switch("SENTINEL_ASIM", get("SENTINEL_ASIM"), false),
+                false,
             ),
         }
     }

@@ -269,7 +269,7 @@ impl GraphClient {
 /// Removes the `@odata.type` keys Graph puts beside hunting values and inside dynamic
 /// ones (`{"@odata.type":"#microsoft.graph.security.dynamicColumnValue", ...}`): they are
 /// Graph's envelope, not the table's data, and CloudAppEvents rows in Sentinel have none.
-fn drop_sidecars(v: &mut Value) {
+pub(crate) fn drop_sidecars(v: &mut Value) {
     match v {
         Value::Object(o) => {
             o.retain(|k, _| !k.contains('@'));

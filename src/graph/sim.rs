@@ -663,7 +663,7 @@ fn seven_digits(ms: i64) -> String {
 
 /// A CloudAppEvents row as advanced hunting answers it: booleans as 0/1 with their
 /// `#SByte` sidecars, dynamic columns as JSON, an empty string for an absent one.
-fn hunting_row(k: usize, id: &str, at_ms: i64) -> Value {
+pub(crate) fn hunting_row(k: usize, id: &str, at_ms: i64) -> Value {
     let user = format!("3a7e5d2b-1c4f-4e8a-9b6d-{:012x}", k % 9);
     let action = ["FileDownloaded", "UserLoggedIn", "FileDeleted"][k % 3];
     let mut row = json!({

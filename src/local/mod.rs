@@ -313,6 +313,8 @@ fn seed(h: &Harness) {
         .add_activities((0..300).map(|i| now - 20 * 3_600_000 + i * 230_000), |n| {
             (n as i64 % 7) * 60_000
         });
+    // One of each kind the ASIM tables tell apart (sign-outs, renames, role changes…).
+    h.cas.add_activity_kinds(now - 10 * 3_600_000);
     let apps = |first: u64, n: u64| {
         (first..first + n)
             .map(|i| {
@@ -377,7 +379,8 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
         out_dir: Some(out_dir.clone()),
         keep_rows: false,
         cas: SimConfig::default(),
-        env: vec![],
+        // As infra/ deploys it: activities into the ASIM tables too.
+        env: vec![("SENTINEL_ASIM".into(), "on".into())],
         relay_storage: false,
     })
     .await?;
@@ -398,7 +401,7 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
         totals.succeeded, totals.failed, totals.poisoned
     );
     for (table, rows) in &sink.rows {
-        println!("  rows ingested:        {table:<26} {rows}");
+        println!("  rows ingested:        {table:<28} {rows}");
     }
     println!("  API calls:            CAS {} (at most {} in any minute, limit 30), Microsoft Graph {graph_requests}, Logs Ingestion {} ({} accepted, {} KiB)", cas.requests, cas.max_in_any_minute, sink.calls, sink.accepted_calls, sink.bytes / 1024);
     for line in discovery_summary(&out_dir.join(format!(
@@ -425,7 +428,7 @@ pub async fn demo(handler_bin: PathBuf, opts: DemoOptions) -> Result<(), LocalEr
     );
     for (table, rows) in &sink_live.rows {
         let before = sink.rows.get(table).copied().unwrap_or(0);
-        println!("  rows ingested:        {table:<26} {}", rows - before);
+        println!("  rows ingested:        {table:<28} {}", rows - before);
     }
     println!(
         "  API calls:            CAS {}, Logs Ingestion {}",

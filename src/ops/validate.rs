@@ -48,10 +48,10 @@ impl Check {
 }
 
 /// The width of the check column: the longest name the default streams give
-/// (`Logs Ingestion Custom-McasShadowItReporting`), so lines printed one by one, as each
+/// (`Logs Ingestion Custom-McasAsimAuthentication`), so lines printed one by one, as each
 /// check completes, line up without knowing the others (a longer custom stream name only
 /// pushes its own line's result along).
-pub(crate) const NAME_WIDTH: usize = 43;
+pub(crate) const NAME_WIDTH: usize = 44;
 
 /// The table's heading line.
 pub(crate) fn heading() -> String {
@@ -153,6 +153,11 @@ async fn run_checks(
     for &dt in &app.settings.data_types {
         let stream = app.settings.sentinel.stream(dt).to_string();
         checks.push(stream_check(&app, &stream, deadline()).await);
+        if dt == crate::model::DataType::Activities && app.settings.sentinel.asim {
+            for t in crate::schema::asim::AsimTable::ALL {
+                checks.push(stream_check(&app, t.stream(), deadline()).await);
+            }
+        }
     }
     checks.push(Check::new("storage", storage_check(&app).await));
 }
@@ -234,7 +239,7 @@ fn stream_fix(status: u16, code: &str) -> &'static str {
         (401, _) => "the token was refused: the identity (AZURE_CLIENT_ID / managed identity) must be in the workspace's tenant",
         (403, _) => "grant the function app's identity Monitoring Metrics Publisher on the DCR (infra/ does; a new assignment can take 30 minutes to apply)",
         (404, _) => "no DCR with SENTINEL_DCR_IMMUTABLE_ID at SENTINEL_INGESTION_ENDPOINT: take both from the DCR's overview (infra/ outputs dcrImmutableId and logsIngestionEndpoint)",
-        (400, c) if c.contains("Stream") => "the DCR declares no such stream: set SENTINEL_STREAM_* to its stream names, or redeploy the DCR from infra/",
+        (400, c) if c.contains("Stream") => "the DCR declares no such stream: set SENTINEL_STREAM_* to its stream names (or SENTINEL_ASIM=off for a DCR without the ASIM streams), or redeploy the DCR from infra/",
         _ => "see the service's message above; redeploying the DCR from infra/ fixes a declaration that drifted",
     }
 }

@@ -8,13 +8,16 @@ use crate::batch::envelope::{decode_text, Envelope, EnvelopeError, Payload};
 use crate::batch::ledger::{self, Claim, LedgerError};
 use crate::config::SentinelSettings;
 use crate::model::BatchId;
+use crate::model::DataType;
 use crate::retry::Deadline;
+use crate::schema::asim::{self, AsimTable};
 use crate::sentinel::LogsIngestion;
 use crate::sentinel::{pack, SentinelError};
 use crate::storage::blobs::{BlobError, Blobs};
 use crate::storage::SetupError;
 use crate::{json::Record, schema::row_bytes};
 use std::fmt;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What an ingest did.
@@ -137,10 +140,58 @@ async fn payload_text(app: Sink<'_>, env: &Envelope) -> Result<String, IngestErr
     Ok(decode_text(env, &gz)?)
 }
 
+/// A batch's rows, its table's first and then each ASIM table's, and which stream each
+/// run of them goes to. The order is a function of the batch's content alone, so the
+/// ranges the ledger records stay valid in a redelivery.
+struct Rows {
+    rows: Vec<Vec<u8>>,
+    /// Consecutive runs of `rows`, each with its stream (`None`: the data type's own).
+    streams: Vec<(Range<usize>, Option<AsimTable>)>,
+}
+
+impl Rows {
+    /// The ASIM rows of the activities in `rows` after them, in table order.
+    fn with_asim(rows: Vec<Vec<u8>>) -> Rows {
+        let mut by_table: std::collections::BTreeMap<AsimTable, Vec<Vec<u8>>> = Default::default();
+        let mut skipped = 0;
+        for r in &rows {
+            match serde_json::from_slice::<serde_json::Value>(r)
+                .ok()
+                .and_then(|v| asim::row(&v))
+            {
+                Some((t, row)) => by_table
+                    .entry(t)
+                    .or_default()
+                    .push(serde_json::to_vec(&row).expect("JSON values serialize")),
+                None => skipped += 1,
+            }
+        }
+        tracing::debug!(
+            skipped,
+            "activities no ASIM schema describes stay in their table only"
+        );
+        let mut out = Rows::plain(rows);
+        for (t, extra) in by_table {
+            let start = out.rows.len();
+            out.rows.extend(extra);
+            out.streams.push((start..out.rows.len(), Some(t)));
+        }
+        out
+    }
+
+    fn plain(rows: Vec<Vec<u8>>) -> Rows {
+        let n = rows.len();
+        Rows {
+            rows,
+            streams: vec![(0..n, None)],
+        }
+    }
+}
+
 /// The batch's rows, ready to send: its payload text repaired if it came from elsewhere,
 /// mapped, and any field over the service's limit cut. Only the rows outlive this: the
 /// batch's text is freed before the calls run.
-fn rows_of(env: &Envelope, text: String) -> Result<Vec<Vec<u8>>, IngestError> {
+fn rows_of(env: &Envelope, text: String, with_asim: bool) -> Result<Rows, IngestError> {
     // Records stay as borrowed raw JSON: see json::record for why.
     // A batch this build packed is strict JSON already (the poll repairs CAS's pages); one
     // from elsewhere (an import, an older release) is repaired here rather than refused.
@@ -180,7 +231,11 @@ fn rows_of(env: &Envelope, text: String) -> Result<Vec<Vec<u8>>, IngestError> {
     if truncated > 0 {
         tracing::warn!(batch = %env.batch, truncated, "rows had fields over 32,766 bytes; cut and named in TruncatedFields");
     }
-    Ok(rows)
+    Ok(if with_asim && env.data_type == DataType::Activities {
+        Rows::with_asim(rows)
+    } else {
+        Rows::plain(rows)
+    })
 }
 
 /// Sends a claimed batch's unsent rows; returns (rows sent in this invocation, calls made,
@@ -198,18 +253,32 @@ async fn send(
     claim: &mut Claim,
     deadline: Deadline,
 ) -> Result<(usize, usize, usize), IngestError> {
-    let rows = rows_of(env, payload)?;
-    let stream = app.streams.stream(env.data_type);
+    let Rows { rows, streams } = rows_of(env, payload, app.streams.asim)?;
+    let stream_of = |i: usize| match streams
+        .iter()
+        .find(|(r, _)| r.contains(&i))
+        .and_then(|(_, t)| *t)
+    {
+        Some(t) => t.stream(),
+        None => app.streams.stream(env.data_type),
+    };
     // A stack, the next call on top.
     let mut pending = Vec::new();
-    for run in ledger::unsent(rows.len(), &claim.sent) {
-        let split = pack::split(&rows[run.clone()], app.sentinel.max_call_bytes())
-            .map_err(SentinelError::from)?;
-        pending.extend(
-            split
-                .into_iter()
-                .map(|r| r.start + run.start..r.end + run.start),
-        );
+    for unsent in ledger::unsent(rows.len(), &claim.sent) {
+        // A call goes to one stream: cut the run where its stream changes.
+        for (part, _) in &streams {
+            let run = unsent.start.max(part.start)..unsent.end.min(part.end);
+            if run.is_empty() {
+                continue;
+            }
+            let split = pack::split(&rows[run.clone()], app.sentinel.max_call_bytes())
+                .map_err(SentinelError::from)?;
+            pending.extend(
+                split
+                    .into_iter()
+                    .map(|r| r.start + run.start..r.end + run.start),
+            );
+        }
     }
     pending.reverse();
     let mut several = pending.len() > 1 || !claim.sent.is_empty();
@@ -219,7 +288,7 @@ async fn send(
         let body = pack::body(&rows[range.clone()]);
         let result = app
             .sentinel
-            .send_body(stream, &body, deadline, &uncertain)
+            .send_body(stream_of(range.start), &body, deadline, &uncertain)
             .await;
         claim.uncertain += uncertain.load(Ordering::Relaxed);
         match result {

@@ -5,6 +5,7 @@
 //! run by `scripts/generate`, built with the `sim` feature): it writes them, and a test and
 //! CI fail when the committed copies drift.
 
+use super::asim::{self, AsimTable};
 use super::{columns, Column, ColumnType};
 use crate::model::DataType;
 use serde_json::{json, Value};
@@ -84,6 +85,20 @@ pub fn dcr_streams() -> Value {
             "destinations": ["sentinel"],
             "transformKql": "source",
             "outputStream": format!("Custom-{}", dt.table()),
+        }));
+    }
+    // The native ASIM tables: our input streams, Microsoft's output streams.
+    for t in AsimTable::ALL {
+        let cols: Vec<Value> = asim::columns::of(t)
+            .iter()
+            .map(|c| json!({"name": c.name, "type": c.ty.as_str()}))
+            .collect();
+        decls.insert(t.stream().to_string(), json!({ "columns": cols }));
+        flows.push(json!({
+            "streams": [t.stream()],
+            "destinations": ["sentinel"],
+            "transformKql": "source",
+            "outputStream": t.output_stream(),
         }));
     }
     json!({"streamDeclarations": decls, "dataFlows": flows})
@@ -189,6 +204,7 @@ pub(crate) fn tables_markdown() -> String {
             }
         }
     }
+    md.push_str(&asim_markdown());
     md.push_str(
         "\n## Functions: the tables in the shapes Sentinel content reads\n\n\
          `infra/` deploys these into the workspace (saved searches with a function alias), from \
@@ -207,6 +223,92 @@ pub(crate) fn tables_markdown() -> String {
             "\n### {name} (for `{table}`)\n\n{}\n",
             about.join(" ")
         ));
+    }
+    md
+}
+
+/// What ASIM adds on the simulated tenant's activity mix (1,000 activities as
+/// `cas::sim` makes them): rows and bytes, as a sentence.
+fn asim_cost() -> String {
+    let (mut rows, mut asim_rows, mut bytes, mut asim_bytes) = (0usize, 0usize, 0usize, 0usize);
+    for n in 0..1000u64 {
+        let record = crate::cas::sim::activity_record(n, 1_796_000_000_000, 1_796_000_060_000, 0);
+        let raw = crate::json::record::raw_of(&record);
+        let row = super::row_bytes(DataType::Activities, &crate::json::Record::new(&raw), None);
+        rows += 1;
+        bytes += row.len();
+        let value: Value = serde_json::from_slice(&row).expect("rows are JSON");
+        if let Some((_, r)) = asim::row(&value) {
+            asim_rows += 1;
+            asim_bytes += serde_json::to_vec(&r).expect("JSON values serialize").len();
+        }
+    }
+    format!(
+        "on the simulated tenant's mix of activities that is {} ASIM rows per 100 activities, \
+         adding {:.0}% to the bytes of their `McasActivity_CL` rows (an ASIM row averages {} bytes, an activity row {}).",
+        asim_rows * 100 / rows,
+        asim_bytes as f64 * 100.0 / bytes as f64,
+        asim_bytes / asim_rows.max(1),
+        bytes / rows
+    )
+}
+
+/// The ASIM section of `docs/tables.md`: which activity goes where, and each table's
+/// columns.
+fn asim_markdown() -> String {
+    use crate::cas::sim::ACTIVITY_KINDS;
+    let mut md = String::from(
+        "\n## Native ASIM tables (`SENTINEL_ASIM=on`)\n\n\
+         With `SENTINEL_ASIM=on` (infra/ sets it) each activity that an ASIM schema describes is also \
+         written to Sentinel's native table for that schema, so every ASIM rule and hunting query \
+         (`_Im_Authentication`, `_Im_FileEvent`, `_Im_AuditEvent`) covers Defender for Cloud Apps. The row is made \
+         from the activity's row above (CloudAppEvents' columns), so both activity sources normalize alike; \
+         `EventOriginalUid` is its `ReportId`. The native tables store no aliases and no constants (the \
+         stub parsers add `User`, `Src`, `Dvc`, and `EventSchema` where the table lacks it), so none are sent. \
+         An activity no schema describes (reading mail, viewing a page, a generic event) stays in \
+         `McasActivity_CL` only: ASIM has no schema for it, and forcing one in would make \
+         every rule over that schema see events it was not written for. So does a file or audit activity \
+         that names no actor (both schemas require one). \
+         Cost: one more row per sign-in, file and audit activity; {COST} \
+         `SENTINEL_ASIM=off` stops them (the DCR's ASIM streams then stay unused).\n\n\
+         Alerts are not written to `ASimAlertEventLogs`: Microsoft's table reference says the table accepts \
+         the Logs Ingestion API, but its output stream (`Microsoft-ASimAlertEventLogs` by the naming rule) is \
+         written in none of Microsoft's documents or templates, and no ASIM alert parser reads the native \
+         table; the three streams above are named in Microsoft's own solution tooling.\n\n\
+         | activity (`ActionType`) | ASIM table | EventType | EventSubType |\n| --- | --- | --- | --- |\n",
+    )
+    .replace("{COST}", &asim_cost());
+    let kinds = ACTIVITY_KINDS
+        .iter()
+        .map(|(op, admin)| (op.to_string(), asim::classify(op, "Basic", *admin)))
+        .chain(std::iter::once((
+            "a failed sign-in (`ActivityType` Failedlogin)".to_string(),
+            asim::classify("", "Failedlogin", false),
+        )));
+    for (op, k) in kinds {
+        let (table, ty, sub) = match &k {
+            Some(k) => (k.table.table(), k.event_type, k.sub_type.unwrap_or("")),
+            None => ("none", "", ""),
+        };
+        md.push_str(&format!("| {op} | {table} | {ty} | {sub} |\n"));
+    }
+    md.push_str(
+        "\nBesides these names, CAS's own categories (`EVENT_CATEGORY_LOGIN`, `…_DOWNLOAD_FILE`…) map the same way, \
+         and any other activity CAS marks administrative goes to `ASimAuditEventLogs` with its EventType from \
+         the operation's verb (Set, Create, Delete, Enable, Disable, Read, else Other).\n",
+    );
+    for t in AsimTable::ALL {
+        md.push_str(&format!(
+            "\n### {} (schema {} {}, stream `{}` → `{}`)\n\n| column | type | from the activity row |\n| --- | --- | --- |\n",
+            t.table(),
+            t.schema(),
+            t.schema_version(),
+            t.stream(),
+            t.output_stream()
+        ));
+        for Column { name, ty, source } in asim::columns::of(t) {
+            md.push_str(&format!("| {name} | {} | {source} |\n", ty.as_str()));
+        }
     }
     md
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod activities;
 pub(crate) mod alerts;
+pub(crate) mod asim;
 pub(crate) mod discovery;
 pub(crate) mod entities;
 #[cfg(feature = "sim")]
@@ -298,8 +299,14 @@ pub(crate) fn time_generated(from_record: Option<String>, issues: &mut Issues) -
 /// does: known columns, matching types, a valid
 /// `TimeGenerated`.
 pub(crate) fn validate_row(data_type: DataType, row: &Value) -> Result<(), String> {
+    validate_columns(columns(data_type), row)
+}
+
+#[cfg(feature = "sim")]
+/// Checks a row against a stream declaration's columns: each key declared, each value of
+/// its column's type, and a `TimeGenerated`.
+pub(crate) fn validate_columns(cols: &[Column], row: &Value) -> Result<(), String> {
     let obj = row.as_object().ok_or("a row must be a JSON object")?;
-    let cols = columns(data_type);
     for (k, v) in obj {
         let ty = cols
             .iter()
