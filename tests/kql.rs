@@ -110,6 +110,47 @@ fn functions() -> BTreeMap<String, String> {
     out
 }
 
+/// Sentinel's native ASIM tables, with their real columns
+/// (tests/fixtures/asim-native-tables.txt, from Microsoft's table reference).
+fn asim_tables() -> Map<String, Value> {
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/asim-native-tables.txt")).unwrap();
+    let mut out = Map::new();
+    let mut table = String::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(t) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = t.to_string();
+            out.insert(table.clone(), json!([]));
+            continue;
+        }
+        for tok in line.split_whitespace() {
+            let (name, ty) = tok.split_once(':').unwrap();
+            out[&table].as_array_mut().unwrap().push(json!([name, ty]));
+        }
+    }
+    out
+}
+
+/// Stand-ins for Sentinel's ASIM parsers over the native tables, as Microsoft's stub
+/// parsers present them: the table's columns plus the aliases and constants they add
+/// (`EventSchema`, `User`, `Src`, `Dvc`…), with the parameters every ASIM parser takes.
+fn asim_parsers() -> Map<String, Value> {
+    let params = "(starttime:datetime=datetime(null), endtime:datetime=datetime(null))";
+    let window = "| where (isnull(starttime) or TimeGenerated >= starttime) and (isnull(endtime) or TimeGenerated <= endtime)";
+    let mut out = Map::new();
+    for (name, table, extend) in [
+        ("_Im_Authentication", "ASimAuthenticationEventLogs", "EventSchema = \"Authentication\", User = TargetUsername, Src = SrcIpAddr, IpAddr = SrcIpAddr, Dvc = DvcId, Application = TargetAppName, LogonTarget = TargetAppName, Dst = TargetAppName"),
+        ("_Im_FileEvent", "ASimFileEventLogs", "User = ActorUsername, Src = SrcIpAddr, IpAddr = SrcIpAddr, Dvc = DvcId, FileName = TargetFileName, FilePath = TargetFilePath, Url = TargetUrl, Application = TargetAppName"),
+        ("_Im_AuditEvent", "ASimAuditEventLogs", "EventSchema = \"AuditEvent\", User = ActorUsername, Value = NewValue, Application = TargetAppName, Dvc = DvcId, Src = SrcIpAddr, IpAddr = SrcIpAddr"),
+    ] {
+        out.insert(
+            name.to_string(),
+            json!({"params": params, "body": format!("{table}\n{window}\n| extend {extend}")}),
+        );
+    }
+    out
+}
+
 /// KQL in a Markdown file: fenced `kusto`/`kql` blocks (queries separated by blank lines)
 /// and inline code that starts with one of our tables or functions and a pipe.
 fn markdown_queries(path: &Path) -> Vec<(String, String)> {
@@ -460,11 +501,13 @@ fn connector_queries() -> Vec<(String, String)> {
 #[test]
 fn the_data_connector_names_every_table_and_the_content_requires_it() {
     let c = connector();
-    let ours: Vec<String> = custom_tables()
+    let mut ours: Vec<String> = custom_tables()
         .keys()
         .filter(|t| t.ends_with("_CL"))
         .cloned()
+        .chain(asim_tables().keys().cloned())
         .collect();
+    ours.sort();
     let mut named: Vec<String> = c["dataTypes"]
         .as_array()
         .unwrap()
@@ -472,7 +515,10 @@ fn the_data_connector_names_every_table_and_the_content_requires_it() {
         .map(|d| d["name"].as_str().unwrap().to_string())
         .collect();
     named.sort();
-    assert_eq!(named, ours, "one data type per table");
+    assert_eq!(
+        named, ours,
+        "one data type per table, the ASIM tables we write included"
+    );
     for field in [
         "title",
         "publisher",
@@ -502,6 +548,9 @@ fn the_data_connector_names_every_table_and_the_content_requires_it() {
         ("McasSecurityAlert", "McasAlerts_CL"),
         ("McasCloudAppEvents", "McasActivity_CL"),
         ("McasShadowIt", "McasShadowItReporting_CL"),
+        ("_Im_Authentication", "ASimAuthenticationEventLogs"),
+        ("_Im_FileEvent", "ASimFileEventLogs"),
+        ("_Im_AuditEvent", "ASimAuditEventLogs"),
     ];
     let yaml = content_yaml();
     for kind in ["rules", "hunting"] {
@@ -527,7 +576,18 @@ fn the_data_connector_names_every_table_and_the_content_requires_it() {
 fn content_tables() -> Map<String, Value> {
     let mut t = custom_tables();
     t.extend(sentinel_tables());
+    t.extend(asim_tables());
     t
+}
+
+/// The functions the content may call: ours and the ASIM parsers.
+fn content_functions() -> Map<String, Value> {
+    let mut f: Map<String, Value> = functions()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    f.extend(asim_parsers());
+    f
 }
 
 #[test]
@@ -556,8 +616,16 @@ fn the_workbook_rules_and_hunting_queries_analyze_without_errors() {
     for (name, text) in connector {
         queries.push(json!({"name": name, "text": text}));
     }
+    assert!(
+        queries
+            .iter()
+            .filter(|q| q["text"].as_str().unwrap().contains("_Im_"))
+            .count()
+            >= 6,
+        "the workbook's ASIM tiles and the ASIM hunting queries"
+    );
     assert_no_errors(
-        json!({"tables": content_tables(), "functions": functions(), "queries": queries}),
+        json!({"tables": content_tables(), "functions": content_functions(), "queries": queries}),
     );
 }
 

@@ -1,7 +1,7 @@
 // Parses and semantically analyzes KQL with Microsoft's Kusto language service
 // (@kusto/language-service-next, pinned in package-lock.json), offline.
 //
-// stdin: {"tables": {name: [[column, type], ...]}, "functions": {name: body},
+// stdin: {"tables": {name: [[column, type], ...]}, "functions": {name: body or {params, body}},
 //         "queries": [{"name", "text"}], "schemas": [expression, ...]}
 // stdout: {"diagnostics": [{"query", "severity", "code", "message", "at"}],
 //          "schemas": {expression: [[column, type], ...]}}
@@ -18,8 +18,11 @@ for (const [name, columns] of Object.entries(input.tables || {})) {
   const schema = "(" + columns.map(([c, t]) => `['${c}']:${t}`).join(", ") + ")";
   symbols.push(new S.TableSymbol.$ctor7(name, schema, null));
 }
-for (const [name, body] of Object.entries(input.functions || {})) {
-  symbols.push(new S.FunctionSymbol.$ctor16(name, "()", "{\n" + body + "\n}", null));
+for (const [name, f] of Object.entries(input.functions || {})) {
+  // A body alone, or {params, body} for a function that takes parameters.
+  const params = typeof f === "string" ? "()" : f.params;
+  const body = typeof f === "string" ? f : f.body;
+  symbols.push(new S.FunctionSymbol.$ctor16(name, params, "{\n" + body + "\n}", null));
 }
 const db = new S.DatabaseSymbol.$ctor3("workspace", null, Bridge.toList(symbols), false);
 const globals = K.GlobalState.Default.WithDatabase(db);
