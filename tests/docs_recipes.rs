@@ -19,6 +19,8 @@ case "$*" in
   "ad sp show --id "*" --query id -o tsv") echo "sp-$4" ;;
   "ad sp show --id "*"--query appRoles"*) q="$*"; q="${q#*value==\'}"; echo "role-${q%%\'*}" ;;
   "functionapp config appsettings list "*) cat "$STAND_IN_SETTINGS" ;;
+  "functionapp config appsettings set "*)
+    all="$*"; kv="${all##*--settings }"; printf '%s\t%s\n' "${kv%%=*}" "${kv#*=}" >> "$STAND_IN_SETTINGS" ;;
   "functionapp deployment source config-zip "*)
     all="$*"; src="${all##*--src }"; [ -f "$src" ] || { echo "az: no such file: $src" >&2; exit 1; } ;;
   "group create "*|"deployment group create "*|"rest --method POST "*) ;;
