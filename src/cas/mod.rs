@@ -203,10 +203,7 @@ impl CasClient {
         body: Option<&Value>,
         deadline: Deadline,
     ) -> Attempt<bytes::Bytes, CasError> {
-        let mut req = self
-            .http
-            .request(method.clone(), url.clone())
-            .timeout(deadline.remaining().min(Duration::from_secs(60)));
+        let mut req = self.http.request(method.clone(), url.clone());
         req = match &self.auth {
             CasAuth::LegacyToken(t) => req.header("Authorization", format!("Token {}", t.expose())),
             CasAuth::Entra(c) => match auth::bearer(c.as_ref(), CAS_SCOPE).await {
@@ -229,6 +226,8 @@ impl CasClient {
                 ),
             });
         }
+        // After the wait for a permit: the answer gets what is left of the deadline.
+        let req = req.timeout(deadline.remaining().min(Duration::from_secs(60)));
         self.requests.fetch_add(1, Ordering::Relaxed);
         let too_large = |max: usize| {
             CasError::Shape {
@@ -304,6 +303,12 @@ const ARRIVAL_MARGIN: Duration = Duration::from_secs(2);
 /// Permits of each window that background requests leave to the others (5 of CAS's 30).
 const FOREGROUND_SHARE: usize = 5;
 
+/// How long a background caller waits for the window to drop below its share before it
+/// queues like any other caller. Another data type reading as fast as it may (a catch-up of
+/// activities) keeps the window full: without this the re-check, and the alerts listings
+/// that take turns with it, would wait for the end of that catch-up.
+const BACKGROUND_PATIENCE: Duration = Duration::from_secs(10);
+
 /// A sliding-window limiter: at most `max` permits in any `per`, handed out in the order
 /// they were asked for; background permits only while the window holds fewer than `max`
 /// less [`FOREGROUND_SHARE`].
@@ -369,7 +374,11 @@ impl RateLimiter {
 
     async fn acquire_background(&self, deadline: Deadline) -> bool {
         let allowed = self.max.saturating_sub(FOREGROUND_SHARE).max(1);
+        let patience = Instant::now() + BACKGROUND_PATIENCE;
         loop {
+            if Instant::now() >= patience {
+                return Box::pin(self.acquire(deadline, false)).await;
+            }
             let wait = {
                 let mut slots = self.slots.lock().await;
                 let now = Instant::now();
@@ -511,6 +520,25 @@ mod tests {
         // And the window's limit holds for both kinds together.
         assert!(l.acquire(d, false).await);
         assert!(Instant::now() - start >= Duration::from_secs(60) + ARRIVAL_MARGIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_queues_like_the_rest_when_the_window_stays_full() {
+        // Another lane keeps the window full; the re-check still gets its turn.
+        let l = Arc::new(RateLimiter::new(30, Duration::from_secs(60)));
+        let d = Deadline::after(Duration::from_secs(600));
+        let busy = {
+            let l = l.clone();
+            tokio::spawn(async move { while l.acquire(d, false).await {} })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        let mut got = 0;
+        while Instant::now() - start < Duration::from_secs(300) && l.acquire(d, true).await {
+            got += 1;
+        }
+        busy.abort();
+        assert!(got >= 30, "about half the permits over five minutes: {got}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -59,9 +59,11 @@ pub(crate) struct Puller {
     watch_turn: bool,
     /// Whether a re-check finished in this run (one is enough per run).
     watch_finished: bool,
-    /// The listing of alerts resolved since the last run, and its window of resolution
-    /// times; `None` once read to its end (or with no watch).
+    /// The listing of alerts resolved since the last run (and again every
+    /// [`RELIST_RESOLUTIONS`] of a long run).
     resolutions: Resolutions,
+    /// When the run began, for the time of a re-listing on the run's own clock.
+    began: tokio::time::Instant,
 }
 
 impl Puller {
@@ -120,6 +122,7 @@ impl Puller {
             } else {
                 Resolutions::Off
             },
+            began: tokio::time::Instant::now(),
         }
     }
 
@@ -135,8 +138,9 @@ impl Puller {
         }
         if let Resolutions::Read(at) = self.resolutions {
             if at.elapsed() >= RELIST_RESOLUTIONS {
+                // The run's clock moved on by what has passed since it began.
                 self.resolutions = Resolutions::Due {
-                    now_ms: crate::model::now_ms(),
+                    now_ms: self.now_ms + self.began.elapsed().as_millis() as i64,
                 };
             }
         }

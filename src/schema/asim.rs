@@ -147,11 +147,14 @@ pub(crate) fn classify(action: &str, activity_type: &str, is_admin: bool) -> Opt
         "fileuploaded" | "filesyncuploadedfull" | "event_category_upload_file" => {
             Some(("FileCreated", Some("Upload")))
         }
-        "fileaccessed" | "filepreviewed" => Some(("FileAccessed", None)),
-        "filedeleted" | "filedeletedfirststagerecyclebin" | "event_category_delete_file" => {
+        "fileaccessed" => Some(("FileAccessed", None)),
+        "filepreviewed" => Some(("FileAccessed", Some("Preview"))),
+        "filedeleted" | "filedeletedsecondstagerecyclebin" | "event_category_delete_file" => {
             Some(("FileDeleted", None))
         }
-        "filerecycled" => Some(("FileDeleted", Some("Recycled"))),
+        "filerecycled" | "filedeletedfirststagerecyclebin" => {
+            Some(("FileDeleted", Some("Recycled")))
+        }
         "filerenamed" | "event_category_rename_file" => Some(("FileRenamed", None)),
         "filemoved" | "event_category_move_file" => Some(("FileMoved", None)),
         "filecopied" => Some(("FileCopied", None)),
@@ -195,7 +198,8 @@ fn audit_event_type(lower: &str) -> &'static str {
     } else if starts(&["new-", "add", "create"]) || has(&["created", "added", "invitation"]) {
         "Create"
     } else if starts(&["set", "update", "change", "sharing", "modify"])
-        || has(&["changed", "updated", "set"])
+        || has(&["changed", "updated"])
+        || lower.ends_with("set")
     {
         "Set"
     } else if starts(&["get-", "read"]) {
@@ -415,7 +419,13 @@ pub(crate) fn row(activity: &Value) -> Option<(AsimTable, Value)> {
                 put("TargetFileName", text(name));
             } else {
                 put("Operation", text(Some(action)));
-                put("Object", text(s("ObjectName").or(s("Application"))));
+                // Mandatory: the changed object's name, else its id, else the app changed.
+                put(
+                    "Object",
+                    Some(json!(s("ObjectName")
+                        .or(s("ObjectId"))
+                        .or(s("Application"))?)),
+                );
                 put("ObjectId", text(s("ObjectId")));
                 put(
                     "ObjectType",
@@ -425,9 +435,16 @@ pub(crate) fn row(activity: &Value) -> Option<(AsimTable, Value)> {
             }
         }
     }
+    let extra: Map<String, Value> = [
+        ("ReportId", s("ReportId")),
+        ("ActivityType", s("ActivityType")),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_string(), json!(v?))))
+    .collect();
     put(
         "AdditionalFields",
-        Some(json!({"ReportId": s("ReportId"), "ActivityType": s("ActivityType")})),
+        (!extra.is_empty()).then_some(Value::Object(extra)),
     );
     Some((k.table, Value::Object(m)))
 }
@@ -506,7 +523,11 @@ pub(crate) mod columns {
 
     const AUDIT: &[Column] = &[
         c("Operation", T::String, "`ActionType`"),
-        c("Object", T::String, "`ObjectName`, else `Application`"),
+        c(
+            "Object",
+            T::String,
+            "`ObjectName`, else `ObjectId`, else `Application`",
+        ),
         c("ObjectId", T::String, "`ObjectId`"),
         c(
             "ObjectType",

@@ -322,8 +322,6 @@ impl IngestionSim {
             Err(refused) => return *refused,
         };
         let table = data_type.table().to_string();
-        // ASIM rows carry their activity's ReportId as EventOriginalUid; the first
-        // acceptance of an id is its activity row's.
         if let Some(dir) = &self.out_dir {
             if let Err(e) = append(dir, &table, &rows) {
                 return error(
@@ -334,6 +332,8 @@ impl IngestionSim {
             }
         }
         let at = crate::model::now_ms();
+        // Latency counts the first row of each CAS id: an alert's, or an activity's (ASIM
+        // rows carry neither column, and arrive with their activity's).
         for row in &rows {
             let id = row
                 .get("VendorOriginalId")
