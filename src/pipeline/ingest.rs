@@ -153,18 +153,31 @@ impl Rows {
     /// The ASIM rows of the activities in `rows` after them, in table order.
     fn with_asim(rows: Vec<Vec<u8>>) -> Rows {
         let mut by_table: std::collections::BTreeMap<AsimTable, Vec<Vec<u8>>> = Default::default();
-        let mut skipped = 0;
+        let (mut skipped, mut unreadable) = (0, 0);
         for r in &rows {
-            match serde_json::from_slice::<serde_json::Value>(r)
+            // Located, not parsed: see asim::row.
+            let raw = std::str::from_utf8(r)
                 .ok()
-                .and_then(|v| asim::row(&v))
-            {
+                .and_then(|t| serde_json::from_str::<&serde_json::value::RawValue>(t).ok());
+            let Some(raw) = raw else {
+                // Cannot happen for a row we wrote; were it to, the row still goes to its
+                // table, and this says why it has no ASIM row.
+                unreadable += 1;
+                continue;
+            };
+            match asim::row(&Record::new(raw)) {
                 Some((t, row)) => by_table
                     .entry(t)
                     .or_default()
                     .push(serde_json::to_vec(&row).expect("JSON values serialize")),
                 None => skipped += 1,
             }
+        }
+        if unreadable > 0 {
+            tracing::warn!(
+                unreadable,
+                "activity rows that are not JSON get no ASIM row"
+            );
         }
         tracing::debug!(
             skipped,
