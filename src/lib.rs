@@ -147,6 +147,9 @@ pub mod testing {
     }
     pub mod schema {
         pub use crate::schema::{row_bytes, to_row};
+        pub mod asim {
+            pub use crate::schema::asim::columns::native_tables;
+        }
         pub mod entities {
             pub use crate::schema::entities::is_guid;
         }

@@ -113,22 +113,13 @@ fn functions() -> BTreeMap<String, String> {
 /// Sentinel's native ASIM tables, with their real columns
 /// (tests/fixtures/asim-native-tables.txt, from Microsoft's table reference).
 fn asim_tables() -> Map<String, Value> {
-    let text =
-        std::fs::read_to_string(root().join("tests/fixtures/asim-native-tables.txt")).unwrap();
-    let mut out = Map::new();
-    let mut table = String::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        if let Some(t) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            table = t.to_string();
-            out.insert(table.clone(), json!([]));
-            continue;
-        }
-        for tok in line.split_whitespace() {
-            let (name, ty) = tok.split_once(':').unwrap();
-            out[&table].as_array_mut().unwrap().push(json!([name, ty]));
-        }
-    }
-    out
+    cas_sentinel::testing::schema::asim::native_tables()
+        .iter()
+        .map(|(table, cols)| {
+            let cols: Vec<Value> = cols.iter().map(|(n, t)| json!([n, t])).collect();
+            (table.clone(), Value::Array(cols))
+        })
+        .collect()
 }
 
 /// Stand-ins for Sentinel's ASIM parsers over the native tables, as Microsoft's stub

@@ -506,6 +506,8 @@ pub(crate) mod columns {
     //! one a column of the native table (with its type there).
     use super::AsimTable;
     use crate::schema::{Column, ColumnType as T};
+    use std::collections::BTreeMap;
+    use std::sync::OnceLock;
 
     const fn c(name: &'static str, ty: T, source: &'static str) -> Column {
         Column::new(name, ty, source)
@@ -588,6 +590,29 @@ pub(crate) mod columns {
         c("OriginalObjectType", T::String, "`ObjectType`"),
     ];
 
+    /// The native ASIM tables' columns and types, by table, as Microsoft's table
+    /// reference lists them (tests/fixtures/asim-native-tables.txt), read once.
+    pub fn native_tables() -> &'static BTreeMap<String, BTreeMap<String, String>> {
+        static TABLES: OnceLock<BTreeMap<String, BTreeMap<String, String>>> = OnceLock::new();
+        TABLES.get_or_init(|| {
+            let text = include_str!("../../tests/fixtures/asim-native-tables.txt");
+            let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            let mut table = String::new();
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                if let Some(t) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                    table = t.to_string();
+                    continue;
+                }
+                for (name, ty) in line.split_whitespace().filter_map(|t| t.split_once(':')) {
+                    out.entry(table.clone())
+                        .or_default()
+                        .insert(name.to_string(), ty.to_string());
+                }
+            }
+            out
+        })
+    }
+
     /// The columns of a table's input stream.
     pub(crate) fn of(t: AsimTable) -> Vec<Column> {
         let own: &[&[Column]] = match t {
@@ -613,26 +638,6 @@ mod conformance {
     use crate::cas::sim::{activity_of_kind, ACTIVITY_KINDS};
     use crate::schema::{row_bytes, Column};
     use std::collections::{BTreeMap, BTreeSet};
-
-    /// The native tables' columns and types (tests/fixtures/asim-native-tables.txt).
-    fn native() -> BTreeMap<String, BTreeMap<String, String>> {
-        let text = include_str!("../../tests/fixtures/asim-native-tables.txt");
-        let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        let mut table = String::new();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            if let Some(t) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                table = t.to_string();
-                continue;
-            }
-            for tok in line.split_whitespace() {
-                let (name, ty) = tok.split_once(':').expect("name:type");
-                out.entry(table.clone())
-                    .or_default()
-                    .insert(name.to_string(), ty.to_string());
-            }
-        }
-        out
-    }
 
     /// A documented enumeration: the field and its allowed values.
     fn enumerations(t: AsimTable) -> Vec<(&'static str, &'static [&'static str])> {
@@ -880,8 +885,7 @@ mod conformance {
         let Some(obj) = row.as_object() else {
             return vec!["not an object".into()];
         };
-        let native = native();
-        let cols = &native[t.table()];
+        let cols = &columns::native_tables()[t.table()];
         let str_of = |k: &str| obj.get(k).and_then(Value::as_str);
         for (k, v) in obj {
             match cols.get(k) {
@@ -1041,9 +1045,8 @@ mod conformance {
 
     #[test]
     fn every_declared_column_is_a_column_of_its_native_table_with_its_type() {
-        let native = native();
         for t in AsimTable::ALL {
-            let cols = &native[t.table()];
+            let cols = &columns::native_tables()[t.table()];
             for Column { name, ty, .. } in columns::of(t) {
                 let want = match ty.as_str() {
                     "boolean" => "bool",
