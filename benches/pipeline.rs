@@ -1215,27 +1215,11 @@ async fn graph_catch_up(bin: &PathBuf, load: GraphLoad) -> CatchUp {
     let port = handler_port(&env, &child);
     let cpu0 = cpu_seconds(pid);
     let t = Instant::now();
-    let timer: Value =
-        serde_json::from_str(include_str!("../tests/fixtures/host-timer-first-run.json")).unwrap();
     let mut records = 0;
     // Until a run reads nothing more (a backlog can take more than one invocation).
     for _ in 0..20 {
-        let rsp: Value = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{port}/PollCas"))
-            .json(&timer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let line = rsp["Logs"].to_string();
-        let n: u64 = line
-            .split(" records")
-            .next()
-            .and_then(|s| s.split_whitespace().last())
-            .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
-            .unwrap_or(0);
+        let line = poll_once(port).await;
+        let n = number_before(&line, " records");
         records += n;
         if n == 0 || line.contains("nothing") {
             break;
@@ -1303,29 +1287,12 @@ async fn catch_up(bin: &PathBuf, n: u64) -> CatchUp {
     let port = handler_port(&env, &child);
     let cpu0 = cpu_seconds(pid);
     let t = Instant::now();
-    let timer: Value =
-        serde_json::from_str(include_str!("../tests/fixtures/host-timer-first-run.json")).unwrap();
-    let rsp: Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/PollCas"))
-        .json(&timer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // "activities: window …, N records, M messages from P pages"
+    let line = poll_once(port).await;
     let wall_s = t.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds(pid) - cpu0;
     let (_, hwm) = rss_kib(pid);
-    // "activities: window …, N records, M messages from P pages"
-    let line = rsp["Logs"].to_string();
-    let number_before = |word: &str| -> u64 {
-        line.split(word)
-            .next()
-            .and_then(|s| s.split_whitespace().last())
-            .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
-            .unwrap_or(0)
-    };
+    let number_before = |word: &str| number_before(&line, word);
     drop(child);
     drop(azurite);
     let _ = std::fs::remove_dir_all(&dir);
@@ -1338,6 +1305,31 @@ async fn catch_up(bin: &PathBuf, n: u64) -> CatchUp {
         cpu_s,
         wall_s,
     }
+}
+
+/// One PollCas invocation posted as the host posts a timer's first run; its log lines.
+async fn poll_once(port: u16) -> String {
+    let timer: Value =
+        serde_json::from_str(include_str!("../tests/fixtures/host-timer-first-run.json")).unwrap();
+    let rsp: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/PollCas"))
+        .json(&timer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rsp["Logs"].to_string()
+}
+
+/// The number just before `word` in a poll's log line ("…, 500 records, 5 messages…").
+fn number_before(line: &str, word: &str) -> u64 {
+    line.split(word)
+        .next()
+        .and_then(|s| s.split_whitespace().last())
+        .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or(0)
 }
 
 async fn cas_requests() -> (u64, u64) {
