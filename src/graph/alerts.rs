@@ -43,8 +43,7 @@ pub(crate) const PAGE: usize = 1000;
 /// The most alerts whose forwarded state the cursor remembers.
 pub(crate) const REMEMBERED: usize = 10_000;
 
-/// The widest window asked for, and the narrowest before giving up on fitting one page.
-const MAX_SPAN_MS: i64 = 86_400_000;
+/// The narrowest window before giving up on fitting one page.
 const MIN_SPAN_MS: i64 = 1;
 const MINUTE_MS: i64 = 60_000;
 
@@ -138,10 +137,7 @@ impl GraphAlerts {
         if from >= self.until_ms {
             return Ok(false);
         }
-        let mut span = match self.cursor.span_ms {
-            s if s <= 0 => MAX_SPAN_MS,
-            s => s.min(MAX_SPAN_MS),
-        };
+        let mut span = super::next_span(self.cursor.span_ms);
         loop {
             let to = (from + span).min(self.until_ms);
             let mut url = client.url(ALERTS_PATH)?;
@@ -165,7 +161,7 @@ impl GraphAlerts {
                 items.extend(more.items);
                 next = more.next;
             }
-            self.cursor.span_ms = (span * 2).min(MAX_SPAN_MS);
+            self.cursor.span_ms = (span * 2).min(super::MAX_WINDOW_MS);
             self.at_ms = to;
             self.split(from, to, items);
             return Ok(true);

@@ -25,8 +25,6 @@ use std::collections::BTreeMap;
 /// (`RawEventData` can be kilobytes) stays well under its 50 MB.
 pub const ROWS: usize = 2000;
 
-const MAX_SPAN_MS: i64 = 86_400_000;
-
 /// Bins a counting query splits a window into.
 const BINS: i64 = 1000;
 
@@ -119,10 +117,7 @@ impl Hunting {
             self.done = true;
             return Ok(None);
         }
-        let span = match self.cursor.span_ms {
-            s if s <= 0 => MAX_SPAN_MS,
-            s => s.min(MAX_SPAN_MS),
-        };
+        let span = super::next_span(self.cursor.span_ms);
         let mut to = (from + span).min(self.until_ms);
         let rows = loop {
             let rows = client.hunt(&query(from, to, ROWS + 1), deadline).await?;
@@ -132,7 +127,7 @@ impl Hunting {
             to = self.fitting_end(client, from, to, deadline).await?;
         };
         let span = to - from;
-        self.cursor.span_ms = (span * 2).clamp(1, MAX_SPAN_MS);
+        self.cursor.span_ms = (span * 2).clamp(1, super::MAX_WINDOW_MS);
         let mut fresh = Vec::with_capacity(rows.len());
         for mut r in rows {
             let ingested = r

@@ -266,6 +266,18 @@ impl GraphClient {
     }
 }
 
+/// The widest window a Graph source asks for in one go (alerts and hunting alike).
+pub(crate) const MAX_WINDOW_MS: i64 = 86_400_000;
+
+/// The window width a cursor asks for next: the span it stored (`0`, from an older
+/// cursor or a fresh one: the widest), at most [`MAX_WINDOW_MS`].
+pub(crate) fn next_span(stored_ms: i64) -> i64 {
+    match stored_ms {
+        s if s <= 0 => MAX_WINDOW_MS,
+        s => s.min(MAX_WINDOW_MS),
+    }
+}
+
 /// Removes the `@odata.type` keys Graph puts beside hunting values and inside dynamic
 /// ones (`{"@odata.type":"#microsoft.graph.security.dynamicColumnValue", ...}`): they are
 /// Graph's envelope, not the table's data, and CloudAppEvents rows in Sentinel have none.
