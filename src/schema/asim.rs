@@ -232,18 +232,18 @@ fn audit_object_type(lower_action: &str, object_type: Option<&str>) -> &'static 
 }
 
 /// `EventResultDetails` (Authentication's documented values) from an Entra sign-in error
-/// code, where the activity carries one; the code itself goes in
-/// `EventOriginalResultDetails`.
+/// code, where the activity carries one, as Microsoft's own ASIM parser of Entra sign-in
+/// logs reads the same codes; the code itself goes in `EventOriginalResultDetails`.
 fn result_details(code: Option<i64>) -> &'static str {
     match code {
-        Some(50126) => "No such user or password",
-        Some(50034) => "No such user",
+        Some(50034 | 50059 | 50064 | 50126 | 51004 | 500011 | 700016) => "No such user or password",
         Some(50053) => "User locked",
+        Some(50056) => "Incorrect password",
         Some(50057) => "User disabled",
-        Some(50055) => "Password expired",
-        Some(50064) => "Incorrect password",
-        Some(50097) => "Logon violates policy",
-        Some(50173) | Some(70043) => "Session expired",
+        Some(50055 | 50132 | 50133 | 50144 | 50173 | 70008) => "Password expired",
+        Some(
+            50005 | 50011 | 50020 | 50058 | 50072 | 50074 | 50076 | 50079 | 50105 | 53003 | 80012,
+        ) => "Logon violates policy",
         _ => "Other",
     }
 }
