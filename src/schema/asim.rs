@@ -323,7 +323,7 @@ const READ_RAW: [&str; 4] = ["LoginErrorCode", "ErrorNumber", "UserId", "Upn"];
 fn read(rec: &Record) -> Value {
     let mut m: Map<String, Value> = READ
         .iter()
-        .filter_map(|k| Some((k.to_string(), rec.pointer(&format!("/{k}"))?)))
+        .filter_map(|k| Some((k.to_string(), serde_json::from_str(rec.get(k)?.get()).ok()?)))
         .collect();
     let raw: Map<String, Value> = READ_RAW
         .iter()
