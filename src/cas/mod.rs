@@ -348,8 +348,14 @@ impl RateLimiter {
     /// taken) when none is free before the deadline.
     pub(crate) async fn acquire(&self, deadline: Deadline, background: bool) -> bool {
         if background {
-            return self.acquire_background(deadline).await;
+            self.acquire_background(deadline).await
+        } else {
+            self.acquire_foreground(deadline).await
         }
+    }
+
+    /// A permit in turn: the earliest free slot, reserved now.
+    async fn acquire_foreground(&self, deadline: Deadline) -> bool {
         let at = {
             let mut slots = self.slots.lock().await;
             let now = Instant::now();
@@ -377,7 +383,7 @@ impl RateLimiter {
         let patience = Instant::now() + BACKGROUND_PATIENCE;
         loop {
             if Instant::now() >= patience {
-                return Box::pin(self.acquire(deadline, false)).await;
+                return self.acquire_foreground(deadline).await;
             }
             let wait = {
                 let mut slots = self.slots.lock().await;
