@@ -1,6 +1,10 @@
 //! The composition root: everything an invocation needs, built once from the settings and
 //! shared by all concurrent invocations (the CAS, Graph and Logs Ingestion clients, the
 //! queues and blobs), and the pipeline's ports implemented over them.
+//!
+//! An [`App`] is one tenant's: its own credential, CAS limiter, Graph client, checkpoints
+//! and streams. A [`Deployment`] is every tenant's, sharing one storage account, queue and
+//! HTTP connection pool; without `CAS_TENANTS` it holds one unnamed tenant.
 
 use crate::auth::Renewable;
 use crate::batch::envelope::{spill_blob_name, Outgoing};
@@ -8,9 +12,11 @@ use crate::cas::{CasAuth, CasClient};
 use crate::checkpoint::CheckpointStore;
 use crate::config::{Settings, StorageAuth, StorageConfigError};
 use crate::graph::GraphClient;
+use crate::model::TenantName;
 use crate::pipeline::ingest::{self, IngestError, IngestOutcome, Sink};
 use crate::pipeline::poll::{self, EnqueueError, Outbox, PollError, PollReport, Sources};
 use crate::retry::Deadline;
+use crate::schema::TenantColumns;
 use crate::sentinel::LogsIngestion;
 use crate::storage::blobs::{Blobs, WriteCondition, CONTAINER};
 use crate::storage::queue::Queue;
@@ -36,10 +42,12 @@ pub struct App {
     pub poison: Queue,
     /// The cas-sentinel blob container.
     pub blobs: Blobs,
-    /// Checkpoints, in `blobs`.
+    /// The tenant's checkpoints, in `blobs`.
     pub checkpoints: CheckpointStore,
-    /// Set once the queues and the container are known to exist.
-    resources_ready: tokio::sync::OnceCell<()>,
+    /// The columns the tenant's rows carry.
+    tenant_columns: TenantColumns,
+    /// Set once the queues and the container are known to exist (shared by the tenants).
+    resources_ready: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// The context could not be built.
@@ -56,47 +64,53 @@ pub enum AppError {
     Http(String),
 }
 
+/// The HTTP client every tenant's clients share (one connection pool).
+fn http_client() -> Result<reqwest::Client, AppError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("cas-sentinel/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(32)
+        .build()
+        .map_err(|e| AppError::Http(e.to_string()))
+}
+
 impl App {
     /// Builds the clients. Makes no network call: tokens are fetched on first use.
     pub fn new(settings: Settings) -> Result<App, AppError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("cas-sentinel/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(32)
-            .build()
-            .map_err(|e| AppError::Http(e.to_string()))?;
-        // Logs Ingestion always takes an Entra token, so the credential always exists; CAS
-        // and storage share it unless they are given their own. It can drop a token a
-        // service refuses (see `auth::Renewable`).
-        let identity = settings.identity.clone();
-        let renewable = Arc::new(Renewable::new(move || crate::auth::credential(&identity))?);
+        App::build(settings, http_client()?, None)
+    }
+
+    /// Builds one tenant's clients over `http`, sharing the storage clients of `storage`
+    /// when given (another tenant of the same deployment).
+    fn build(
+        settings: Settings,
+        http: reqwest::Client,
+        storage: Option<&App>,
+    ) -> Result<App, AppError> {
+        // Logs Ingestion always takes an Entra token, so the deployment's credential always
+        // exists; storage shares it unless given its own. It can drop a token a service
+        // refuses (see `auth::Renewable`).
+        let home = settings.home_identity.clone();
+        let renewable = Arc::new(Renewable::new(move || crate::auth::credential(&home))?);
         let credential: Arc<dyn TokenCredential> = renewable.clone();
+        // A named tenant reads CAS and Graph as itself, in its own Entra tenant.
+        let reader: Arc<dyn TokenCredential> = match settings.tenant {
+            None => credential.clone(),
+            Some(_) => {
+                let identity = settings.identity.clone();
+                Arc::new(Renewable::new(move || crate::auth::credential(&identity))?)
+            }
+        };
         let cas_auth = match &settings.cas.token {
             Some(t) => CasAuth::LegacyToken(t.clone()),
-            None => CasAuth::Entra(credential.clone()),
-        };
-        let storage_cred = match &settings.storage.auth {
-            StorageAuth::Identity { client_id } if client_id != &settings.identity.client_id => {
-                // The storage identity may differ from the app's (AzureWebJobsStorage__clientId).
-                let identity = crate::config::IdentitySettings {
-                    client_id: client_id.clone(),
-                    without_secret: settings.identity.without_secret,
-                    ..Default::default()
-                };
-                Some(crate::auth::credential(&identity)?)
-            }
-            _ => Some(credential.clone()),
+            None => CasAuth::Entra(reader.clone()),
         };
         let cas = CasClient::new(http.clone(), settings.cas.api_url.clone(), cas_auth)
             .with_rate_limit(
                 settings.cas.requests_per_minute as usize,
                 Duration::from_secs(60),
             );
-        let graph = GraphClient::new(
-            http.clone(),
-            settings.discovery.graph_url.clone(),
-            credential.clone(),
-        );
+        let graph = GraphClient::new(http.clone(), settings.discovery.graph_url.clone(), reader);
         let sentinel = LogsIngestion::new(
             http,
             settings.sentinel.endpoint.clone(),
@@ -105,23 +119,52 @@ impl App {
         )
         .with_max_call_bytes(settings.sentinel.max_call_bytes)
         .with_call_timeout(settings.sentinel.call_timeout);
-        let queue = Queue::open(
-            &settings.storage,
-            &settings.queue_name,
-            storage_cred.clone(),
-        )?;
-        let poison = Queue::open(
-            &settings.storage,
-            &settings.poison_queue_name(),
-            storage_cred.clone(),
-        )?;
-        let blobs = Blobs::fresh(
-            settings
-                .storage
-                .fresh_container_client(CONTAINER, storage_cred)?,
-        );
+        let (queue, poison, blobs, resources_ready) = match storage {
+            Some(other) => (
+                other.queue.clone(),
+                other.poison.clone(),
+                other.blobs.clone(),
+                other.resources_ready.clone(),
+            ),
+            None => {
+                let storage_cred = match &settings.storage.auth {
+                    StorageAuth::Identity { client_id }
+                        if client_id != &settings.home_identity.client_id =>
+                    {
+                        // The storage identity may differ from the app's (AzureWebJobsStorage__clientId).
+                        let identity = crate::config::IdentitySettings {
+                            client_id: client_id.clone(),
+                            without_secret: settings.home_identity.without_secret,
+                            ..Default::default()
+                        };
+                        Some(crate::auth::credential(&identity)?)
+                    }
+                    _ => Some(credential.clone()),
+                };
+                let queue = Queue::open(
+                    &settings.storage,
+                    &settings.queue_name,
+                    storage_cred.clone(),
+                )?;
+                let poison = Queue::open(
+                    &settings.storage,
+                    &settings.poison_queue_name(),
+                    storage_cred.clone(),
+                )?;
+                let blobs = Blobs::fresh(
+                    settings
+                        .storage
+                        .fresh_container_client(CONTAINER, storage_cred)?,
+                );
+                (queue, poison, blobs, Default::default())
+            }
+        };
         Ok(App {
-            checkpoints: CheckpointStore::new(blobs.clone()),
+            checkpoints: CheckpointStore::for_tenant(blobs.clone(), settings.tenant.as_ref()),
+            tenant_columns: TenantColumns::new(
+                settings.tenant.as_ref(),
+                settings.identity.tenant_id.as_deref(),
+            ),
             settings,
             cas,
             graph,
@@ -129,8 +172,21 @@ impl App {
             queue,
             poison,
             blobs,
-            resources_ready: Default::default(),
+            resources_ready,
         })
+    }
+
+    /// The tenant's name in `CAS_TENANTS` (`None`: the one unnamed tenant).
+    pub fn tenant(&self) -> Option<&TenantName> {
+        self.settings.tenant.as_ref()
+    }
+
+    /// How the tenant is named in an operator's report: `tenant contoso: `, or nothing.
+    pub fn label(&self) -> String {
+        match self.tenant() {
+            Some(t) => format!("tenant {t}: "),
+            None => String::new(),
+        }
     }
 
     /// What an ingest uses of the app (see [`ingest::process`]).
@@ -139,6 +195,7 @@ impl App {
             blobs: &self.blobs,
             sentinel: &self.sentinel,
             streams: &self.settings.sentinel,
+            tenant: &self.tenant_columns,
         }
     }
 
@@ -152,12 +209,54 @@ impl App {
         }
     }
 
-    /// Polls every enabled data type into the fan-out queue (see [`poll::run`]).
+    /// Polls every enabled data type into the fan-out queue (see [`poll::run`]), and
+    /// notes how it ended for `status`.
     pub async fn poll(&self, deadline: Deadline) -> Vec<Result<PollReport, PollError>> {
         if let Err(e) = self.ensure_resources().await {
             return vec![Err(PollError::Setup(e))];
         }
-        poll::run(self.sources(), self, deadline).await
+        let reports = poll::run(self.sources(), self, deadline).await;
+        self.note_poll(&reports).await;
+        reports
+    }
+
+    /// The blob holding how the tenant's last poll ended.
+    fn last_poll_blob(&self) -> String {
+        format!(
+            "{}health/last-poll.json",
+            TenantName::blob_root(self.tenant())
+        )
+    }
+
+    /// Records how a poll ended. A failure to record is logged only: the poll's own work
+    /// is done and its reports go to the log either way.
+    async fn note_poll(&self, reports: &[Result<PollReport, PollError>]) {
+        let failures: Vec<String> = reports
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        let note = LastPoll {
+            at: crate::model::format_ms(crate::model::now_ms()),
+            ok: failures.is_empty(),
+            failures,
+        };
+        let bytes = serde_json::to_vec(&note).expect("a note serializes");
+        if let Err(e) = self
+            .blobs
+            .put(&self.last_poll_blob(), bytes, WriteCondition::Always)
+            .await
+        {
+            tracing::warn!("{}could not record how the poll ended: {e}", self.label());
+        }
+    }
+
+    /// How the tenant's last poll ended, if one has been recorded.
+    pub async fn last_poll(&self) -> Result<Option<LastPoll>, crate::storage::blobs::BlobError> {
+        let Some((bytes, _)) = self.blobs.get(&self.last_poll_blob()).await? else {
+            return Ok(None);
+        };
+        // A note we cannot read is no note: it is rewritten by the next poll.
+        Ok(serde_json::from_slice(&bytes).ok())
     }
 
     /// Sends one queue message's batch (see [`ingest::process`]).
@@ -201,5 +300,125 @@ impl Outbox for App {
         }
         self.queue.send_text(&m.text).await?;
         Ok(())
+    }
+}
+
+/// How a tenant's last poll ended, for `status` (a tenant whose credential is refused
+/// says so here, not only in the logs).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct LastPoll {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// Whether every data type succeeded.
+    pub ok: bool,
+    /// Each data type's failure.
+    pub failures: Vec<String>,
+}
+
+/// Every tenant of one deployment, in `CAS_TENANTS`' order, over one storage account.
+pub struct Deployment {
+    /// Never empty: the first holds the deployment-wide settings too.
+    tenants: Vec<App>,
+}
+
+/// A tenant no `CAS_TENANTS` entry names.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// An operator asked for a tenant the deployment does not have.
+    #[error("no tenant named {asked} here; CAS_TENANTS lists {known}")]
+    Unknown {
+        /// The name asked for.
+        asked: String,
+        /// The names there are.
+        known: String,
+    },
+    /// `--tenant` on a deployment without `CAS_TENANTS`.
+    #[error("--tenant {0}: this deployment has one unnamed tenant (CAS_TENANTS is not set); leave --tenant out")]
+    NotNamed(String),
+}
+
+impl Deployment {
+    /// Builds every tenant's clients. Makes no network call.
+    pub fn new(all: Vec<Settings>) -> Result<Deployment, AppError> {
+        let http = http_client()?;
+        let mut tenants: Vec<App> = Vec::with_capacity(all.len());
+        for settings in all {
+            let app = App::build(settings, http.clone(), tenants.first())?;
+            tenants.push(app);
+        }
+        assert!(!tenants.is_empty(), "settings always name a tenant");
+        Ok(Deployment { tenants })
+    }
+
+    /// Every tenant.
+    pub fn tenants(&self) -> &[App] {
+        &self.tenants
+    }
+
+    /// The first tenant: its settings hold the deployment-wide ones, its clients the
+    /// shared queues and container.
+    pub fn first(&self) -> &App {
+        &self.tenants[0]
+    }
+
+    /// The tenants an operator's `--tenant` names: that one, or all without it.
+    pub fn select(&self, name: Option<&str>) -> Result<Vec<&App>, TenantError> {
+        let Some(name) = name else {
+            return Ok(self.tenants.iter().collect());
+        };
+        if self.first().tenant().is_none() {
+            return Err(TenantError::NotNamed(name.to_string()));
+        }
+        self.tenants
+            .iter()
+            .find(|a| a.tenant().map(TenantName::as_str) == Some(name))
+            .map(|a| vec![a])
+            .ok_or_else(|| TenantError::Unknown {
+                asked: name.to_string(),
+                known: self.names(),
+            })
+    }
+
+    fn names(&self) -> String {
+        self.tenants
+            .iter()
+            .map(|a| a.tenant().map_or("(unnamed)", TenantName::as_str))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Polls every tenant at once, each its data types at once, within one deadline.
+    /// Each tenant waits only on its own CAS and Graph budgets: one whose credential is
+    /// refused fails at once, and one with a backlog spends its own requests, not the
+    /// others'. The tenants' reports come in their order.
+    pub async fn poll(
+        &self,
+        deadline: Deadline,
+    ) -> Vec<(&App, Vec<Result<PollReport, PollError>>)> {
+        use tracing::Instrument;
+        let polls = self.tenants.iter().map(|app| async move {
+            let span = tracing::info_span!(
+                "tenant",
+                tenant = app.tenant().map_or("", TenantName::as_str)
+            );
+            (app, app.poll(deadline).instrument(span).await)
+        });
+        futures::future::join_all(polls).await
+    }
+
+    /// Sends one queue message's batch through the tenant it names.
+    pub async fn ingest(
+        &self,
+        text: &str,
+        deadline: Deadline,
+    ) -> Result<IngestOutcome, IngestError> {
+        let tenant = crate::batch::envelope::Envelope::tenant_of(text)?;
+        match self.tenants.iter().find(|a| a.tenant() == tenant.as_ref()) {
+            Some(app) => app.ingest(text, deadline).await,
+            None => Err(IngestError::NoSuchTenant {
+                tenant: tenant.map(String::from),
+                known: self.names(),
+            }),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The command line: `serve` for the Functions host, the rest for people.
 
-use crate::app::App;
+use crate::app::Deployment;
 use crate::config::Settings;
 use crate::functions::{self, Handler, MAX_DEQUEUE_COUNT};
 use crate::model::{unix_ms, DataType};
@@ -33,18 +33,28 @@ enum Command {
         /// One cycle, then exit (the only mode; the timer does the rest in Azure).
         #[arg(long, required = true)]
         once: bool,
+        /// Poll only this tenant of `CAS_TENANTS` (default: every tenant); the queue is
+        /// drained whichever tenant's its messages are.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Check every setting, then prove each dependency (CAS, Graph, each Logs Ingestion stream, storage); report each problem and its fix.
     Validate {
         /// Print JSON (a list of {check, ok, detail | problem}) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this tenant of `CAS_TENANTS` (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Move poison messages back to the fan-out queue (or export/import them through a file).
     Replay {
         /// Only batches of this data type.
         #[arg(long)]
         data_type: Option<DataType>,
+        /// Only batches of this tenant of `CAS_TENANTS`.
+        #[arg(long)]
+        tenant: Option<crate::model::TenantName>,
         /// Only messages enqueued since this time (RFC 3339, or an ISO 8601 duration ago, e.g. PT6H).
         #[arg(long, value_parser = parse_time)]
         since: Option<time::OffsetDateTime>,
@@ -82,6 +92,9 @@ enum Command {
         /// End (RFC 3339, or a duration ago); default now.
         #[arg(long, value_parser = parse_time)]
         to: Option<time::OffsetDateTime>,
+        /// Only this tenant of `CAS_TENANTS` (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Assemble the folder `func azure functionapp publish` expects around a built binary.
     Package {
@@ -101,6 +114,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this tenant of `CAS_TENANTS` (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -130,10 +146,11 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve { port } => serve(port).await,
-        Command::Run { .. } => run_once().await,
-        Command::Validate { json } => validate(json).await,
+        Command::Run { tenant, .. } => run_once(tenant.as_deref()).await,
+        Command::Validate { json, tenant } => validate(json, tenant.as_deref()).await,
         Command::Replay {
             data_type,
+            tenant,
             since,
             max,
             dry_run,
@@ -145,6 +162,7 @@ async fn run(command: Command) -> Result<()> {
         } => {
             let sel = crate::ops::replay::Selection {
                 data_type,
+                tenant,
                 since,
                 max,
             };
@@ -155,11 +173,13 @@ async fn run(command: Command) -> Result<()> {
             data_type,
             from,
             to,
-        } => backfill(data_type, from, to).await,
+            tenant,
+        } => backfill(data_type, from, to, tenant.as_deref()).await,
         Command::Package { binary, out, zip } => package(&binary, &out, zip.as_deref()),
-        Command::Status { json } => {
-            let app = storage_app_from_env().await?;
-            let status = crate::ops::status::status(&app).await?;
+        Command::Status { json, tenant } => {
+            let deployment = storage_deployment_from_env().await?;
+            let selected = deployment.select(tenant.as_deref())?;
+            let status = crate::ops::status::status(&selected).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -170,7 +190,7 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-async fn validate(json: bool) -> Result<()> {
+async fn validate(json: bool, tenant: Option<&str>) -> Result<()> {
     let host = crate::package::host_json();
     use crate::ops::validate::{heading, line, validate};
     if !json {
@@ -182,7 +202,7 @@ async fn validate(json: bool) -> Result<()> {
             println!("{}", line(c));
         }
     };
-    let checks = validate(&|k| std::env::var(k).ok(), &host, &mut print).await;
+    let checks = validate(&|k| std::env::var(k).ok(), &host, tenant, &mut print).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     }
@@ -201,7 +221,8 @@ async fn replay(
     import: Option<(PathBuf, bool)>,
     json: bool,
 ) -> Result<()> {
-    let app = storage_app_from_env().await?;
+    let deployment = storage_deployment_from_env().await?;
+    let app = deployment.first();
     if let Some(path) = export {
         let n = crate::ops::replay::export(&app, &sel, &path).await?;
         println!(
@@ -251,6 +272,7 @@ async fn backfill(
     data_type: DataType,
     from: time::OffsetDateTime,
     to: Option<time::OffsetDateTime>,
+    tenant: Option<&str>,
 ) -> Result<()> {
     let now = time::OffsetDateTime::now_utc();
     let to = to.unwrap_or(now);
@@ -271,17 +293,23 @@ async fn backfill(
             rfc3339(to)
         );
     }
-    let app = app_from_env().await?;
+    let deployment = deployment_from_env().await?;
     let window = crate::model::Window::new(unix_ms(from), unix_ms(to))
         .map_err(|e| anyhow::anyhow!("--from/--to: {e}"))?;
-    let report = crate::ops::backfill::backfill(&app, data_type, window).await?;
-    if let Some(w) = &report.overlap_warning {
-        eprintln!("warning: {w}");
+    // One tenant after another: each reads its own CAS at its own request budget.
+    for app in deployment.select(tenant)? {
+        let label = app.label();
+        let report = crate::ops::backfill::backfill(app, data_type, window)
+            .await
+            .with_context(|| format!("{label}backfill"))?;
+        if let Some(w) = &report.overlap_warning {
+            eprintln!("warning: {label}{w}");
+        }
+        println!(
+            "{label}backfill {data_type} {window}: {} records in {} messages, {} CAS requests",
+            report.records, report.messages, report.cas_requests
+        );
     }
-    println!(
-        "backfill {data_type} {window}: {} records in {} messages, {} CAS requests",
-        report.records, report.messages, report.cas_requests
-    );
     Ok(())
 }
 
@@ -311,22 +339,28 @@ fn package(
     Ok(())
 }
 
-async fn app_from_env() -> Result<App> {
-    app_from(Settings::from_env()).await
+async fn deployment_from_env() -> Result<Deployment> {
+    deployment_from(Settings::all_from_env()).await
 }
 
-/// The app for a command that touches storage alone: only storage settings are demanded.
-async fn storage_app_from_env() -> Result<App> {
-    app_from(Settings::from_env_for_storage()).await
+/// The deployment for a command that touches storage alone: only storage settings are demanded.
+async fn storage_deployment_from_env() -> Result<Deployment> {
+    deployment_from(Settings::all_from_env_for_storage()).await
 }
 
-/// The app, once its storage account is known to answer: an operator's command that cannot
-/// connect says so, naming the endpoint, in seconds.
-async fn app_from(settings: Result<Settings, crate::config::SettingsErrors>) -> Result<App> {
+/// Every tenant's context, once the storage account is known to answer: an operator's
+/// command that cannot connect says so, naming the endpoint, in seconds.
+async fn deployment_from(
+    settings: Result<Vec<Settings>, crate::config::SettingsErrors>,
+) -> Result<Deployment> {
     let settings = settings.map_err(|e| anyhow::anyhow!(e))?;
-    eprintln!("signed in as {}", crate::auth::describe(&settings.identity));
-    settings.storage.reachable().await?;
-    Ok(App::new(settings)?)
+    let first = &settings[0];
+    eprintln!(
+        "signed in as {}",
+        crate::auth::describe(&first.home_identity)
+    );
+    first.storage.reachable().await?;
+    Ok(Deployment::new(settings)?)
 }
 
 /// RFC 3339, or an ISO 8601 duration meaning that long before now.
@@ -342,18 +376,20 @@ fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
 async fn serve(port: u16) -> Result<()> {
     // Bad settings must not crash the process into a restart loop: serve, and answer
     // every invocation with the reason.
-    let handler = match Settings::from_env()
+    let handler = match Settings::all_from_env()
         .map_err(|e| e.to_string())
         .and_then(|s| {
-            s.check_against_host(&crate::package::host_json())
+            s[0].check_against_host(&crate::package::host_json())
                 .map_err(|e| e.to_string())?;
-            App::new(s).map_err(|e| e.to_string())
+            Deployment::new(s).map_err(|e| e.to_string())
         }) {
-        Ok(app) => {
-            if let Some(why) = app.settings.discovery_off {
-                tracing::warn!("{why}");
+        Ok(deployment) => {
+            for app in deployment.tenants() {
+                if let Some(why) = app.settings.discovery_off {
+                    tracing::warn!("{}{why}", app.label());
+                }
             }
-            Handler::Ready(Arc::new(app))
+            Handler::Ready(Arc::new(deployment))
         }
         Err(why) => {
             tracing::error!("cas-sentinel is misconfigured: {why}");
@@ -370,19 +406,27 @@ async fn serve(port: u16) -> Result<()> {
     Ok(())
 }
 
-async fn run_once() -> Result<()> {
-    let app = app_from_env().await?;
-    if let Some(why) = app.settings.discovery_off {
-        println!("note: {why}");
-    }
+async fn run_once(tenant: Option<&str>) -> Result<()> {
+    let deployment = deployment_from_env().await?;
+    let selected = deployment.select(tenant)?;
+    let app = deployment.first();
     let deadline = Deadline::after(app.settings.invocation_budget);
     let mut failed = false;
-    for r in app.poll(deadline).await {
-        match r {
-            Ok(report) => println!("poll: {report}"),
-            Err(e) => {
-                failed = true;
-                println!("poll: FAILED: {e}");
+    let polls = selected
+        .iter()
+        .map(|t| async move { (t, t.poll(deadline).await) });
+    for (t, reports) in futures::future::join_all(polls).await {
+        let label = t.label();
+        if let Some(why) = t.settings.discovery_off {
+            println!("note: {label}{why}");
+        }
+        for r in reports {
+            match r {
+                Ok(report) => println!("poll: {label}{report}"),
+                Err(e) => {
+                    failed = true;
+                    println!("poll: {label}FAILED: {e}");
+                }
             }
         }
     }
@@ -400,7 +444,7 @@ async fn run_once() -> Result<()> {
                     app.queue.name()
                 );
             };
-            match app
+            match deployment
                 .ingest(&text, Deadline::after(app.settings.invocation_budget))
                 .await
             {

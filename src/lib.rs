@@ -67,7 +67,7 @@ pub use cli::main;
 pub mod testing {
     #![allow(missing_docs)]
     pub mod app {
-        pub use crate::app::App;
+        pub use crate::app::{App, Deployment, LastPoll, TenantError};
     }
     pub mod auth {
         pub use crate::auth::{bearer, credential};

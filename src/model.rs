@@ -183,7 +183,24 @@ impl BatchId {
     /// The id of a batch with this content. The window is left out on purpose: a re-run
     /// whose window ends a little later still packs the same records into the same ids.
     pub fn for_content(data_type: DataType, records_json: &[u8]) -> Self {
+        Self::for_tenant_content(None, data_type, records_json)
+    }
+
+    /// [`BatchId::for_content`] for a named tenant's batch. Two tenants can hold the same
+    /// bytes (a record copied between them, or two simulated tenants), and each batch must
+    /// be sent for each. The unnamed tenant's ids are those of earlier releases, so an
+    /// upgrade sends nothing twice.
+    pub fn for_tenant_content(
+        tenant: Option<&TenantName>,
+        data_type: DataType,
+        records_json: &[u8],
+    ) -> Self {
         let mut h = Sha256::new();
+        if let Some(t) = tenant {
+            h.update(b"tenant ");
+            h.update(t.as_str().as_bytes());
+            h.update(b"\n");
+        }
         h.update(data_type.as_str().as_bytes());
         h.update(b"\n");
         h.update(records_json);
@@ -227,9 +244,102 @@ impl fmt::Display for BatchId {
     }
 }
 
+/// A tenant's name, as `CAS_TENANTS` lists it: it prefixes the tenant's app settings
+/// (`contoso__CAS_API_URL`), names its checkpoint blobs and rides in each of its queue
+/// messages and rows, so it is held to what all of those accept.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantName(String);
+
+/// Text that is not a tenant name.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid tenant name {0:?}: expected 1 to 40 lowercase letters, digits and '-', starting with a letter and not ending with '-'")]
+pub struct InvalidTenantName(pub String);
+
+impl TenantName {
+    /// The longest name: room for `<name>__SENTINEL_STREAM_ACTIVITIES` within the 64
+    /// characters some tools allow an app setting's name, with a margin.
+    pub const MAX_LEN: usize = 40;
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Where a tenant's blobs live in the container: at its root for the unnamed tenant
+    /// (as in every release before `CAS_TENANTS`, so an upgrade goes on where it was),
+    /// under `tenants/<name>/` for a named one.
+    pub fn blob_root(tenant: Option<&TenantName>) -> String {
+        match tenant {
+            None => String::new(),
+            Some(t) => format!("tenants/{t}/"),
+        }
+    }
+}
+
+impl FromStr for TenantName {
+    type Err = InvalidTenantName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TenantName::try_from(s.to_string())
+    }
+}
+
+impl TryFrom<String> for TenantName {
+    type Error = InvalidTenantName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let b = s.as_bytes();
+        let ok = (1..=Self::MAX_LEN).contains(&b.len())
+            && b[0].is_ascii_lowercase()
+            && b[b.len() - 1] != b'-'
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+        if ok {
+            Ok(TenantName(s))
+        } else {
+            Err(InvalidTenantName(s))
+        }
+    }
+}
+
+impl From<TenantName> for String {
+    fn from(t: TenantName) -> String {
+        t.0
+    }
+}
+
+impl fmt::Display for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_names_are_what_settings_blobs_and_rows_all_accept() {
+        for good in ["contoso", "fabrikam-eu", "t1", "a"] {
+            assert_eq!(good.parse::<TenantName>().unwrap().as_str(), good);
+        }
+        let long = "a".repeat(TenantName::MAX_LEN + 1);
+        for bad in [
+            "",
+            "Contoso",
+            "1st",
+            "-x",
+            "x-",
+            "con_toso",
+            "con toso",
+            "contoso/eu",
+            long.as_str(),
+        ] {
+            assert!(bad.parse::<TenantName>().is_err(), "{bad:?}");
+        }
+        let t: TenantName = serde_json::from_str("\"contoso\"").unwrap();
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"contoso\"");
+        assert!(serde_json::from_str::<TenantName>("\"../x\"").is_err());
+    }
 
     #[test]
     fn data_type_parses_case_insensitively_and_rejects_others() {
@@ -250,6 +360,18 @@ mod tests {
         assert_eq!(a, BatchId::for_content(DataType::Alerts, b"[1]"));
         assert_ne!(a, BatchId::for_content(DataType::Alerts, b"[2]"));
         assert_ne!(a, BatchId::for_content(DataType::Activities, b"[1]"));
+        let t: TenantName = "contoso".parse().unwrap();
+        let u: TenantName = "fabrikam".parse().unwrap();
+        let ta = BatchId::for_tenant_content(Some(&t), DataType::Alerts, b"[1]");
+        assert_ne!(a, ta, "a named tenant's batch is its own");
+        assert_ne!(
+            ta,
+            BatchId::for_tenant_content(Some(&u), DataType::Alerts, b"[1]")
+        );
+        assert_eq!(
+            a,
+            BatchId::for_tenant_content(None, DataType::Alerts, b"[1]")
+        );
         assert_eq!(BatchId::try_from(a.to_string()), Ok(a));
         assert!(BatchId::try_from("../etc".to_string()).is_err());
     }

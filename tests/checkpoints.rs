@@ -50,7 +50,7 @@ async fn two_runs_can_never_both_advance_a_checkpoint() {
     // A checkpoint that is not ours is reported, not overwritten.
     blobs
         .put(
-            &CheckpointStore::blob_name(DataType::Activities),
+            &store.blob_name(DataType::Activities),
             b"{oops".to_vec(),
             cas_sentinel::testing::storage::blobs::WriteCondition::Always,
         )

@@ -54,6 +54,9 @@ pub fn credential(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential
         .map_err(|e| AuthError::Build(e.to_string()))?;
         return Ok(cred);
     }
+    if identity.without_secret == Credential::Federated {
+        return federated(identity);
+    }
     if identity.without_secret == Credential::AzureCli {
         let options = azure_identity::AzureCliCredentialOptions {
             tenant_id: identity.tenant_id.clone(),
@@ -70,6 +73,59 @@ pub fn credential(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential
     let cred = ManagedIdentityCredential::new(Some(options))
         .map_err(|e| AuthError::Build(e.to_string()))?;
     Ok(cred)
+}
+
+/// The scope a managed identity's token must have to be an app's client assertion:
+/// Entra's token-exchange audience, which a federated credential of the app names.
+pub(crate) const TOKEN_EXCHANGE_SCOPE: &str = "api://AzureADTokenExchange/.default";
+
+/// The app `AZURE_CLIENT_ID` in `AZURE_TENANT_ID`, signed in by `azure_identity`'s own
+/// client-assertion credential with a token of the deployment's managed identity as the
+/// assertion (Microsoft's "workload identity federation" with a managed identity). The
+/// token it asks for is the customer tenant's; only the assertion is ours.
+fn federated(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential>, AuthError> {
+    let (Some(tenant), Some(app)) = (&identity.tenant_id, &identity.client_id) else {
+        return Err(AuthError::Build(
+            "CAS_CREDENTIAL=federated needs AZURE_TENANT_ID and AZURE_CLIENT_ID".into(),
+        ));
+    };
+    let options = ManagedIdentityCredentialOptions {
+        user_assigned_id: identity
+            .federated_identity
+            .clone()
+            .map(UserAssignedId::ClientId),
+        client_options: client_options(),
+    };
+    let signer = ManagedIdentityCredential::new(Some(options))
+        .map_err(|e| AuthError::Build(e.to_string()))?;
+    let options = azure_identity::ClientAssertionCredentialOptions {
+        client_options: client_options(),
+    };
+    let cred = azure_identity::ClientAssertionCredential::new(
+        tenant.clone(),
+        app.clone(),
+        IdentityAssertion(signer),
+        Some(options),
+    )
+    .map_err(|e| AuthError::Build(e.to_string()))?;
+    Ok(cred)
+}
+
+/// A managed identity's token for [`TOKEN_EXCHANGE_SCOPE`], as a client assertion. The
+/// identity's credential caches it, and `azure_identity` asks again only when the app's
+/// own token is due, so this costs one identity call an hour.
+#[derive(Debug)]
+pub(crate) struct IdentityAssertion(pub(crate) Arc<dyn TokenCredential>);
+
+#[async_trait::async_trait]
+impl azure_identity::ClientAssertion for IdentityAssertion {
+    async fn secret(
+        &self,
+        _: Option<azure_core::http::ClientMethodOptions<'_>>,
+    ) -> azure_core::Result<String> {
+        let t = self.0.get_token(&[TOKEN_EXCHANGE_SCOPE], None).await?;
+        Ok(t.token.secret().to_string())
+    }
 }
 
 /// Token requests retry for at most 15 s: past that, failing the invocation (so the host
@@ -96,6 +152,11 @@ pub(crate) fn describe(identity: &IdentitySettings) -> String {
         (Some(_), _, id) => format!(
             "the Entra app {} with its client secret",
             id.as_deref().unwrap_or("?")
+        ),
+        (None, Credential::Federated, id) => format!(
+            "the Entra app {} in tenant {}, signed in by the deployment's managed identity",
+            id.as_deref().unwrap_or("?"),
+            identity.tenant_id.as_deref().unwrap_or("?")
         ),
         (None, Credential::AzureCli, _) => {
             "your Azure CLI login (`az login`; `az account show` says which account)".into()

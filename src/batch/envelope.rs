@@ -7,11 +7,15 @@
 //!  "payload":"inline","gz":"<base64 of gzip(JSON array)>"}
 //! ```
 //!
+//! A named tenant's message (`CAS_TENANTS`) also carries `"tenant":"<name>"`, which routes
+//! it to that tenant's streams; a message without one is the unnamed tenant's, as every
+//! message of earlier releases is.
+//!
 //! A single record too large for any message goes to a blob instead
 //! (`"payload":"blob","blob":"payloads/<batch>.json.gz"`): a blob name, never a URL.
 
 use crate::codec::{gzip, json_array};
-use crate::model::{BatchId, DataType, Window};
+use crate::model::{BatchId, DataType, TenantName, Window};
 use base64::Engine;
 use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
@@ -40,6 +44,10 @@ pub struct Envelope {
     /// What kind of records the batch holds.
     #[serde(rename = "type")]
     pub data_type: DataType,
+    /// The named tenant the records came from; `None` for the one unnamed tenant of a
+    /// deployment without `CAS_TENANTS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantName>,
     /// Content-derived id; the ingest side skips ids it has already sent.
     pub batch: BatchId,
     /// The poll window the records came from.
@@ -79,6 +87,8 @@ struct Wire {
     v: u64,
     #[serde(rename = "type")]
     data_type: DataType,
+    #[serde(default)]
+    tenant: Option<TenantName>,
     batch: BatchId,
     window: Window,
     count: u32,
@@ -114,6 +124,7 @@ impl Wire {
         Ok(Envelope {
             v: self.v as u32,
             data_type: self.data_type,
+            tenant: self.tenant,
             batch: self.batch,
             window: self.window,
             count: self.count,
@@ -211,6 +222,19 @@ impl Envelope {
         Ok(env)
     }
 
+    /// The tenant a message names, read without building the rest (which the tenant's
+    /// own ingest then reads): where its rows go.
+    pub fn tenant_of(text: &str) -> Result<Option<TenantName>, EnvelopeError> {
+        #[derive(Deserialize)]
+        struct Route {
+            #[serde(default)]
+            tenant: Option<TenantName>,
+        }
+        serde_json::from_str::<Route>(text)
+            .map(|r| r.tenant)
+            .map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))
+    }
+
     /// The message text.
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).expect("an envelope always serializes")
@@ -249,7 +273,12 @@ impl Envelope {
     /// the ledger is keyed by the id, so a message whose id names another batch's content
     /// must not be trusted with that batch's state.
     pub fn check_id(&self, text: &str) -> Result<(), EnvelopeError> {
-        let computed = content_id(self.data_type, text.as_bytes(), self.observed);
+        let computed = content_id(
+            self.tenant.as_ref(),
+            self.data_type,
+            text.as_bytes(),
+            self.observed,
+        );
         if computed != self.batch {
             return Err(EnvelopeError::IdMismatch {
                 batch: self.batch.to_string(),
@@ -350,7 +379,20 @@ pub(crate) fn pack_observed<R: AsRef<str>>(
     observed: Option<i64>,
     records: &[R],
 ) -> Vec<Outgoing> {
+    pack_for(None, data_type, window, observed, records)
+}
+
+/// [`pack_observed`] for a tenant's records: its name rides in each message and in each
+/// batch id (see [`BatchId::for_tenant_content`]).
+pub(crate) fn pack_for<R: AsRef<str>>(
+    tenant: Option<&TenantName>,
+    data_type: DataType,
+    window: Window,
+    observed: Option<i64>,
+    records: &[R],
+) -> Vec<Outgoing> {
     let head = Head {
+        tenant: tenant.cloned(),
         data_type,
         window,
         observed,
@@ -370,15 +412,25 @@ pub(crate) fn pack_observed<R: AsRef<str>>(
 
 /// The id of a batch of `body` (its records as a JSON array); it covers the observation
 /// time too, so a change seen again later is a new batch.
-fn content_id(data_type: DataType, body: &[u8], observed: Option<i64>) -> BatchId {
+fn content_id(
+    tenant: Option<&TenantName>,
+    data_type: DataType,
+    body: &[u8],
+    observed: Option<i64>,
+) -> BatchId {
     match observed {
-        None => BatchId::for_content(data_type, body),
-        Some(o) => BatchId::for_content(data_type, &[body, format!("@{o}").as_bytes()].concat()),
+        None => BatchId::for_tenant_content(tenant, data_type, body),
+        Some(o) => BatchId::for_tenant_content(
+            tenant,
+            data_type,
+            &[body, format!("@{o}").as_bytes()].concat(),
+        ),
     }
 }
 
 /// What every message of one packing shares.
 struct Head {
+    tenant: Option<TenantName>,
     data_type: DataType,
     window: Window,
     observed: Option<i64>,
@@ -393,10 +445,11 @@ impl Head {
         count: usize,
         payload: impl FnOnce(&BatchId) -> Payload,
     ) -> Envelope {
-        let batch = content_id(self.data_type, body, self.observed);
+        let batch = content_id(self.tenant.as_ref(), self.data_type, body, self.observed);
         Envelope {
             v: VERSION,
             data_type: self.data_type,
+            tenant: self.tenant.clone(),
             payload: payload(&batch),
             batch,
             window: self.window,

@@ -10,7 +10,7 @@
 //! writes through it; `status` counts its blobs and `replay` reads them.
 
 use super::envelope::Envelope;
-use crate::model::{now_ms, BatchId, DataType};
+use crate::model::{now_ms, BatchId, DataType, TenantName};
 use crate::retry::Deadline;
 use crate::storage::blobs::{BlobError, Blobs, WriteCondition};
 
@@ -78,8 +78,8 @@ pub(crate) async fn mark_sent(
 /// Where a data type's batches that may hold duplicates are named: one empty blob per
 /// batch a call of which went unanswered, so `status` counts them without reading every
 /// state.
-pub(crate) fn uncertain_prefix(data_type: DataType) -> String {
-    format!("uncertain/{data_type}/")
+pub(crate) fn uncertain_prefix(tenant: Option<&TenantName>, data_type: DataType) -> String {
+    format!("{}uncertain/{data_type}/", TenantName::blob_root(tenant))
 }
 
 /// Names the batch among those that may hold duplicates, and says so; the note holds the
@@ -92,7 +92,11 @@ async fn note_uncertain(blobs: &Blobs, env: &Envelope, calls: u32, rows: usize) 
         uncertain_calls = calls,
         "batch sent, but {calls} of its calls went unanswered: up to {calls} copies of its rows may be duplicates (dedupe by id in KQL)"
     );
-    let name = format!("{}{}", uncertain_prefix(env.data_type), env.batch);
+    let name = format!(
+        "{}{}",
+        uncertain_prefix(env.tenant.as_ref(), env.data_type),
+        env.batch
+    );
     if let Err(e) = blobs
         .put(
             &name,
@@ -322,14 +326,18 @@ pub(crate) fn unsent(n: usize, sent: &[[usize; 2]]) -> Vec<std::ops::Range<usize
     runs
 }
 
-/// `batches/<type>/<batch>`: the batch's state.
+/// `batches/<type>/<batch>` (under `tenants/<name>/` for a named tenant): the batch's state.
 pub(crate) fn state_name(env: &Envelope) -> String {
-    format!("{}{}", state_prefix(env.data_type), env.batch)
+    format!(
+        "{}{}",
+        state_prefix(env.tenant.as_ref(), env.data_type),
+        env.batch
+    )
 }
 
-/// Where a data type's batch states are.
-pub(crate) fn state_prefix(data_type: DataType) -> String {
-    format!("batches/{data_type}/")
+/// Where a tenant's batch states of a data type are.
+pub(crate) fn state_prefix(tenant: Option<&TenantName>, data_type: DataType) -> String {
+    format!("{}batches/{data_type}/", TenantName::blob_root(tenant))
 }
 
 /// Whether a name under [`state_prefix`] marks a part rather than a whole batch (as

@@ -2,7 +2,7 @@
 //! cursor type, advanced only after the batches it covers are durably enqueued, and only
 //! with an ETag condition so that two overlapping runs can never both move it.
 
-use crate::model::DataType;
+use crate::model::{DataType, TenantName};
 use crate::storage::blobs::{BlobError, Blobs, WriteCondition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -39,21 +39,31 @@ pub enum CheckpointError {
     },
 }
 
-/// Reads and advances checkpoints.
+/// Reads and advances one tenant's checkpoints.
 #[derive(Clone)]
 pub struct CheckpointStore {
     blobs: Blobs,
+    /// Where the tenant's checkpoints live: `checkpoints/` for the unnamed tenant (as in
+    /// every release before `CAS_TENANTS`, so an upgrade goes on where it was), and
+    /// `tenants/<name>/checkpoints/` for a named one.
+    prefix: String,
 }
 
 impl CheckpointStore {
-    /// Checkpoints live in `blobs`.
+    /// The unnamed tenant's checkpoints, in `blobs`.
     pub fn new(blobs: Blobs) -> Self {
-        CheckpointStore { blobs }
+        Self::for_tenant(blobs, None)
+    }
+
+    /// A tenant's checkpoints, in `blobs`.
+    pub fn for_tenant(blobs: Blobs, tenant: Option<&TenantName>) -> Self {
+        let prefix = format!("{}checkpoints/", TenantName::blob_root(tenant));
+        CheckpointStore { blobs, prefix }
     }
 
     /// The blob holding a data type's checkpoint.
-    pub fn blob_name(data_type: DataType) -> String {
-        format!("checkpoints/{}.json", data_type.as_str())
+    pub fn blob_name(&self, data_type: DataType) -> String {
+        format!("{}{}.json", self.prefix, data_type.as_str())
     }
 
     /// Reads the checkpoint (absent on a first run).
@@ -61,7 +71,7 @@ impl CheckpointStore {
         &self,
         data_type: DataType,
     ) -> Result<Checkpoint<C>, CheckpointError> {
-        let name = Self::blob_name(data_type);
+        let name = self.blob_name(data_type);
         let Some((bytes, etag)) = self.blobs.get(&name).await? else {
             return Ok(Checkpoint {
                 cursor: None,
@@ -109,7 +119,7 @@ impl CheckpointStore {
         };
         let etag = self
             .blobs
-            .put(&Self::blob_name(data_type), bytes, condition)
+            .put(&self.blob_name(data_type), bytes, condition)
             .await?;
         Ok(Checkpoint {
             cursor: Some(stored.cursor),

@@ -32,6 +32,11 @@ pub(crate) struct Setting {
 /// Every setting, in the README's order.
 pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
+        name: "CAS_TENANTS",
+        unset: Unset::Described("one unnamed tenant"),
+        meaning: "comma list of tenant names (1 to 40 lowercase letters, digits and `-`) for one deployment serving several Defender for Cloud Apps tenants: each reads every setting below as `<name>__<SETTING>` (`contoso__CAS_API_URL`, `contoso__AZURE_TENANT_ID`), else the unprefixed one; `CAS_QUEUE_NAME`, `CAS_INVOCATION_BUDGET`, `CAS_SCHEDULE`, `CAS_LOG_FORMAT`, `CAS_STORAGE_SAS_LIFETIME`, `CAS_FEDERATED_IDENTITY_CLIENT_ID` and storage are the deployment's. Rows carry `CasTenant` and `CasTenantId`. docs/deploy.md, \"Several tenants\"",
+    },
+    Setting {
         name: "CAS_API_URL",
         unset: Unset::Required,
         meaning: "tenant API URL: https on `*.portal.cloudappsecurity.com`, `*.portal.cloudappsecurity.us` or `portal.cloudappsecuritygov.com` (http only on loopback)",
@@ -59,7 +64,12 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: "CAS_CREDENTIAL",
         unset: Unset::Value("auto"),
-        meaning: "without `AZURE_CLIENT_SECRET`: `managed-identity`, `azure-cli` (your own `az login`, for `validate`, `status`, `replay` and `backfill` from a laptop), or `auto`: managed identity where the platform offers one (`IDENTITY_ENDPOINT` is set, as in Functions), the Azure CLI login elsewhere",
+        meaning: "without `AZURE_CLIENT_SECRET`: `managed-identity`, `azure-cli` (your own `az login`, for `validate`, `status`, `replay` and `backfill` from a laptop), `federated` (the multi-tenant Entra app `AZURE_CLIENT_ID` in `AZURE_TENANT_ID`, signed in with the deployment's managed identity as its federated credential: no secret; for a tenant's CAS and Graph reads), or `auto`: managed identity where the platform offers one (`IDENTITY_ENDPOINT` is set, as in Functions), the Azure CLI login elsewhere",
+    },
+    Setting {
+        name: "CAS_FEDERATED_IDENTITY_CLIENT_ID",
+        unset: Unset::Described("the system-assigned identity"),
+        meaning: "with `CAS_CREDENTIAL=federated`: the user-assigned managed identity whose token signs the app in",
     },
     Setting {
         name: "CAS_DATA_TYPES",

@@ -13,6 +13,7 @@ mod host;
 mod logs_ingestion;
 mod names;
 pub(crate) mod storage;
+mod tenants;
 
 pub use cas::ApiSource;
 pub use cas::CasSettings;
@@ -22,16 +23,19 @@ pub(crate) use logs_ingestion::{SentinelSettings, MAX_CALL_BYTES};
 pub use storage::StorageSettings;
 pub(crate) use storage::{StorageAuth, StorageConfigError};
 
-use crate::model::DataType;
+use crate::model::{DataType, TenantName};
 use crate::secret::Secret;
 use fields::Collector;
 use host::{check_schedule, parse_budget};
 use std::time::Duration;
 use storage::{check_queue_name, parse_sas_lifetime};
 
-/// Every setting the handler and the CLI use.
+/// Every setting the handler and the CLI use, for one tenant (see [`Settings::all_from_pairs`]).
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The tenant's name, when `CAS_TENANTS` names the deployment's tenants; `None` for the
+    /// one unnamed tenant of a deployment without it.
+    pub tenant: Option<TenantName>,
     /// Which data types a poll pulls.
     pub data_types: Vec<DataType>,
     /// The CAS tenant and how to read it.
@@ -42,8 +46,12 @@ pub struct Settings {
     pub discovery_off: Option<&'static str>,
     /// The Logs Ingestion target.
     pub sentinel: SentinelSettings,
-    /// The Entra identity used for CAS (when no legacy token) and for Logs Ingestion.
+    /// The Entra identity used for CAS (when no legacy token) and Graph: the tenant's own.
     pub identity: IdentitySettings,
+    /// The deployment's own identity, for Logs Ingestion and storage, which live in the
+    /// deployment's Entra tenant whichever tenant the records come from: the unprefixed
+    /// identity settings (for the unnamed tenant, the same as [`Settings::identity`]).
+    pub home_identity: IdentitySettings,
     /// The storage account for the queue and the checkpoint blobs.
     pub storage: StorageSettings,
     /// The fan-out queue; its poison queue is `<name>-poison`.
@@ -68,8 +76,12 @@ pub struct IdentitySettings {
     pub client_id: Option<String>,
     /// `AZURE_CLIENT_SECRET`.
     pub client_secret: Option<Secret>,
-    /// Without a secret: managed identity, or the Azure CLI login (`CAS_CREDENTIAL`).
+    /// Without a secret: managed identity, the Azure CLI login, or the app signed in by
+    /// the managed identity (`CAS_CREDENTIAL`).
     pub without_secret: Credential,
+    /// With [`Credential::Federated`]: the user-assigned managed identity whose token is
+    /// the app's assertion (`CAS_FEDERATED_IDENTITY_CLIENT_ID`); `None`, the system-assigned.
+    pub federated_identity: Option<String>,
 }
 
 /// What stands in for a client secret.
@@ -80,6 +92,11 @@ pub enum Credential {
     ManagedIdentity,
     /// The operator's `az login`, for the CLI commands run from a laptop.
     AzureCli,
+    /// The Entra app `AZURE_CLIENT_ID`, consented in `AZURE_TENANT_ID`, signed in with a
+    /// token of the deployment's managed identity as its client assertion: the app trusts
+    /// the identity as a federated credential, so there is no secret to store or rotate.
+    /// Microsoft's way for one deployment to read other tenants.
+    Federated,
 }
 
 /// `CAS_CREDENTIAL`: `managed-identity`, `azure-cli`, or `auto` (unset): managed identity
@@ -99,9 +116,10 @@ fn parse_credential(
         ),
         Some("managed-identity") => Ok(Credential::ManagedIdentity),
         Some("azure-cli") => Ok(Credential::AzureCli),
+        Some("federated") => Ok(Credential::Federated),
         Some(other) => Err(SettingError::Invalid {
             name: "CAS_CREDENTIAL",
-            reason: format!("{other:?}: expected auto, managed-identity or azure-cli"),
+            reason: format!("{other:?}: expected auto, managed-identity, azure-cli or federated"),
         }),
     }
 }
@@ -128,6 +146,15 @@ pub enum SettingError {
     /// The storage setting is unusable.
     #[error(transparent)]
     Storage(#[from] StorageConfigError),
+    /// A named tenant's setting is unusable (read as `<tenant>__<SETTING>`, else the
+    /// shared `<SETTING>`).
+    #[error("tenant {tenant}: {error}")]
+    Tenant {
+        /// The tenant.
+        tenant: TenantName,
+        /// Its problem.
+        error: Box<SettingError>,
+    },
     /// A name or value only the whole list of settings reveals: a name in our namespaces
     /// that is no setting, or a Key Vault reference the platform did not resolve.
     #[error("{name}: {reason}")]
@@ -148,17 +175,17 @@ pub struct SettingsErrors(pub Vec<SettingError>);
 pub(crate) const DEFAULT_QUEUE: &str = "cas-batches";
 
 impl Settings {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, SettingsErrors> {
+    /// Reads the process environment: every tenant's settings.
+    pub fn all_from_env() -> Result<Vec<Self>, SettingsErrors> {
         let pairs: Vec<(String, String)> = std::env::vars().collect();
-        Self::from_pairs(&pairs)
+        Self::all_from_pairs(&pairs)
     }
 
     /// The environment, for the commands that touch storage alone (`status`, `replay`): the
     /// CAS and Logs Ingestion settings they never use are not demanded. Placeholders on a
     /// closed loopback port stand in for the unset ones, and no call is ever made to them;
     /// a setting that is set is still checked.
-    pub fn from_env_for_storage() -> Result<Self, SettingsErrors> {
+    pub fn all_from_env_for_storage() -> Result<Vec<Self>, SettingsErrors> {
         let mut pairs: Vec<(String, String)> = [
             ("CAS_API_URL", "http://127.0.0.1:9/"),
             ("SENTINEL_INGESTION_ENDPOINT", "http://127.0.0.1:9/"),
@@ -171,25 +198,43 @@ impl Settings {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         pairs.extend(std::env::vars());
-        Self::from_pairs(&pairs)
+        Self::all_from_pairs(&pairs)
     }
 
     /// Reads settings from name/value pairs (a later pair overrides an earlier one): the
     /// environment, or what the local harness, the benchmark and tests build. Unlike
     /// [`Settings::from_lookup`], it sees every name, so a misspelt setting and a Key Vault
     /// reference the platform did not resolve are reported too.
+    ///
+    /// With `CAS_TENANTS` it is the first tenant's; [`Settings::all_from_pairs`] reads them all.
     pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
         pairs: &[(K, V)],
     ) -> Result<Self, SettingsErrors> {
-        let named = names::check(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
-        let read = Self::from_lookup(&|name| {
+        Self::all_from_pairs(pairs).map(|mut all| all.swap_remove(0))
+    }
+
+    /// Every tenant's settings from name/value pairs: one unnamed tenant without
+    /// `CAS_TENANTS`, else one per name it lists, each read through its `<name>__` prefix
+    /// (see `config::tenants`). Never empty.
+    pub fn all_from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: &[(K, V)],
+    ) -> Result<Vec<Self>, SettingsErrors> {
+        let get = |name: &str| {
             pairs
                 .iter()
                 .rev()
                 .find(|(k, _)| k.as_ref() == name)
                 .map(|(_, v)| v.as_ref().to_string())
-        });
-        match (read, named.is_empty()) {
+        };
+        let tenants = match Self::tenant_names(&get) {
+            Ok(t) => t,
+            Err(e) => return Err(SettingsErrors(vec![e])),
+        };
+        let named = names::check(
+            pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+            tenants.as_deref().unwrap_or(&[]),
+        );
+        match (Self::all_from_lookup(&get), named.is_empty()) {
             (Ok(s), true) => Ok(s),
             (Ok(_), false) => Err(SettingsErrors(named)),
             (Err(mut e), _) => {
@@ -199,7 +244,83 @@ impl Settings {
         }
     }
 
-    /// Reads settings through `get` (a map in tests, the environment in production).
+    /// `CAS_TENANTS`, read through `get`.
+    fn tenant_names(
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Vec<TenantName>>, SettingError> {
+        tenants::parse_tenants(get("CAS_TENANTS").filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Every tenant's settings through `get` (see [`Settings::all_from_pairs`], which also
+    /// checks the names of the whole list). Never empty.
+    pub fn all_from_lookup(
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Self>, SettingsErrors> {
+        match Self::tenant_names(get).map_err(|e| SettingsErrors(vec![e]))? {
+            None => Self::from_lookup(get).map(|s| vec![s]),
+            Some(list) => Self::read_tenants(&list, get),
+        }
+    }
+
+    /// Each named tenant's settings through its scoped lookup; every tenant's problems at
+    /// once, each under its name.
+    fn read_tenants(
+        list: &[TenantName],
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Settings>, SettingsErrors> {
+        let home = Self::from_lookup_identity(get);
+        let (mut out, mut errs) = (Vec::new(), Vec::new());
+        for t in list {
+            let scoped = tenants::scoped(t, get);
+            match Self::from_lookup(&scoped) {
+                Ok(mut s) => {
+                    s.tenant = Some(t.clone());
+                    match &home {
+                        Ok(h) => s.home_identity = h.clone(),
+                        Err(_) => {} // reported once, below
+                    }
+                    out.push(s);
+                }
+                Err(e) => errs.extend(e.0.into_iter().map(|error| SettingError::Tenant {
+                    tenant: t.clone(),
+                    error: Box::new(error),
+                })),
+            }
+        }
+        if let Err(e) = home {
+            errs.push(e);
+        }
+        if errs.is_empty() {
+            Ok(out)
+        } else {
+            Err(SettingsErrors(errs))
+        }
+    }
+
+    /// The deployment's own identity (the unprefixed settings), for a named tenant's Logs
+    /// Ingestion and storage.
+    fn from_lookup_identity(
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<IdentitySettings, SettingError> {
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let mut errs = Collector(Vec::new());
+        let identity = read_identity(&get, &mut errs);
+        match errs.0.pop() {
+            None if identity.without_secret == Credential::Federated => Err(SettingError::Invalid {
+                name: "CAS_CREDENTIAL",
+                reason: "federated is for the tenants' CAS and Graph reads; the deployment's own identity (Logs Ingestion, storage) is its managed identity or a client secret: set federated as <tenant>__CAS_CREDENTIAL".into(),
+            }),
+            None => Ok(identity),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Reads settings through `get` (a map in tests, the environment in production), as
+    /// the one unnamed tenant.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsErrors> {
         let get = |k: &str| {
             get(k)
@@ -252,26 +373,20 @@ impl Settings {
             .map_err(|e| errs.0.push(e.into()))
             .ok();
 
-        let without_secret = errs.take(
-            parse_credential(get("CAS_CREDENTIAL"), &get),
-            Credential::ManagedIdentity,
-        );
+        let identity = read_identity(&get, &mut errs);
         // Placeholders stand in for failed settings only until here: any failure returns.
         let (Some(storage), true) = (storage, errs.0.is_empty()) else {
             return Err(SettingsErrors(errs.0));
         };
         Ok(Settings {
+            tenant: None,
+            home_identity: identity.clone(),
+            identity,
             data_types,
             discovery,
             discovery_off,
             cas,
             sentinel,
-            identity: IdentitySettings {
-                tenant_id: get("AZURE_TENANT_ID"),
-                client_id: get("AZURE_CLIENT_ID"),
-                client_secret: get("AZURE_CLIENT_SECRET").map(Secret::new),
-                without_secret,
-            },
             storage,
             queue_name,
             invocation_budget,
@@ -283,6 +398,38 @@ impl Settings {
     pub fn poison_queue_name(&self) -> String {
         format!("{}-poison", self.queue_name)
     }
+}
+
+/// The identity settings, checked: a federated sign-in names its app and tenant, and an app
+/// that is not the managed identity signing it in.
+fn read_identity(get: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) -> IdentitySettings {
+    let without_secret = errs.take(
+        parse_credential(get("CAS_CREDENTIAL"), get),
+        Credential::ManagedIdentity,
+    );
+    let identity = IdentitySettings {
+        tenant_id: get("AZURE_TENANT_ID"),
+        client_id: get("AZURE_CLIENT_ID"),
+        client_secret: get("AZURE_CLIENT_SECRET").map(Secret::new),
+        without_secret,
+        federated_identity: get("CAS_FEDERATED_IDENTITY_CLIENT_ID"),
+    };
+    if without_secret == Credential::Federated && identity.client_secret.is_none() {
+        let problem = match (&identity.tenant_id, &identity.client_id) {
+            (None, _) | (_, None) => Some("federated signs in as the Entra app AZURE_CLIENT_ID in the tenant AZURE_TENANT_ID: set both".to_string()),
+            (_, Some(app)) if identity.federated_identity.as_ref() == Some(app) => Some(format!(
+                "federated: AZURE_CLIENT_ID {app} is the managed identity CAS_FEDERATED_IDENTITY_CLIENT_ID itself; set AZURE_CLIENT_ID to the multi-tenant app the identity signs in"
+            )),
+            _ => None,
+        };
+        if let Some(reason) = problem {
+            errs.0.push(SettingError::Invalid {
+                name: "CAS_CREDENTIAL",
+                reason,
+            });
+        }
+    }
+    identity
 }
 
 /// Why discovery is off when only a legacy CAS token is configured, and what to grant.

@@ -7,10 +7,13 @@ use super::doc::SETTINGS;
 use super::SettingError;
 
 /// The problems of the names and values in `pairs`.
-pub(super) fn check<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<SettingError> {
+pub(super) fn check<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    tenants: &[crate::model::TenantName],
+) -> Vec<SettingError> {
     let mut out = Vec::new();
     for (name, value) in pairs {
-        if let Some(e) = unknown(name) {
+        if let Some(e) = unknown(name).or_else(|| super::tenants::check_scoped(name, tenants)) {
             out.push(e);
         }
         if value.trim_start().starts_with("@Microsoft.KeyVault(") {
@@ -24,7 +27,7 @@ pub(super) fn check<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<
     out
 }
 
-fn unknown(name: &str) -> Option<SettingError> {
+pub(super) fn unknown(name: &str) -> Option<SettingError> {
     let ours = ["CAS_", "SENTINEL_", "GRAPH_"]
         .iter()
         .any(|p| name.starts_with(p));
@@ -72,7 +75,7 @@ mod tests {
     use super::*;
 
     fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
-        check(pairs.iter().copied())
+        check(pairs.iter().copied(), &[])
             .iter()
             .map(|e| e.to_string())
             .collect()

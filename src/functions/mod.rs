@@ -8,7 +8,7 @@
 
 pub(crate) mod protocol;
 
-use crate::app::App;
+use crate::app::Deployment;
 use crate::pipeline::ingest::IngestOutcome;
 use crate::retry::Deadline;
 use protocol::{InvocationRequest, InvocationResponse, QueueTrigger, TimerInfo};
@@ -43,8 +43,8 @@ const OVERRUN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the handler serves with: a working context, or the reason there is none.
 pub(crate) enum Handler {
-    /// Settings were valid.
-    Ready(Arc<App>),
+    /// Settings were valid: every tenant's context.
+    Ready(Arc<Deployment>),
     /// Settings were not; every invocation fails with this text instead of the process
     /// crashing in a restart loop.
     Misconfigured(String),
@@ -143,7 +143,7 @@ async fn invoke(handler: &Handler, function: &str, body: &[u8]) -> Outcome {
             return out;
         }
     };
-    let budget = app.settings.invocation_budget;
+    let budget = app.first().settings.invocation_budget;
     let deadline = Deadline::after(budget);
     // The budget holds even when a dependency hangs (a storage account that never answers):
     // past it the work is dropped where it stands, as a crash would drop it, which every
@@ -173,7 +173,12 @@ async fn invoke(handler: &Handler, function: &str, body: &[u8]) -> Outcome {
     out
 }
 
-async fn invoke_poll(app: &App, req: &InvocationRequest, deadline: Deadline, out: &mut Outcome) {
+async fn invoke_poll(
+    app: &Deployment,
+    req: &InvocationRequest,
+    deadline: Deadline,
+    out: &mut Outcome,
+) {
     match TimerInfo::from_request(req) {
         Ok(t) if t.is_past_due => out.log(
             true,
@@ -188,37 +193,58 @@ async fn invoke_poll(app: &App, req: &InvocationRequest, deadline: Deadline, out
         ),
     }
     let mut all_ok = true;
-    let (reports, counted) = crate::telemetry::counted(app.poll(deadline)).await;
+    let (tenants, counted) = crate::telemetry::counted(app.poll(deadline)).await;
     let (mut records, mut messages) = (0, 0);
-    for r in reports {
-        match r {
-            Ok(report) => {
-                let line = format!("PollCas: {report}");
-                tracing::info!(
-                    data_type = %report.data_type,
-                    records = report.records,
-                    changed = report.changed,
-                    messages = report.messages,
-                    pages = report.pages,
-                    repaired = report.repaired,
-                    complete = report.complete,
-                    lag_seconds = report.lag_seconds,
-                    "{line}"
-                );
-                records += report.records + report.changed;
-                messages += report.messages;
-                out.logs.push(line);
-            }
-            Err(e) => {
-                all_ok = false;
-                let line = format!("PollCas: {e}");
-                tracing::error!(error = %e, "{line}");
-                out.logs.push(line);
+    let mut failed_tenants = Vec::new();
+    for (tenant, reports) in tenants {
+        let (label, name) = (tenant.label(), tenant.tenant().map_or("", |t| t.as_str()));
+        let mut tenant_ok = true;
+        for r in reports {
+            match r {
+                Ok(report) => {
+                    let line = format!("PollCas: {label}{report}");
+                    tracing::info!(
+                        tenant = name,
+                        data_type = %report.data_type,
+                        records = report.records,
+                        changed = report.changed,
+                        messages = report.messages,
+                        pages = report.pages,
+                        repaired = report.repaired,
+                        complete = report.complete,
+                        lag_seconds = report.lag_seconds,
+                        "{line}"
+                    );
+                    records += report.records + report.changed;
+                    messages += report.messages;
+                    out.logs.push(line);
+                }
+                Err(e) => {
+                    (all_ok, tenant_ok) = (false, false);
+                    let line = format!("PollCas: {label}{e}");
+                    tracing::error!(tenant = name, error = %e, "{line}");
+                    out.logs.push(line);
+                }
             }
         }
+        if !tenant_ok && !name.is_empty() {
+            failed_tenants.push(name.to_string());
+        }
+    }
+    // Which tenants failed, in one line, so the one tenant with a refused credential is
+    // named without reading every tenant's lines; the others' work above is kept.
+    if !failed_tenants.is_empty() {
+        let line = format!(
+            "PollCas: {} of {} tenants failed: {}",
+            failed_tenants.len(),
+            app.tenants().len(),
+            failed_tenants.join(", ")
+        );
+        tracing::error!(failed_tenants = %failed_tenants.join(","), "{line}");
+        out.logs.push(line);
     }
     // The poison queue's depth, every run: the one number that says batches need a person.
-    let poison = app.poison.approximate_len().await.ok();
+    let poison = app.first().poison.approximate_len().await.ok();
     tracing::info!(
         records,
         messages,
@@ -230,7 +256,12 @@ async fn invoke_poll(app: &App, req: &InvocationRequest, deadline: Deadline, out
     out.ok = all_ok;
 }
 
-async fn invoke_ingest(app: &App, req: &InvocationRequest, deadline: Deadline, out: &mut Outcome) {
+async fn invoke_ingest(
+    app: &Deployment,
+    req: &InvocationRequest,
+    deadline: Deadline,
+    out: &mut Outcome,
+) {
     let trigger = match QueueTrigger::from_request(req) {
         Ok(t) => t,
         Err(e) => return out.log(false, format!("IngestBatch: {e}")),
@@ -258,7 +289,7 @@ async fn invoke_ingest(app: &App, req: &InvocationRequest, deadline: Deadline, o
             out.logs.push(line);
         }
         Err(e) => {
-            let line = format!("IngestBatch: message {id} (delivery {delivery}): {e}; the host retries it, then moves it to {}", app.poison.name());
+            let line = format!("IngestBatch: message {id} (delivery {delivery}): {e}; the host retries it, then moves it to {}", app.first().poison.name());
             tracing::error!(
                 message_id = id,
                 delivery,

@@ -3,7 +3,7 @@
 
 use super::OpsError;
 use crate::app::App;
-use crate::batch::envelope::pack;
+use crate::batch::envelope::pack_for;
 use crate::cas::pull::Puller;
 use crate::cas::Cursor;
 use crate::model::{format_ms, DataType, Window};
@@ -83,7 +83,8 @@ pub(crate) async fn backfill(
         let failure = loop {
             match puller.next(&app.cas, deadline).await {
                 Ok(Some(step)) => {
-                    for m in pack(data_type, step.window, &step.new_records()) {
+                    let tenant = app.settings.tenant.as_ref();
+                    for m in pack_for(tenant, data_type, step.window, None, &step.new_records()) {
                         app.enqueue(&m).await?;
                         report.messages += 1;
                     }

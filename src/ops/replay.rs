@@ -21,6 +21,8 @@ use time::OffsetDateTime;
 pub(crate) struct Selection {
     /// Only batches of this data type (messages that are not our envelope never match).
     pub data_type: Option<DataType>,
+    /// Only batches of this tenant (`--tenant`; the same rule for other messages).
+    pub tenant: Option<crate::model::TenantName>,
     /// Only messages inserted at or after this time.
     pub since: Option<OffsetDateTime>,
     /// At most this many messages.
@@ -66,12 +68,17 @@ fn matches(sel: &Selection, env: Option<&Envelope>, inserted: Option<OffsetDateT
         (Some(want), Some(e)) => e.data_type == want,
         (Some(_), None) => false,
     };
+    let tenant_ok = match (&sel.tenant, env) {
+        (None, _) => true,
+        (Some(want), Some(e)) => e.tenant.as_ref() == Some(want),
+        (Some(_), None) => false,
+    };
     let time_ok = match (sel.since, inserted) {
         (None, _) => true,
         (Some(since), Some(t)) => t >= since,
         (Some(_), None) => false,
     };
-    type_ok && time_ok
+    type_ok && tenant_ok && time_ok
 }
 
 /// Walks a queue once: every message is taken (hidden) as it is visited, and those kept

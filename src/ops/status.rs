@@ -1,7 +1,7 @@
 //! `cas-sentinel status`: where each data type stands and what waits in the queues.
 
 use super::OpsError;
-use crate::app::App;
+use crate::app::{App, LastPoll};
 use crate::batch::ledger::{is_part_marker, state_prefix, uncertain_prefix};
 use crate::cas::Cursor;
 use crate::graph::discovery::SnapshotCursor;
@@ -36,11 +36,27 @@ pub(crate) struct TypeStatus {
     pub notes: Vec<String>,
 }
 
+/// One tenant's state.
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantStatus {
+    /// The tenant's name (absent for the unnamed tenant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// How its last poll ended, if it has polled since this was recorded.
+    pub last_poll: Option<LastPoll>,
+    /// Per data type.
+    pub data_types: Vec<TypeStatus>,
+}
+
 /// The whole picture.
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
-    /// Per data type.
-    pub data_types: Vec<TypeStatus>,
+    /// The unnamed tenant's state, at the top level as before `CAS_TENANTS` existed.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub unnamed: Option<TenantStatus>,
+    /// Each named tenant's state (`CAS_TENANTS`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<TenantStatus>,
     /// The fan-out queue's name.
     pub queue: String,
     /// Messages waiting (approximate, as the service reports).
@@ -53,10 +69,34 @@ pub(crate) struct Status {
     pub poison_depth: u64,
 }
 
-/// Reads the state. It only reads: a queue or container no run has made yet is reported
-/// as such, not made.
-pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
+/// Reads the state of `tenants` (all of a deployment's, or the one `--tenant` names) and
+/// of the queues they share. It only reads: a queue or container no run has made yet is
+/// reported as such, not made.
+pub(crate) async fn status(tenants: &[&App]) -> Result<Status, OpsError> {
+    let mut states = Vec::new();
+    for app in tenants {
+        states.push(tenant_status(app).await?);
+    }
+    let app = tenants[0];
+    let unnamed = match app.tenant() {
+        None => states.pop(),
+        Some(_) => None,
+    };
+    let queue_depth = app.queue.existing_len().await?;
+    Ok(Status {
+        unnamed,
+        tenants: states,
+        queue: app.queue.name().to_string(),
+        queue_depth: queue_depth.unwrap_or(0),
+        queue_exists: queue_depth.is_some(),
+        poison_queue: app.poison.name().to_string(),
+        poison_depth: app.poison.existing_len().await?.unwrap_or(0),
+    })
+}
+
+async fn tenant_status(app: &App) -> Result<TenantStatus, OpsError> {
     let now = now_ms();
+    let tenant = app.tenant();
     let mut data_types = Vec::new();
     for dt in DataType::ALL {
         let discovery = dt == DataType::Discovery;
@@ -70,9 +110,12 @@ pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
         };
         let sent_batches = app
             .blobs
-            .count(&state_prefix(dt), |n| !is_part_marker(n))
+            .count(&state_prefix(tenant, dt), |n| !is_part_marker(n))
             .await?;
-        let possible_duplicate_batches = app.blobs.count(&uncertain_prefix(dt), |_| true).await?;
+        let possible_duplicate_batches = app
+            .blobs
+            .count(&uncertain_prefix(tenant, dt), |_| true)
+            .await?;
         let mut notes = Vec::new();
         if let Some(snapshot) = snapshot {
             if let Some(why) = app.settings.discovery_off {
@@ -113,14 +156,10 @@ pub(crate) async fn status(app: &App) -> Result<Status, OpsError> {
             notes,
         });
     }
-    let queue_depth = app.queue.existing_len().await?;
-    Ok(Status {
+    Ok(TenantStatus {
+        tenant: tenant.map(|t| t.to_string()),
+        last_poll: app.last_poll().await?,
         data_types,
-        queue: app.queue.name().to_string(),
-        queue_depth: queue_depth.unwrap_or(0),
-        queue_exists: queue_depth.is_some(),
-        poison_queue: app.poison.name().to_string(),
-        poison_depth: app.poison.existing_len().await?.unwrap_or(0),
     })
 }
 
@@ -128,6 +167,47 @@ impl Status {
     /// A table for people.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
+        for t in self.unnamed.iter().chain(&self.tenants) {
+            t.render(&mut out);
+        }
+        if self.queue_exists {
+            let _ = writeln!(out, "\nqueue {}: {} waiting", self.queue, self.queue_depth);
+        } else {
+            let _ = writeln!(
+                out,
+                "\nqueue {}: not created yet (the first run creates it)",
+                self.queue
+            );
+        }
+        let _ = write!(
+            out,
+            "poison queue {}: {} message(s)",
+            self.poison_queue, self.poison_depth
+        );
+        if self.poison_depth > 0 {
+            let _ = write!(out, "; inspect with `cas-sentinel replay --export poison.ndjson`, retry with `cas-sentinel replay`");
+        }
+        out.push('\n');
+        out
+    }
+}
+
+impl TenantStatus {
+    /// The tenant's part of the table: a heading for a named tenant, how its last poll
+    /// ended when it failed, and a line per data type.
+    fn render(&self, out: &mut String) {
+        if let Some(t) = &self.tenant {
+            let _ = writeln!(out, "\ntenant {t}");
+        }
+        match &self.last_poll {
+            Some(p) if !p.ok => {
+                let _ = writeln!(out, "last poll {} FAILED:", p.at);
+                for f in &p.failures {
+                    let _ = writeln!(out, "  {f}");
+                }
+            }
+            _ => {}
+        }
         let _ = writeln!(
             out,
             "{:<11} {:<8} {:<26} {:>10} {:>13}  notes",
@@ -175,25 +255,6 @@ impl Status {
                 notes.join(", ")
             );
         }
-        if self.queue_exists {
-            let _ = writeln!(out, "\nqueue {}: {} waiting", self.queue, self.queue_depth);
-        } else {
-            let _ = writeln!(
-                out,
-                "\nqueue {}: not created yet (the first run creates it)",
-                self.queue
-            );
-        }
-        let _ = write!(
-            out,
-            "poison queue {}: {} message(s)",
-            self.poison_queue, self.poison_depth
-        );
-        if self.poison_depth > 0 {
-            let _ = write!(out, "; inspect with `cas-sentinel replay --export poison.ndjson`, retry with `cas-sentinel replay`");
-        }
-        out.push('\n');
-        out
     }
 }
 

@@ -83,48 +83,72 @@ fn render(checks: &[Check]) -> String {
 struct Checks<'a> {
     done: Vec<Check>,
     report: &'a mut dyn FnMut(&Check),
+    /// Before each check's name: `<tenant>: ` while a named tenant's are made.
+    prefix: String,
 }
 
 impl Checks<'_> {
-    fn push(&mut self, c: Check) {
+    fn push(&mut self, mut c: Check) {
+        c.name.insert_str(0, &self.prefix);
         (self.report)(&c);
         self.done.push(c);
     }
 }
 
-/// Runs the checks, handing each to `report` as it completes; settings problems stop
-/// before any network call.
+/// Runs the checks of every tenant (or the one `tenant` names), handing each to `report`
+/// as it completes; settings problems stop before any network call. A named tenant's
+/// checks are named `<tenant>: <check>`, and storage, which the tenants share, is
+/// checked once.
 pub(crate) async fn validate(
     lookup: &dyn Fn(&str) -> Option<String>,
     host_json: &str,
+    tenant: Option<&str>,
     report: &mut dyn FnMut(&Check),
 ) -> Vec<Check> {
     let mut checks = Checks {
         done: Vec::new(),
         report,
+        prefix: String::new(),
     };
-    run_checks(lookup, host_json, &mut checks).await;
-    checks.done
-}
-
-async fn run_checks(
-    lookup: &dyn Fn(&str) -> Option<String>,
-    host_json: &str,
-    checks: &mut Checks<'_>,
-) {
-    let settings = match Settings::from_lookup(lookup) {
+    let all = match Settings::all_from_lookup(lookup) {
         Ok(s) => s,
         Err(errors) => {
             for e in errors.0 {
                 checks.push(Check::new("settings", Err(e.to_string())));
             }
-            return;
+            return checks.done;
         }
     };
-    if let Err(e) = settings.check_against_host(host_json) {
+    if let Err(e) = all[0].check_against_host(host_json) {
         checks.push(Check::new("settings", Err(e.to_string())));
-        return;
+        return checks.done;
     }
+    let deployment = match crate::app::Deployment::new(all) {
+        Ok(d) => d,
+        Err(e) => {
+            checks.push(Check::new("clients", Err(e.to_string())));
+            return checks.done;
+        }
+    };
+    let selected = match deployment.select(tenant) {
+        Ok(s) => s,
+        Err(e) => {
+            checks.push(Check::new("settings", Err(e.to_string())));
+            return checks.done;
+        }
+    };
+    for app in &selected {
+        checks.prefix = app.tenant().map(|t| format!("{t}: ")).unwrap_or_default();
+        one_tenant(app, &mut checks).await;
+    }
+    checks.prefix.clear();
+    checks.push(Check::new("storage", storage_check(selected[0]).await));
+    checks.done
+}
+
+/// One tenant's checks: its settings, identity, sources and streams.
+async fn one_tenant(app: &App, checks: &mut Checks<'_>) {
+    let settings = &app.settings;
     let types: Vec<&str> = settings.data_types.iter().map(|d| d.as_str()).collect();
     checks.push(Check::new(
         "settings",
@@ -134,32 +158,24 @@ async fn run_checks(
         "identity",
         Ok(auth::describe(&settings.identity)),
     ));
-    let app = match App::new(settings) {
-        Ok(a) => a,
-        Err(e) => {
-            checks.push(Check::new("clients", Err(e.to_string())));
-            return;
-        }
-    };
     let deadline = || Deadline::after(Duration::from_secs(30));
-    cas_checks(&app, deadline(), checks).await;
-    if let Some(c) = graph_alerts_check(&app, deadline()).await {
+    cas_checks(app, deadline(), checks).await;
+    if let Some(c) = graph_alerts_check(app, deadline()).await {
         checks.push(c);
     }
-    if let Some(c) = hunting_check(&app, deadline()).await {
+    if let Some(c) = hunting_check(app, deadline()).await {
         checks.push(c);
     }
-    checks.push(discovery_check(&app, deadline()).await);
+    checks.push(discovery_check(app, deadline()).await);
     for &dt in &app.settings.data_types {
         let stream = app.settings.sentinel.stream(dt).to_string();
-        checks.push(stream_check(&app, &stream, deadline()).await);
+        checks.push(stream_check(app, &stream, deadline()).await);
         if dt == crate::model::DataType::Activities && app.settings.sentinel.asim {
             for t in crate::schema::asim::AsimTable::ALL {
-                checks.push(stream_check(&app, t.stream(), deadline()).await);
+                checks.push(stream_check(app, t.stream(), deadline()).await);
             }
         }
     }
-    checks.push(Check::new("storage", storage_check(&app).await));
 }
 
 /// Storage: a connection first (named within seconds when there is none), then the queues

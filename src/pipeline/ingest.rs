@@ -7,15 +7,16 @@
 use crate::batch::envelope::{decode_text, Envelope, EnvelopeError, Payload};
 use crate::batch::ledger::{self, Claim, LedgerError};
 use crate::config::SentinelSettings;
+use crate::json::Record;
 use crate::model::BatchId;
 use crate::model::DataType;
 use crate::retry::Deadline;
 use crate::schema::asim::{self, AsimTable};
+use crate::schema::{row_bytes_for, TenantColumns};
 use crate::sentinel::LogsIngestion;
 use crate::sentinel::{pack, SentinelError};
 use crate::storage::blobs::{BlobError, Blobs};
 use crate::storage::SetupError;
-use crate::{json::Record, schema::row_bytes};
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -69,6 +70,16 @@ pub enum IngestError {
     /// Logs Ingestion failed.
     #[error(transparent)]
     Sentinel(#[from] SentinelError),
+    /// The message is for a tenant this deployment does not have (removed from
+    /// `CAS_TENANTS`, or queued before `CAS_TENANTS` was set). It stays in the queues:
+    /// add the tenant back, or replay it once it is.
+    #[error("the batch is for {}, which is not among this deployment's tenants ({known}); it is kept, in the poison queue once its retries are spent: add the tenant back to CAS_TENANTS and replay it", match tenant { Some(t) => format!("tenant {t}"), None => "the unnamed tenant (queued before CAS_TENANTS was set)".to_string() })]
+    NoSuchTenant {
+        /// The tenant the message names.
+        tenant: Option<String>,
+        /// The tenants there are.
+        known: String,
+    },
 }
 
 /// What sending a batch uses: the blob container that holds each batch's state, the Logs
@@ -82,6 +93,8 @@ pub struct Sink<'a> {
     pub sentinel: &'a LogsIngestion,
     /// The stream of each data type.
     pub streams: &'a SentinelSettings,
+    /// The columns that say which tenant the rows came from.
+    pub tenant: &'a TenantColumns,
 }
 
 /// Sends one batch given its message text: claims it in the batch ledger (see
@@ -204,7 +217,12 @@ impl Rows {
 /// The batch's rows, ready to send: its payload text repaired if it came from elsewhere,
 /// mapped, and any field over the service's limit cut. Only the rows outlive this: the
 /// batch's text is freed before the calls run.
-fn rows_of(env: &Envelope, text: String, with_asim: bool) -> Result<Rows, IngestError> {
+fn rows_of(
+    env: &Envelope,
+    text: String,
+    with_asim: bool,
+    tenant: &TenantColumns,
+) -> Result<Rows, IngestError> {
     // Records stay as borrowed raw JSON: see json::record for why.
     // A batch this build packed is strict JSON already (the poll repairs CAS's pages); one
     // from elsewhere (an import, an older release) is repaired here rather than refused.
@@ -224,7 +242,7 @@ fn rows_of(env: &Envelope, text: String, with_asim: bool) -> Result<Rows, Ingest
     let rows: Vec<Vec<u8>> = records
         .iter()
         .map(|r| {
-            let bytes = row_bytes(env.data_type, r, env.observed);
+            let bytes = row_bytes_for(env.data_type, r, env.observed, tenant);
             // A row shorter than the field limit cannot hold an oversized field.
             if bytes.len() <= crate::schema::limits::MAX_FIELD_BYTES {
                 return bytes;
@@ -266,7 +284,7 @@ async fn send(
     claim: &mut Claim,
     deadline: Deadline,
 ) -> Result<(usize, usize, usize), IngestError> {
-    let Rows { rows, streams } = rows_of(env, payload, app.streams.asim)?;
+    let Rows { rows, streams } = rows_of(env, payload, app.streams.asim, app.tenant)?;
     let stream_of = |i: usize| match streams
         .iter()
         .find(|(r, _)| r.contains(&i))
@@ -388,6 +406,10 @@ mod tests {
                     blobs: &self.blobs,
                     sentinel: &self.sentinel,
                     streams: &self.streams,
+                    tenant: {
+                        static NONE: TenantColumns = TenantColumns::NONE;
+                        &NONE
+                    },
                 }
             }
         }

@@ -1,14 +1,14 @@
 //! The poll: for each enabled data type, read what is new since the checkpoint from its
 //! [`Source`], enqueue it, and only then advance the checkpoint.
 
-use crate::batch::envelope::{pack, pack_observed, Outgoing};
+use crate::batch::envelope::{pack_for, Outgoing};
 use crate::cas::pull::Puller;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::config::ApiSource;
 use crate::graph::alerts::GraphAlerts;
 use crate::graph::discovery::Snapshot;
 use crate::graph::hunting::Hunting;
-use crate::model::{now_ms, DataType, Window};
+use crate::model::{now_ms, DataType, TenantName, Window};
 use crate::retry::Deadline;
 use crate::source::{ReadError, Source, Step};
 use crate::storage::blobs::BlobError;
@@ -186,6 +186,7 @@ pub(crate) async fn poll_one<O: Outbox + Sync>(
 ) -> Result<PollReport, PollError> {
     let settings = sources.settings;
     let lane = Lane {
+        tenant: settings.tenant.as_ref(),
         checkpoints: sources.checkpoints,
         outbox,
         dt,
@@ -221,10 +222,11 @@ pub(crate) async fn poll_one<O: Outbox + Sync>(
 
 /// A step's messages: its new records, and its changed alerts (their rows' time is when the
 /// change was seen).
-fn pack_step(dt: DataType, step: &Step) -> Vec<Outgoing> {
-    let mut messages = pack(dt, step.window, &step.new_records());
+fn pack_step(tenant: Option<&TenantName>, dt: DataType, step: &Step) -> Vec<Outgoing> {
+    let mut messages = pack_for(tenant, dt, step.window, None, &step.new_records());
     if !step.changed.is_empty() {
-        messages.extend(pack_observed(
+        messages.extend(pack_for(
+            tenant,
             dt,
             step.window,
             step.observed,
@@ -266,6 +268,7 @@ impl PollReport {
 
 /// One data type's lane: where its cursor is stored and its messages go.
 struct Lane<'a, O> {
+    tenant: Option<&'a TenantName>,
     checkpoints: &'a CheckpointStore,
     outbox: &'a O,
     dt: DataType,
@@ -309,7 +312,7 @@ impl<O: Outbox + Sync> Lane<'_, O> {
                 }
                 Err(ReadError::Failed(e)) => break Some(PollError::Read(dt, e)),
             };
-            let messages = pack_step(dt, &step);
+            let messages = pack_step(self.tenant, dt, &step);
             if !messages.is_empty() {
                 if let Some(i) = intent.take() {
                     checkpoint = self

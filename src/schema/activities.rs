@@ -103,6 +103,8 @@ pub(crate) const COLUMNS: &[Column] = &[
     super::source_record_column("the CAS record without `rawDataJson` (in `RawEventData`)"),
     super::MAPPING_ISSUES,
     super::TRUNCATED_FIELDS,
+    super::CAS_TENANT,
+    super::CAS_TENANT_ID,
 ];
 
 /// One `McasActivity_CL` row.

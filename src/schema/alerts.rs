@@ -54,6 +54,8 @@ pub(crate) const COLUMNS: &[Column] = &[
     super::source_record_column("the CAS record without `entities` (in `CasEntities`)"),
     super::MAPPING_ISSUES,
     super::TRUNCATED_FIELDS,
+    super::CAS_TENANT,
+    super::CAS_TENANT_ID,
 ];
 
 /// One `McasAlerts_CL` row.

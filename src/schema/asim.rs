@@ -291,7 +291,9 @@ pub(crate) fn row(activity: &Record) -> Option<(AsimTable, Value)> {
 }
 
 /// The activity row's columns an ASIM row is made from.
-const READ: [&str; 20] = [
+const READ: [&str; 22] = [
+    "CasTenant",
+    "CasTenantId",
     "ActionType",
     "ActivityType",
     "IsAdminOperation",
@@ -486,9 +488,15 @@ fn row_of(activity: &Value) -> Option<(AsimTable, Value)> {
             }
         }
     }
+    // The tenant a row came from rides in AdditionalFields: the native tables take no
+    // column of ours, and ASIM's DvcScopeId (a subscription or account) is the closest
+    // field it has, so the Entra tenant id goes there too.
+    put("DvcScopeId", text(s("CasTenantId")));
     let extra: Map<String, Value> = [
         ("ReportId", s("ReportId")),
         ("ActivityType", s("ActivityType")),
+        ("CasTenant", s("CasTenant")),
+        ("CasTenantId", s("CasTenantId")),
     ]
     .into_iter()
     .filter_map(|(k, v)| Some((k.to_string(), json!(v?))))
@@ -528,6 +536,7 @@ pub(crate) mod columns {
         c("EventVendor", T::String, "always \"Microsoft\""),
         c("EventSchemaVersion", T::String, "the schema's version"),
         c("DvcId", T::String, "the product, as ASIM asks of cloud sources with no device"),
+        c("DvcScopeId", T::String, "`CasTenantId`: the Entra tenant the row's tenant reads (named tenants)"),
         c("DvcIdType", T::String, "Other"),
         c("SrcIpAddr", T::String, "`IPAddress`"),
         c("SrcGeoCountry", T::String, "`CountryCode`"),
@@ -537,7 +546,7 @@ pub(crate) mod columns {
         c("TargetAppName", T::String, "`Application`"),
         c("TargetAppId", T::String, "`ApplicationId`"),
         c("TargetAppType", T::String, "SaaS application"),
-        c("AdditionalFields", T::Dynamic, "`ReportId`, `ActivityType`"),
+        c("AdditionalFields", T::Dynamic, "`ReportId`, `ActivityType`, and for a named tenant `CasTenant` and `CasTenantId`"),
     ];
 
     const AUTHENTICATION: &[Column] = &[

@@ -72,6 +72,8 @@ pub(crate) const COLUMNS: &[Column] = &[
     super::source_record_column("the snapshot record"),
     super::MAPPING_ISSUES,
     super::TRUNCATED_FIELDS,
+    super::CAS_TENANT,
+    super::CAS_TENANT_ID,
 ];
 
 /// Which kind of row a snapshot record makes.

@@ -43,6 +43,8 @@ pub(crate) const GRAPH_SOURCES: &[(&str, &str)] = &[
     ("SourceRecord", "the Graph alert without `evidence` (in `CasEntities`)"),
     ("MappingIssues", "as for the REST source"),
     ("TruncatedFields", "as for the REST source"),
+    ("CasTenant", "as for the REST source"),
+    ("CasTenantId", "as for the REST source"),
 ];
 
 /// Whether `rec` is a Graph alert rather than a REST one.

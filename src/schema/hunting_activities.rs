@@ -53,6 +53,8 @@ pub(crate) const GRAPH_SOURCES: &[(&str, &str)] = &[
     ("SourceRecord", "the row's other columns (AppInstanceId, AccountType, AuditSource, SessionData, OAuthAppId…) without `RawEventData`"),
     ("MappingIssues", "as for the REST source"),
     ("TruncatedFields", "as for the REST source"),
+    ("CasTenant", "as for the REST source"),
+    ("CasTenantId", "as for the REST source"),
 ];
 
 /// Whether `rec` is an advanced hunting row rather than a REST activity.

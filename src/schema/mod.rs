@@ -104,6 +104,57 @@ pub(crate) const TRUNCATED_FIELDS: Column = Column::new(
 );
 
 #[cfg(feature = "sim")]
+/// `CasTenant`, in every table: which of the deployment's tenants a row came from.
+/// (`TenantId` is Log Analytics' own column, the workspace's id, in every table.)
+pub(crate) const CAS_TENANT: Column = Column::new(
+    TENANT_COLUMN,
+    ColumnType::String,
+    "the tenant's name in `CAS_TENANTS`; absent without it",
+);
+
+#[cfg(feature = "sim")]
+/// `CasTenantId`, in every table: the Entra tenant the row's tenant reads.
+pub(crate) const CAS_TENANT_ID: Column = Column::new(
+    TENANT_ID_COLUMN,
+    ColumnType::String,
+    "the tenant's `AZURE_TENANT_ID` (its Entra tenant id), when `CAS_TENANTS` names it and the setting is set",
+);
+
+/// The tenant name's column.
+pub(crate) const TENANT_COLUMN: &str = "CasTenant";
+/// The Entra tenant id's column.
+pub(crate) const TENANT_ID_COLUMN: &str = "CasTenantId";
+
+/// The tenant columns of every row of one tenant, serialized once (each a member of the
+/// row's object, then a comma); empty for the unnamed tenant, whose rows are as before.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantColumns(Vec<u8>);
+
+impl TenantColumns {
+    /// The unnamed tenant's: none.
+    pub const NONE: TenantColumns = TenantColumns(Vec::new());
+
+    /// The columns of `tenant`, reading the Entra tenant `entra_id`.
+    pub fn new(tenant: Option<&crate::model::TenantName>, entra_id: Option<&str>) -> Self {
+        let Some(t) = tenant else {
+            return TenantColumns::default();
+        };
+        let mut out = Vec::new();
+        let mut member = |name: &str, value: &str| {
+            serde_json::to_writer(&mut out, name).expect("strings serialize");
+            out.push(b':');
+            serde_json::to_writer(&mut out, value).expect("strings serialize");
+            out.push(b',');
+        };
+        member(TENANT_COLUMN, t.as_str());
+        if let Some(id) = entra_id {
+            member(TENANT_ID_COLUMN, id);
+        }
+        TenantColumns(out)
+    }
+}
+
+#[cfg(feature = "sim")]
 /// The columns of a data type's table.
 pub(crate) fn columns(data_type: DataType) -> &'static [Column] {
     match data_type {
@@ -142,21 +193,31 @@ pub(crate) fn to_row_observed(data_type: DataType, record: &Value, observed: Opt
 /// The row as JSON bytes, ready to send. Large parts of the record pass through as raw
 /// JSON, and absent columns are omitted rather than sent as null.
 pub fn row_bytes(data_type: DataType, record: &Record, observed: Option<i64>) -> Vec<u8> {
+    row_bytes_for(data_type, record, observed, &TenantColumns::NONE)
+}
+
+/// [`row_bytes`] for a tenant's record: the row carries its tenant's columns.
+pub(crate) fn row_bytes_for(
+    data_type: DataType,
+    record: &Record,
+    observed: Option<i64>,
+    tenant: &TenantColumns,
+) -> Vec<u8> {
     // Sized once: a row is the record plus its mapped columns, and growing the buffer by
     // doubling from serde_json's default would copy each row several times.
     let mut out = Vec::with_capacity(record.text().len() * 5 / 4 + 512);
     match data_type {
         DataType::Alerts => {
             let row = alerts::map(record, observed);
-            write_row(&mut out, &row, &row.source_record)
+            write_row(&mut out, &row, tenant, &row.source_record)
         }
         DataType::Activities => {
             let row = activities::map(record);
-            write_row(&mut out, &row, &row.source_record)
+            write_row(&mut out, &row, tenant, &row.source_record)
         }
         DataType::Discovery => {
             let row = discovery::map(record);
-            write_row(&mut out, &row, &row.source_record)
+            write_row(&mut out, &row, tenant, &row.source_record)
         }
     }
     out
@@ -165,13 +226,19 @@ pub fn row_bytes(data_type: DataType, record: &Record, observed: Option<i64>) ->
 /// Serializes `row` and adds `SourceRecord` as its last member. serde_json can only
 /// embed raw JSON that it has validated (a second scan of every record), so the record's
 /// text, already validated when the batch was read, is appended by hand.
-fn write_row<R: serde::Serialize>(out: &mut Vec<u8>, row: &R, source: &record::SourceText) {
+fn write_row<R: serde::Serialize>(
+    out: &mut Vec<u8>,
+    row: &R,
+    tenant: &TenantColumns,
+    source: &record::SourceText,
+) {
     serde_json::to_writer(&mut *out, row).expect("row structs always serialize");
     debug_assert_eq!(out.last(), Some(&b'}'));
     out.pop();
     if out.len() > 1 {
         out.push(b',');
     }
+    out.extend_from_slice(&tenant.0);
     out.push(b'"');
     out.extend_from_slice(SOURCE_RECORD.as_bytes());
     out.extend_from_slice(b"\":");
