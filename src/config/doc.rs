@@ -315,7 +315,7 @@ mod tests {
     fn every_setting_the_parsers_read_is_described_and_every_one_described_is_read() {
         let read = RefCell::new(BTreeSet::new());
         let m = base();
-        super::super::Settings::from_lookup(&|k| {
+        super::super::Settings::all_from_lookup(&|k| {
             read.borrow_mut().insert(k.to_string());
             m.get(k).cloned()
         })
