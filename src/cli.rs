@@ -224,7 +224,7 @@ async fn replay(
     let deployment = storage_deployment_from_env().await?;
     let app = deployment.first();
     if let Some(path) = export {
-        let n = crate::ops::replay::export(&app, &sel, &path).await?;
+        let n = crate::ops::replay::export(app, &sel, &path).await?;
         println!(
             "exported {n} poison message(s) to {}; they stay in {}",
             path.display(),
@@ -234,9 +234,9 @@ async fn replay(
     }
     let report = match import {
         Some((path, allow_foreign)) => {
-            crate::ops::replay::import(&app, &sel, &path, dry_run, allow_foreign).await?
+            crate::ops::replay::import(app, &sel, &path, dry_run, allow_foreign).await?
         }
-        None => crate::ops::replay::replay(&app, &sel, dry_run, force).await?,
+        None => crate::ops::replay::replay(app, &sel, dry_run, force).await?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

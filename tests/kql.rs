@@ -429,15 +429,30 @@ fn content_yaml() -> Value {
     serde_json::from_slice(&content_js("--parsed")).unwrap()
 }
 
-/// Every query of the workbook: (tile name, query).
+/// Every query of the workbook: (tile or parameter name, query), with the `{Tenant}`
+/// parameter as the workbook substitutes it when All is picked (its `selectAllValue`,
+/// quoted), so the analyzer reads what the workspace runs.
 fn workbook_queries() -> Vec<(String, String)> {
     fn walk(items: &Value, out: &mut Vec<(String, String)>) {
         for item in items.as_array().into_iter().flatten() {
             if item["type"] == 3 {
+                let query = item["content"]["query"].as_str().unwrap();
                 out.push((
                     format!("infra/sentinel/workbook.json tile {}", item["name"]),
-                    item["content"]["query"].as_str().unwrap().to_string(),
+                    query.replace("{Tenant}", "'*'"),
                 ));
+            }
+            for p in item["content"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(q) = p["query"].as_str() {
+                    out.push((
+                        format!("infra/sentinel/workbook.json parameter {}", p["name"]),
+                        q.to_string(),
+                    ));
+                }
             }
             walk(&item["content"]["items"], out);
         }
@@ -899,4 +914,58 @@ fn the_hunting_queries_we_send_analyze_against_cloudappevents() {
     ];
     let answer = analyze(json!({"tables": sentinel_tables(), "functions": {}, "queries": bad}));
     assert!(!errors(&answer).is_empty(), "{answer}");
+}
+
+#[test]
+fn every_rule_says_the_tenant_and_every_tile_follows_the_tenant_parameter() {
+    // Rules: the tenant is a custom detail (an incident per tenant where they group) and
+    // the account's Entra tenant; the query's own check of output columns is above.
+    let yaml = content_yaml();
+    let mut problems = Vec::new();
+    for (file, doc) in yaml.as_object().unwrap() {
+        if !file.contains("rules/") {
+            continue;
+        }
+        if doc["customDetails"]["Tenant"] != "CasTenant" {
+            problems.push(format!("{file}: no Tenant custom detail reading CasTenant"));
+        }
+        let account_tenant = doc["entityMappings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["entityType"] == "Account")
+            .flat_map(|m| m["fieldMappings"].as_array().cloned().unwrap_or_default())
+            .any(|f| f["identifier"] == "AadTenantId" && f["columnName"] == "CasTenantId");
+        if !account_tenant {
+            problems.push(format!(
+                "{file}: the Account entity lacks AadTenantId = CasTenantId"
+            ));
+        }
+    }
+    // Workbook: every tile over our tables filters on {Tenant} (the ASIM tiles show
+    // every source's rows, which carry no tenant column).
+    let text = std::fs::read_to_string(root().join("infra/sentinel/workbook.json")).unwrap();
+    let wb: Value = serde_json::from_str(&text).unwrap();
+    fn tiles(items: &Value, group: &str, out: &mut Vec<(String, String, String)>) {
+        for item in items.as_array().into_iter().flatten() {
+            if item["type"] == 3 {
+                out.push((
+                    group.to_string(),
+                    item["name"].as_str().unwrap().to_string(),
+                    item["content"]["query"].as_str().unwrap().to_string(),
+                ));
+            }
+            let name = item["name"].as_str().unwrap_or(group);
+            tiles(&item["content"]["items"], name, out);
+        }
+    }
+    let mut all = Vec::new();
+    tiles(&wb["items"], "", &mut all);
+    assert!(all.len() > 15);
+    for (group, name, query) in all {
+        if group != "asim" && !query.contains("CasTenant in ({Tenant})") {
+            problems.push(format!("workbook tile {name} ignores the Tenant parameter"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -275,9 +275,9 @@ impl Settings {
             match Self::from_lookup(&scoped) {
                 Ok(mut s) => {
                     s.tenant = Some(t.clone());
-                    match &home {
-                        Ok(h) => s.home_identity = h.clone(),
-                        Err(_) => {} // reported once, below
+                    // A problem with the home identity is reported once, below.
+                    if let Ok(h) = &home {
+                        s.home_identity = h.clone();
                     }
                     out.push(s);
                 }
