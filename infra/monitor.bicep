@@ -50,30 +50,50 @@ var rules = [
     title: 'cas-sentinel: CAS has data but a table gets no rows'
     severity: 1
     query: replace(loadTextContent('monitor/alerts/rows-stopped.kql'), 'let noRowsHours = 6;', 'let noRowsHours = ${noRowsHours};')
+    dimensions: [
+      'Tenant'
+      'DataType'
+    ]
   }
   {
     name: 'checkpoint-lag'
     title: 'cas-sentinel: checkpoint lag above threshold'
     severity: 2
     query: replace(loadTextContent('monitor/alerts/checkpoint-lag.kql'), 'let lagThresholdMinutes = 60;', 'let lagThresholdMinutes = ${lagThresholdMinutes};')
+    dimensions: [
+      'Tenant'
+      'DataType'
+    ]
   }
   {
     name: 'poison-messages'
     title: 'cas-sentinel: batches in the poison queue'
     severity: 2
     query: loadTextContent('monitor/alerts/poison-messages.kql')
+    dimensions: []
   }
   {
     name: 'failed-invocations'
     title: 'cas-sentinel: repeated failed invocations'
     severity: 1
     query: replace(loadTextContent('monitor/alerts/failed-invocations.kql'), 'let failureThreshold = 3;', 'let failureThreshold = ${failureThreshold};')
+    dimensions: []
+  }
+  {
+    name: 'tenant-failing'
+    title: 'cas-sentinel: one tenant\'s polls keep failing'
+    severity: 1
+    query: replace(loadTextContent('monitor/alerts/tenant-failing.kql'), 'let failureThreshold = 3;', 'let failureThreshold = ${failureThreshold};')
+    dimensions: [
+      'Tenant'
+    ]
   }
   {
     name: 'poll-silent'
     title: 'cas-sentinel: PollCas has stopped running'
     severity: 1
     query: replace(loadTextContent('monitor/alerts/poll-silent.kql'), 'let silentMinutes = 30;', 'let silentMinutes = ${silentMinutes};')
+    dimensions: []
   }
 ]
 
@@ -95,6 +115,15 @@ resource rule 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r in ru
         {
           query: r.query
           timeAggregation: 'Count'
+          // One alert per value (per tenant, per data type), so a failing tenant is
+          // named in the alert and the others' alerts stay quiet.
+          dimensions: [for d in r.dimensions: {
+            name: d
+            operator: 'Include'
+            values: [
+              '*'
+            ]
+          }]
           operator: 'GreaterThan'
           threshold: 0
           failingPeriods: {

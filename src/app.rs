@@ -76,6 +76,7 @@ fn http_client() -> Result<reqwest::Client, AppError> {
 
 impl App {
     /// Builds the clients. Makes no network call: tokens are fetched on first use.
+    #[cfg(any(test, feature = "sim"))]
     pub fn new(settings: Settings) -> Result<App, AppError> {
         App::build(settings, http_client()?, None)
     }

@@ -365,6 +365,7 @@ pub struct Outgoing {
 ///
 /// Records keep their order; batch ids depend only on the data type, the window and the
 /// record bytes, so packing the same records again yields the same messages.
+#[cfg(any(test, feature = "sim"))]
 pub fn pack<R: AsRef<str>>(data_type: DataType, window: Window, records: &[R]) -> Vec<Outgoing> {
     pack_observed(data_type, window, None, records)
 }
@@ -373,6 +374,7 @@ pub fn pack<R: AsRef<str>>(data_type: DataType, window: Window, records: &[R]) -
 ///
 /// Records are JSON texts, packed as they are: the poll carries CAS's own bytes (see
 /// [`crate::source::Page`]) and never builds a tree of them.
+#[cfg(any(test, feature = "sim"))]
 pub(crate) fn pack_observed<R: AsRef<str>>(
     data_type: DataType,
     window: Window,
@@ -382,8 +384,9 @@ pub(crate) fn pack_observed<R: AsRef<str>>(
     pack_for(None, data_type, window, observed, records)
 }
 
-/// [`pack_observed`] for a tenant's records: its name rides in each message and in each
-/// batch id (see [`BatchId::for_tenant_content`]).
+/// Packs a tenant's records (changes observed at `observed`, if set) into as few messages
+/// as fit: its name rides in each message and in each batch id (see
+/// [`BatchId::for_tenant_content`]).
 pub(crate) fn pack_for<R: AsRef<str>>(
     tenant: Option<&TenantName>,
     data_type: DataType,

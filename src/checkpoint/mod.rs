@@ -51,6 +51,7 @@ pub struct CheckpointStore {
 
 impl CheckpointStore {
     /// The unnamed tenant's checkpoints, in `blobs`.
+    #[cfg(any(test, feature = "sim"))]
     pub fn new(blobs: Blobs) -> Self {
         Self::for_tenant(blobs, None)
     }

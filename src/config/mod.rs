@@ -207,6 +207,7 @@ impl Settings {
     /// reference the platform did not resolve are reported too.
     ///
     /// With `CAS_TENANTS` it is the first tenant's; [`Settings::all_from_pairs`] reads them all.
+    #[cfg(any(test, feature = "sim"))]
     pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
         pairs: &[(K, V)],
     ) -> Result<Self, SettingsErrors> {

@@ -132,6 +132,7 @@ pub struct TenantColumns(Vec<u8>);
 
 impl TenantColumns {
     /// The unnamed tenant's: none.
+    #[cfg(any(test, feature = "sim"))]
     pub const NONE: TenantColumns = TenantColumns(Vec::new());
 
     /// The columns of `tenant`, reading the Entra tenant `entra_id`.
@@ -192,6 +193,7 @@ pub(crate) fn to_row_observed(data_type: DataType, record: &Value, observed: Opt
 
 /// The row as JSON bytes, ready to send. Large parts of the record pass through as raw
 /// JSON, and absent columns are omitted rather than sent as null.
+#[cfg(any(test, feature = "sim"))]
 pub fn row_bytes(data_type: DataType, record: &Record, observed: Option<i64>) -> Vec<u8> {
     row_bytes_for(data_type, record, observed, &TenantColumns::NONE)
 }
