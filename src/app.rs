@@ -161,7 +161,14 @@ impl App {
             }
         };
         Ok(App {
-            checkpoints: CheckpointStore::for_tenant(blobs.clone(), settings.tenant.as_ref()),
+            // The former unnamed tenant goes on from where the unnamed one stood.
+            checkpoints: CheckpointStore::for_tenant(
+                blobs.clone(),
+                settings
+                    .tenant
+                    .as_ref()
+                    .filter(|_| !settings.adopts_unnamed),
+            ),
             tenant_columns: TenantColumns::new(
                 settings.tenant.as_ref(),
                 settings.identity.tenant_id.as_deref(),
@@ -414,7 +421,12 @@ impl Deployment {
         deadline: Deadline,
     ) -> Result<IngestOutcome, IngestError> {
         let tenant = crate::batch::envelope::Envelope::tenant_of(text)?;
-        match self.tenants.iter().find(|a| a.tenant() == tenant.as_ref()) {
+        // A message queued before CAS_TENANTS names no tenant: it is the former unnamed
+        // tenant's (CAS_UNNAMED_TENANT), and its ledger entries are where they were.
+        let owner = self.tenants.iter().find(|a| {
+            a.tenant() == tenant.as_ref() || (tenant.is_none() && a.settings.adopts_unnamed)
+        });
+        match owner {
             Some(app) => app.ingest(text, deadline).await,
             None => Err(IngestError::NoSuchTenant {
                 tenant: tenant.map(String::from),

@@ -20,7 +20,13 @@ case "$*" in
   "ad sp show --id "*"--query appRoles"*) q="$*"; q="${q#*value==\'}"; echo "role-${q%%\'*}" ;;
   "functionapp config appsettings list "*) cat "$STAND_IN_SETTINGS" ;;
   "functionapp config appsettings set "*)
-    all="$*"; kv="${all##*--settings }"; printf '%s\t%s\n' "${kv%%=*}" "${kv#*=}" >> "$STAND_IN_SETTINGS" ;;
+    after=; for a in "$@"; do
+      if [ -n "$after" ]; then printf '%s\t%s\n' "${a%%=*}" "${a#*=}" >> "$STAND_IN_SETTINGS"; fi
+      if [ "$a" = --settings ]; then after=1; fi
+    done ;;
+  "ad app create "*"--query appId -o tsv") echo "00000000-aaaa-4bbb-8ccc-000000000001" ;;
+  "ad sp create --id "*" --query id -o tsv") echo "sp-of-$5-in-customer" ;;
+  "ad app federated-credential create "*|"login --tenant "*) ;;
   "functionapp deployment source config-zip "*)
     all="$*"; src="${all##*--src }"; [ -f "$src" ] || { echo "az: no such file: $src" >&2; exit 1; } ;;
   "group create "*|"deployment group create "*|"rest --method POST "*) ;;
@@ -170,6 +176,16 @@ async fn the_deploy_and_operations_recipes_run_as_written() {
             principal.clone(),
         ),
         ("version", version.to_string()),
+        (
+            "your Entra tenant id",
+            "33333333-3333-4333-8333-333333333333".to_string(),
+        ),
+        ("customer name", "fabrikam".to_string()),
+        (
+            "customer tenant id",
+            "44444444-4444-4444-8444-444444444444".to_string(),
+        ),
+        ("customer CAS API URL", h.settings.cas.api_url.to_string()),
     ];
     let run = |doc: &str, inherit: bool| {
         let text = std::fs::read_to_string(root.join(doc)).unwrap();
@@ -237,6 +253,26 @@ async fn the_deploy_and_operations_recipes_run_as_written() {
     );
     assert!(out.contains("would move 0 message(s)"), "{out}");
     assert!(out.contains("backfill alerts"), "{out}");
+    // Several tenants: the app trusts the managed identity, the customer's service
+    // principal gets the roles, and the new tenant's status reads from its settings.
+    let fed = az
+        .lines()
+        .find(|l| l.starts_with("ad app federated-credential create"))
+        .unwrap_or_else(|| panic!("no federated credential: {az}"));
+    assert!(
+        fed.contains("\"issuer\":\"https://login.microsoftonline.com/33333333-3333-4333-8333-333333333333/v2.0\"")
+            && fed.contains(&format!("\"subject\":\"{principal}\""))
+            && fed.contains("\"audiences\":[\"api://AzureADTokenExchange\"]"),
+        "{fed}"
+    );
+    assert!(
+        az.contains("servicePrincipals/sp-of-00000000-aaaa-4bbb-8ccc-000000000001-in-customer/appRoleAssignments"),
+        "{az}"
+    );
+    assert!(
+        out.contains("tenant fabrikam") && out.contains("never run"),
+        "{out}"
+    );
 
     // docs/operations.md, with the settings in the shell as it says.
     let (out, _) = run("docs/operations.md", true);

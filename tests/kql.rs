@@ -864,8 +864,8 @@ fn the_deployed_content_is_generated_from_the_yaml() {
     );
     assert_eq!(
         g["groupByCustomDetails"],
-        json!(["CasAlertId"]),
-        "later status rows join the same incident"
+        json!(["Tenant", "CasAlertId"]),
+        "later status rows join the same incident, within the alert's own tenant"
     );
     assert_eq!(incident["properties"]["queryFrequency"], "PT5M");
     let mass = rule("mass-download-across-apps.yaml");

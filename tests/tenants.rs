@@ -210,3 +210,65 @@ async fn a_misnamed_tenant_setting_is_refused_at_start_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_tenants_on_keeps_the_unnamed_tenants_place_and_its_queued_messages() {
+    let (fabrikam, fabrikam_url) = CasSim::start(SimConfig::default()).await;
+    let mut h = harness(
+        "tenants-adopt",
+        &[("CAS_DATA_TYPES", "alerts,activities")],
+        SimConfig::default(),
+    )
+    .await;
+    let base = now_ms() - 3_600_000;
+    let mut alerts = h.cas.add_alerts((0..120).map(|n| base + n * 5));
+    let mut activities = h.cas.add_activities((0..300).map(|n| base + n * 2), |_| 0);
+    // A run of the single-tenant deployment whose messages are still queued when the
+    // operator turns CAS_TENANTS on.
+    let (ok, logs) = h.host.tick(false).await.unwrap();
+    assert!(ok, "{logs:?}");
+    assert!(h.queue.approximate_len().await.unwrap() > 0);
+    h.restart_handler_with(&[
+        ("CAS_TENANTS", "main,fabrikam"),
+        ("CAS_UNNAMED_TENANT", "main"),
+        ("fabrikam__CAS_API_URL", fabrikam_url.as_str()),
+    ])
+    .await
+    .unwrap();
+    let fab_alerts = fabrikam.add_alerts((0..40).map(|n| base + n));
+    for tick in 0..2 {
+        let now = now_ms();
+        alerts.extend(h.cas.add_alerts((0..9).map(|n| now - 400 + n)));
+        activities.extend(h.cas.add_activities((0..17).map(|n| now - 400 + n), |_| 0));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let (ok, logs) = h.host.tick(false).await.unwrap();
+        assert!(ok, "tick {tick}: {logs:?}");
+        let d = h.host.drain(DRAIN).await.unwrap();
+        assert_eq!(
+            d.failed, 0,
+            "tick {tick}: the old messages go to main: {d:?}"
+        );
+    }
+    let not_fabrikam = |rows: Vec<Value>| -> Vec<Value> {
+        rows.into_iter()
+            .filter(|r| r["CasTenant"] != "fabrikam")
+            .collect()
+    };
+    let a = not_fabrikam(h.sink.rows("McasAlerts_CL"));
+    let v = not_fabrikam(h.sink.rows("McasActivity_CL"));
+    // Nothing of the unnamed tenant's is sent again, nothing after the switch is skipped.
+    assert_exactly_once(&a, "VendorOriginalId", &alerts);
+    assert_exactly_once(&v, "ReportId", &activities);
+    assert!(
+        a.iter()
+            .chain(&v)
+            .all(|r| r.get("CasTenant").is_none() || r["CasTenant"] == "main"),
+        "rows after the switch say main"
+    );
+    assert!(a.iter().any(|r| r["CasTenant"] == "main"));
+    assert_exactly_once(
+        &of(&h.sink.rows("McasAlerts_CL"), "fabrikam"),
+        "VendorOriginalId",
+        &fab_alerts,
+    );
+}

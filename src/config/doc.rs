@@ -37,6 +37,11 @@ pub(crate) const SETTINGS: &[Setting] = &[
         meaning: "comma list of tenant names (1 to 40 lowercase letters, digits and `-`) for one deployment serving several Defender for Cloud Apps tenants: each reads every setting below as `<name>__<SETTING>` (`contoso__CAS_API_URL`, `contoso__AZURE_TENANT_ID`), else the unprefixed one; `CAS_QUEUE_NAME`, `CAS_INVOCATION_BUDGET`, `CAS_SCHEDULE`, `CAS_LOG_FORMAT`, `CAS_STORAGE_SAS_LIFETIME`, `CAS_FEDERATED_IDENTITY_CLIENT_ID` and storage are the deployment's. Rows carry `CasTenant` and `CasTenantId`. docs/deploy.md, \"Several tenants\"",
     },
     Setting {
+        name: "CAS_UNNAMED_TENANT",
+        unset: Unset::Nothing,
+        meaning: "with `CAS_TENANTS`, on a deployment that ran without it: the tenant (one of `CAS_TENANTS`) that was its one unnamed tenant. It goes on from the unnamed tenant's checkpoints and takes the messages queued before, so turning `CAS_TENANTS` on sends nothing again",
+    },
+    Setting {
         name: "CAS_API_URL",
         unset: Unset::Required,
         meaning: "tenant API URL: https on `*.portal.cloudappsecurity.com`, `*.portal.cloudappsecurity.us` or `portal.cloudappsecuritygov.com` (http only on loopback)",

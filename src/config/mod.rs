@@ -36,6 +36,10 @@ pub struct Settings {
     /// The tenant's name, when `CAS_TENANTS` names the deployment's tenants; `None` for the
     /// one unnamed tenant of a deployment without it.
     pub tenant: Option<TenantName>,
+    /// This named tenant was the deployment's one unnamed tenant before `CAS_TENANTS`
+    /// (`CAS_UNNAMED_TENANT`): it goes on from the unnamed tenant's checkpoints and takes
+    /// the messages queued without a tenant, so turning `CAS_TENANTS` on sends nothing again.
+    pub adopts_unnamed: bool,
     /// Which data types a poll pulls.
     pub data_types: Vec<DataType>,
     /// The CAS tenant and how to read it.
@@ -271,11 +275,23 @@ impl Settings {
     ) -> Result<Vec<Settings>, SettingsErrors> {
         let home = Self::from_lookup_identity(get);
         let (mut out, mut errs) = (Vec::new(), Vec::new());
+        let adopter = get("CAS_UNNAMED_TENANT")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        if let Some(a) = &adopter {
+            if !list.iter().any(|t| t.as_str() == a) {
+                errs.push(SettingError::Invalid {
+                    name: "CAS_UNNAMED_TENANT",
+                    reason: format!("{a:?} is not in CAS_TENANTS"),
+                });
+            }
+        }
         for t in list {
             let scoped = tenants::scoped(t, get);
             match Self::from_lookup(&scoped) {
                 Ok(mut s) => {
                     s.tenant = Some(t.clone());
+                    s.adopts_unnamed = adopter.as_deref() == Some(t.as_str());
                     // A problem with the home identity is reported once, below.
                     if let Ok(h) = &home {
                         s.home_identity = h.clone();
@@ -381,6 +397,7 @@ impl Settings {
         };
         Ok(Settings {
             tenant: None,
+            adopts_unnamed: false,
             home_identity: identity.clone(),
             identity,
             data_types,

@@ -14,6 +14,7 @@ use crate::model::TenantName;
 /// The settings one deployment holds for all its tenants.
 const DEPLOYMENT_WIDE: &[&str] = &[
     "CAS_TENANTS",
+    "CAS_UNNAMED_TENANT",
     "CAS_QUEUE_NAME",
     "CAS_INVOCATION_BUDGET",
     "CAS_SCHEDULE",
