@@ -323,6 +323,13 @@ pub struct LastPoll {
     pub failures: Vec<String>,
 }
 
+/// How often a tenant that has read everything polls again while another tenant's backlog
+/// keeps the invocation going.
+pub const REPOLL_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The least time left for such a poll to start: enough for one page of each data type.
+const REPOLL_MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Every tenant of one deployment, in `CAS_TENANTS`' order, over one storage account.
 pub struct Deployment {
     /// Never empty: the first holds the deployment-wide settings too.
@@ -399,17 +406,53 @@ impl Deployment {
     /// Each tenant waits only on its own CAS and Graph budgets: one whose credential is
     /// refused fails at once, and one with a backlog spends its own requests, not the
     /// others'. The tenants' reports come in their order.
+    ///
+    /// A tenant with a backlog keeps the invocation going to its budget, and the host
+    /// starts no new one meanwhile; so a tenant that has read everything polls again
+    /// every [`REPOLL_EVERY`] while another is still at work, and its new records do not
+    /// wait for the end of the other's catch-up.
     pub async fn poll(
         &self,
         deadline: Deadline,
     ) -> Vec<(&App, Vec<Result<PollReport, PollError>>)> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         use tracing::Instrument;
+        // Tenants still in their first pass: a backlog's lasts to the deadline.
+        let busy = AtomicUsize::new(self.tenants.len());
+        let busy = &busy;
         let polls = self.tenants.iter().map(|app| async move {
             let span = tracing::info_span!(
                 "tenant",
                 tenant = app.tenant().map_or("", TenantName::as_str)
             );
-            (app, app.poll(deadline).instrument(span).await)
+            let (mut reports, mut first) = (Vec::new(), true);
+            loop {
+                let started = std::time::Instant::now();
+                let pass = app.poll(deadline).instrument(span.clone()).await;
+                // Read to the end: anything else (out of time, a failure) is this tenant's
+                // own trouble, and it is done for this invocation.
+                let caught_up = pass.iter().all(|r| matches!(r, Ok(p) if p.complete));
+                reports.extend(pass);
+                if std::mem::take(&mut first) {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
+                if !caught_up {
+                    break;
+                }
+                let again = loop {
+                    if busy.load(Ordering::Acquire) == 0 || deadline.remaining() < REPOLL_MARGIN {
+                        break false;
+                    }
+                    if started.elapsed() >= REPOLL_EVERY {
+                        break true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                };
+                if !again {
+                    break;
+                }
+            }
+            (app, reports)
         });
         futures::future::join_all(polls).await
     }

@@ -272,3 +272,57 @@ async fn turning_tenants_on_keeps_the_unnamed_tenants_place_and_its_queued_messa
         &fab_alerts,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_catching_up_a_backlog_does_not_hold_back_the_others_new_records() {
+    // The backlog tenant answers each page in 3 s: its catch-up of 40 pages outlasts the
+    // whole invocation, which the host does not start again until it ends.
+    let (backlog, backlog_url) = CasSim::start(SimConfig::default()).await;
+    backlog
+        .hang_ms
+        .store(3_000, std::sync::atomic::Ordering::Relaxed);
+    let base = now_ms() - 3_600_000;
+    backlog.add_activities((0..20_000).map(|n| base + n / 10), |_| 0);
+    let h = harness(
+        "tenants-backlog",
+        &[
+            ("CAS_TENANTS", "healthy,backlog"),
+            ("CAS_DATA_TYPES", "activities"),
+            ("CAS_INVOCATION_BUDGET", "PT55S"),
+            ("CAS_SCAN_LIMIT", "500"),
+            ("backlog__CAS_API_URL", backlog_url.as_str()),
+        ],
+        SimConfig::default(),
+    )
+    .await;
+    let mut expected = h.cas.add_activities((0..50).map(|n| base + n), |_| 0);
+    let cas = h.cas.clone();
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let now = now_ms();
+        cas.add_activities((0..30).map(|n| now - 200 + n), |_| 0)
+    });
+    let started = Instant::now();
+    let (_, logs) = h.host.tick(false).await.unwrap();
+    let took = started.elapsed();
+    expected.extend(later.await.unwrap());
+    let healthy: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.starts_with("PollCas: tenant healthy: activities"))
+        .collect();
+    assert!(
+        took >= Duration::from_secs(40),
+        "the backlog held the run: {took:?}"
+    );
+    assert!(
+        healthy.len() >= 2 && healthy.iter().skip(1).any(|l| l.contains(", 30 records")),
+        "the healthy tenant polled again within the run and read what arrived meanwhile: {logs:?}"
+    );
+    let d = h.host.drain(DRAIN).await.unwrap();
+    assert_eq!(d.failed, 0, "{d:?}");
+    assert_exactly_once(
+        &of(&h.sink.rows("McasActivity_CL"), "healthy"),
+        "ReportId",
+        &expected,
+    );
+}

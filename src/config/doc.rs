@@ -319,12 +319,18 @@ mod tests {
     #[test]
     fn every_setting_the_parsers_read_is_described_and_every_one_described_is_read() {
         let read = RefCell::new(BTreeSet::new());
-        let m = base();
-        super::super::Settings::all_from_lookup(&|k| {
-            read.borrow_mut().insert(k.to_string());
-            m.get(k).cloned()
-        })
-        .unwrap();
+        // Once as one unnamed tenant, once as a named one (whose own names, `t1__…`, are
+        // the same settings).
+        let mut named = base();
+        named.insert("CAS_TENANTS", "t1".into());
+        for m in [base(), named] {
+            super::super::Settings::all_from_lookup(&|k| {
+                read.borrow_mut()
+                    .insert(k.strip_prefix("t1__").unwrap_or(k).to_string());
+                m.get(k).cloned()
+            })
+            .unwrap();
+        }
         let described: BTreeSet<&str> = SETTINGS.iter().map(|s| s.name).collect();
         for name in read.borrow().iter() {
             let storage_form = name.starts_with("AzureWebJobsStorage__");
