@@ -325,7 +325,7 @@ pub struct LastPoll {
 
 /// How often a tenant that has read everything polls again while another tenant's backlog
 /// keeps the invocation going.
-pub const REPOLL_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const REPOLL_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The least time left for such a poll to start: enough for one page of each data type.
 const REPOLL_MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
