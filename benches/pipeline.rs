@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warp::Filter;
 
+#[path = "pipeline/tenants.rs"]
+mod tenants;
+
 const DCR: &str = "dcr-00000000000000000000000000000001";
 const MB: f64 = 1_000_000.0;
 /// Repetitions of the headline throughput run.
@@ -73,6 +76,11 @@ async fn main() {
     }
     if args.iter().any(|a| a == "--only-resolution") {
         resolution_rows(&bin, &mut report, &mut notes).await;
+        println!("{}", render(&report, &notes));
+        return;
+    }
+    if args.iter().any(|a| a == "--only-tenants") {
+        tenants::tenant_rows(&bin, &mut report, &mut notes).await;
         println!("{}", render(&report, &notes));
         return;
     }
@@ -131,6 +139,7 @@ async fn main() {
     latency(&bin, &mut report, &mut notes).await;
     resolution_rows(&bin, &mut report, &mut notes).await;
     graph_rows(&bin, &mut report, &mut notes).await;
+    tenants::tenant_rows(&bin, &mut report, &mut notes).await;
     api_efficiency(
         calls,
         rows_bytes,

@@ -48,6 +48,8 @@ pub struct App {
     tenant_columns: TenantColumns,
     /// Set once the queues and the container are known to exist (shared by the tenants).
     resources_ready: Arc<tokio::sync::OnceCell<()>>,
+    /// The deployment's own credential (Logs Ingestion, storage), shared by the tenants.
+    home: Arc<Renewable>,
 }
 
 /// The context could not be built.
@@ -91,8 +93,14 @@ impl App {
         // Logs Ingestion always takes an Entra token, so the deployment's credential always
         // exists; storage shares it unless given its own. It can drop a token a service
         // refuses (see `auth::Renewable`).
-        let home = settings.home_identity.clone();
-        let renewable = Arc::new(Renewable::new(move || crate::auth::credential(&home))?);
+        // One deployment identity for all its tenants: one token cache, not one a tenant.
+        let renewable = match storage {
+            Some(other) => other.home.clone(),
+            None => {
+                let home = settings.home_identity.clone();
+                Arc::new(Renewable::new(move || crate::auth::credential(&home))?)
+            }
+        };
         let credential: Arc<dyn TokenCredential> = renewable.clone();
         // A named tenant reads CAS and Graph as itself, in its own Entra tenant.
         let reader: Arc<dyn TokenCredential> = match settings.tenant {
@@ -116,7 +124,7 @@ impl App {
             http,
             settings.sentinel.endpoint.clone(),
             settings.sentinel.dcr_immutable_id.clone(),
-            renewable,
+            renewable.clone(),
         )
         .with_max_call_bytes(settings.sentinel.max_call_bytes)
         .with_call_timeout(settings.sentinel.call_timeout);
@@ -181,6 +189,7 @@ impl App {
             poison,
             blobs,
             resources_ready,
+            home: renewable,
         })
     }
 

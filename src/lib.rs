@@ -162,7 +162,7 @@ pub mod testing {
     }
     pub mod sentinel {
         pub mod sim {
-            pub use crate::sentinel::sim::IngestFault;
+            pub use crate::sentinel::sim::{IngestFault, IngestionSim};
         }
     }
     pub mod source {

@@ -108,5 +108,5 @@ fn every_alert_query_is_deployed_with_its_threshold_as_a_parameter() {
         }
         n += 1;
     }
-    assert_eq!(n, 5);
+    assert_eq!(n, 6);
 }

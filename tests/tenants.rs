@@ -6,6 +6,7 @@ mod common;
 
 use cas_sentinel::testing::cas::sim::{CasSim, SimConfig};
 use cas_sentinel::testing::model::now_ms;
+use cas_sentinel::testing::sentinel::sim::IngestionSim;
 use common::{assert_exactly_once, harness, run_cli};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ async fn three_tenants_one_refused_the_healthy_ones_arrive_exactly_once_and_the_
     // fabrikam: a tenant of its own. broken: a tenant that takes only its own legacy token,
     // which the deployment holds wrong (a rotated secret no one updated).
     let (fabrikam, fabrikam_url) = CasSim::start(SimConfig::default()).await;
+    // fabrikam's rows go to a workspace of its own (its own Logs Ingestion endpoint).
+    let (fabrikam_sink, fabrikam_sink_url) = IngestionSim::start(None, true).await;
     let (broken, broken_url) = CasSim::start(SimConfig {
         legacy_token: Some("the-current-token".into()),
         accept_entra: false,
@@ -43,6 +46,10 @@ async fn three_tenants_one_refused_the_healthy_ones_arrive_exactly_once_and_the_
             ("contoso__AZURE_TENANT_ID", CONTOSO_ID),
             ("fabrikam__CAS_API_URL", fabrikam_url.as_str()),
             ("fabrikam__AZURE_TENANT_ID", FABRIKAM_ID),
+            (
+                "fabrikam__SENTINEL_INGESTION_ENDPOINT",
+                fabrikam_sink_url.as_str(),
+            ),
             ("broken__CAS_API_URL", broken_url.as_str()),
             ("broken__CAS_API_TOKEN", "a-revoked-token"),
         ],
@@ -97,8 +104,23 @@ async fn three_tenants_one_refused_the_healthy_ones_arrive_exactly_once_and_the_
         let d = h.host.drain(DRAIN).await.unwrap();
         assert_eq!(d.failed, 0, "tick {tick}: {d:?}");
     }
-    let alert_rows = h.sink.rows("McasAlerts_CL");
-    let activity_rows = h.sink.rows("McasActivity_CL");
+    // Each tenant's rows went to its own endpoint, and only there.
+    let both = |table: &str| -> Vec<Value> {
+        let mut rows = h.sink.rows(table);
+        assert!(
+            of(&rows, "fabrikam").is_empty(),
+            "fabrikam's {table} rows reached contoso's endpoint"
+        );
+        let theirs = fabrikam_sink.rows(table);
+        assert!(
+            theirs.iter().all(|r| r["CasTenant"] == "fabrikam"),
+            "only fabrikam's rows reach its endpoint"
+        );
+        rows.extend(theirs);
+        rows
+    };
+    let alert_rows = both("McasAlerts_CL");
+    let activity_rows = both("McasActivity_CL");
     for (i, (name, entra)) in [("contoso", CONTOSO_ID), ("fabrikam", FABRIKAM_ID)]
         .into_iter()
         .enumerate()

@@ -257,3 +257,45 @@ pub async fn bearer(credential: &dyn TokenCredential, scope: &str) -> Result<Str
             message: e.to_string(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "sim")]
+    #[tokio::test]
+    async fn the_assertion_is_the_identitys_token_for_entras_token_exchange() {
+        use azure_identity::ClientAssertion;
+        let assertion = IdentityAssertion(Arc::new(sim::SimCredential));
+        let token = assertion.secret(None).await.unwrap();
+        // The simulated identity's tokens name their audience: Entra accepts an assertion
+        // only for api://AzureADTokenExchange, which the app's federated credential names.
+        assert!(
+            token.starts_with("sim|api://AzureADTokenExchange|"),
+            "{token}"
+        );
+    }
+
+    #[test]
+    fn a_federated_identity_is_built_without_a_network_call_and_described() {
+        let identity = IdentitySettings {
+            tenant_id: Some("44444444-4444-4444-8444-444444444444".into()),
+            client_id: Some("00000000-aaaa-4bbb-8ccc-000000000001".into()),
+            without_secret: Credential::Federated,
+            ..Default::default()
+        };
+        assert!(credential(&identity).is_ok());
+        let d = describe(&identity);
+        assert!(
+            d.contains("00000000-aaaa-4bbb-8ccc-000000000001")
+                && d.contains("44444444-4444-4444-8444-444444444444")
+                && d.contains("managed identity"),
+            "{d}"
+        );
+        let no_tenant = IdentitySettings {
+            tenant_id: None,
+            ..identity
+        };
+        assert!(credential(&no_tenant).is_err());
+    }
+}

@@ -326,11 +326,13 @@ impl Settings {
         };
         let mut errs = Collector(Vec::new());
         let identity = read_identity(&get, &mut errs);
-        match errs.0.pop() {
-            None if identity.without_secret == Credential::Federated => Err(SettingError::Invalid {
+        if identity.without_secret == Credential::Federated {
+            return Err(SettingError::Invalid {
                 name: "CAS_CREDENTIAL",
                 reason: "federated is for the tenants' CAS and Graph reads; the deployment's own identity (Logs Ingestion, storage) is its managed identity or a client secret: set federated as <tenant>__CAS_CREDENTIAL".into(),
-            }),
+            });
+        }
+        match errs.0.pop() {
             None => Ok(identity),
             Some(e) => Err(e),
         }
@@ -667,6 +669,107 @@ mod tests {
         assert!(parse_cas_url("http://127.0.0.1:8080").is_ok());
         assert!(parse_cas_url("http://x.portal.cloudappsecurity.com").is_err());
         assert!(parse_cas_url("https://portal.cloudappsecurity.com.evil.example").is_err());
+    }
+
+    fn all(extra: &[(&str, &str)]) -> Result<Vec<Settings>, SettingsErrors> {
+        let mut pairs: Vec<(&str, &str)> = base().into_iter().collect();
+        pairs.extend_from_slice(extra);
+        Settings::all_from_pairs(&pairs)
+    }
+
+    #[test]
+    fn each_tenant_reads_its_own_settings_then_the_shared_ones() {
+        let t = all(&[
+            ("CAS_TENANTS", "contoso,fabrikam"),
+            ("CAS_LOOKBACK", "PT6H"),
+            (
+                "fabrikam__CAS_API_URL",
+                "https://fabrikam.eu2.portal.cloudappsecurity.com",
+            ),
+            ("fabrikam__CAS_LOOKBACK", "P2D"),
+            (
+                "fabrikam__AZURE_TENANT_ID",
+                "22222222-2222-4222-8222-222222222222",
+            ),
+            ("fabrikam__AZURE_CLIENT_ID", "app"),
+            ("fabrikam__CAS_CREDENTIAL", "federated"),
+            (
+                "fabrikam__SENTINEL_DCR_IMMUTABLE_ID",
+                "dcr-11111111111111111111111111111111",
+            ),
+        ])
+        .unwrap();
+        let names: Vec<&str> = t
+            .iter()
+            .map(|s| s.tenant.as_ref().unwrap().as_str())
+            .collect();
+        assert_eq!(names, ["contoso", "fabrikam"]);
+        let (c, f) = (&t[0], &t[1]);
+        assert_eq!(
+            c.cas.api_url.host_str(),
+            Some("contoso.us2.portal.cloudappsecurity.com")
+        );
+        assert_eq!(
+            f.cas.api_url.host_str(),
+            Some("fabrikam.eu2.portal.cloudappsecurity.com")
+        );
+        assert_eq!(
+            (c.cas.lookback.as_secs(), f.cas.lookback.as_secs()),
+            (6 * 3600, 2 * 86_400)
+        );
+        assert_eq!(
+            f.sentinel.dcr_immutable_id,
+            "dcr-11111111111111111111111111111111"
+        );
+        assert_eq!(f.identity.without_secret, Credential::Federated);
+        // Logs Ingestion and storage stay the deployment's own identity.
+        assert_ne!(f.home_identity.without_secret, Credential::Federated);
+        assert_eq!(f.home_identity.tenant_id, None);
+        assert!(!c.adopts_unnamed && !f.adopts_unnamed);
+        // Without CAS_TENANTS: one unnamed tenant, as before.
+        let one = all(&[]).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(one[0].tenant.is_none());
+    }
+
+    #[test]
+    fn a_tenants_problems_are_named_with_the_tenant_all_at_once() {
+        let err = all(&[
+            ("CAS_TENANTS", "contoso,fabrikam"),
+            ("fabrikam__CAS_LOOKBACK", "two days"),
+            ("contoso__CAS_CREDENTIAL", "federated"),
+            ("CAS_UNNAMED_TENANT", "northwind"),
+            ("fabrikam__CAS_SCHEDULE", "0 */5 * * * *"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "tenant fabrikam: CAS_LOOKBACK",
+            "tenant contoso: CAS_CREDENTIAL: federated signs in as the Entra app AZURE_CLIENT_ID",
+            "CAS_UNNAMED_TENANT: \"northwind\" is not in CAS_TENANTS",
+            "fabrikam__CAS_SCHEDULE: CAS_SCHEDULE is the deployment's",
+        ] {
+            assert!(err.contains(part), "{part:?} not in {err}");
+        }
+        let err = all(&[("CAS_CREDENTIAL", "federated"), ("CAS_TENANTS", "a")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("set federated as <tenant>__CAS_CREDENTIAL"),
+            "{err}"
+        );
+        let err = all(&[
+            ("CAS_TENANTS", "a"),
+            ("a__CAS_CREDENTIAL", "federated"),
+            ("a__AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "mi"),
+            ("CAS_FEDERATED_IDENTITY_CLIENT_ID", "mi"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is the managed identity"), "{err}");
+        let adopted = all(&[("CAS_TENANTS", "main,b"), ("CAS_UNNAMED_TENANT", "main")]).unwrap();
+        assert!(adopted[0].adopts_unnamed && !adopted[1].adopts_unnamed);
     }
 
     #[test]

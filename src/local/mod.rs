@@ -248,6 +248,11 @@ impl Harness {
         }
     }
 
+    /// The handler process's id, while it runs (the benchmark reads its CPU and memory).
+    pub fn handler_pid(&self) -> Option<u32> {
+        self.child().as_ref().and_then(|c| c.id())
+    }
+
     fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
         self.handler.lock().unwrap_or_else(|p| p.into_inner())
     }

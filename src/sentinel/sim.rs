@@ -186,7 +186,8 @@ impl IngestionSim {
         self.lock().stats.clone()
     }
 
-    /// When the first row of each CAS id (alert or activity) was accepted (Unix ms).
+    /// When the first row of each CAS id (alert or activity) was accepted (Unix ms); a
+    /// named tenant's ids are `<tenant>/<id>`.
     pub fn first_accepted(&self) -> HashMap<String, i64> {
         self.lock().first_accepted.clone()
     }
@@ -340,10 +341,15 @@ impl IngestionSim {
                 .or_else(|| row.get("ReportId"))
                 .and_then(Value::as_str);
             if let Some(id) = id {
-                st.first_accepted.entry(id.to_string()).or_insert(at);
+                // Two tenants can hold the same id: a named tenant's is `<tenant>/<id>`.
+                let id = match row.get("CasTenant").and_then(Value::as_str) {
+                    Some(t) => format!("{t}/{id}"),
+                    None => id.to_string(),
+                };
                 if row.get("Status").and_then(Value::as_str) == Some("Resolved") {
-                    st.first_resolved.entry(id.to_string()).or_insert(at);
+                    st.first_resolved.entry(id.clone()).or_insert(at);
                 }
+                st.first_accepted.entry(id).or_insert(at);
             }
         }
         st.stats.accepted_calls += 1;
