@@ -50,6 +50,8 @@ pub struct App {
     resources_ready: Arc<tokio::sync::OnceCell<()>>,
     /// The deployment's own credential (Logs Ingestion, storage), shared by the tenants.
     home: Arc<Renewable>,
+    /// Pages in hand at once across the tenants (see [`poll::PAGES_AT_ONCE`]).
+    pages: Arc<tokio::sync::Semaphore>,
 }
 
 /// The context could not be built.
@@ -170,15 +172,9 @@ impl App {
         };
         Ok(App {
             // The former unnamed tenant goes on from where the unnamed one stood.
-            checkpoints: CheckpointStore::for_tenant(
-                blobs.clone(),
-                settings
-                    .tenant
-                    .as_ref()
-                    .filter(|_| !settings.adopts_unnamed),
-            ),
+            checkpoints: CheckpointStore::for_tenant(blobs.clone(), settings.message_tenant()),
             tenant_columns: TenantColumns::new(
-                settings.tenant.as_ref(),
+                settings.message_tenant(),
                 settings.identity.tenant_id.as_deref(),
             ),
             settings,
@@ -190,6 +186,10 @@ impl App {
             blobs,
             resources_ready,
             home: renewable,
+            pages: match storage {
+                Some(other) => other.pages.clone(),
+                None => Arc::new(tokio::sync::Semaphore::new(poll::PAGES_AT_ONCE)),
+            },
         })
     }
 
@@ -223,6 +223,7 @@ impl App {
             cas: &self.cas,
             graph: &self.graph,
             checkpoints: &self.checkpoints,
+            pages: &self.pages,
         }
     }
 
@@ -426,40 +427,43 @@ impl Deployment {
     ) -> Vec<(&App, Vec<Result<PollReport, PollError>>)> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use tracing::Instrument;
-        // Tenants still in their first pass: a backlog's lasts to the deadline.
-        let busy = AtomicUsize::new(self.tenants.len());
-        let busy = &busy;
+        // Tenants in a pass now. A pass that reads to its end leaves its tenant waiting to
+        // poll again while any other is in one (a backlog's lasts to the deadline, and a
+        // waiting tenant's next pass may meet a burst of its own); when none is, the
+        // invocation is done.
+        let running = AtomicUsize::new(self.tenants.len());
+        let running = &running;
         let polls = self.tenants.iter().map(|app| async move {
             let span = tracing::info_span!(
                 "tenant",
                 tenant = app.tenant().map_or("", TenantName::as_str)
             );
-            let (mut reports, mut first) = (Vec::new(), true);
+            let mut reports = Vec::new();
             loop {
                 let started = std::time::Instant::now();
                 let pass = app.poll(deadline).instrument(span.clone()).await;
+                running.fetch_sub(1, Ordering::AcqRel);
                 // Read to the end: anything else (out of time, a failure) is this tenant's
                 // own trouble, and it is done for this invocation.
                 let caught_up = pass.iter().all(|r| matches!(r, Ok(p) if p.complete));
                 reports.extend(pass);
-                if std::mem::take(&mut first) {
-                    busy.fetch_sub(1, Ordering::AcqRel);
-                }
                 if !caught_up {
                     break;
                 }
                 let again = loop {
-                    if busy.load(Ordering::Acquire) == 0 || deadline.remaining() < REPOLL_MARGIN {
+                    if running.load(Ordering::Acquire) == 0 || deadline.remaining() < REPOLL_MARGIN
+                    {
                         break false;
                     }
                     if started.elapsed() >= REPOLL_EVERY {
                         break true;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 };
                 if !again {
                     break;
                 }
+                running.fetch_add(1, Ordering::AcqRel);
             }
             (app, reports)
         });

@@ -54,7 +54,7 @@ enum Command {
         data_type: Option<DataType>,
         /// Only batches of this tenant of `CAS_TENANTS`.
         #[arg(long)]
-        tenant: Option<crate::model::TenantName>,
+        tenant: Option<String>,
         /// Only messages enqueued since this time (RFC 3339, or an ISO 8601 duration ago, e.g. PT6H).
         #[arg(long, value_parser = parse_time)]
         since: Option<time::OffsetDateTime>,
@@ -162,12 +162,12 @@ async fn run(command: Command) -> Result<()> {
         } => {
             let sel = crate::ops::replay::Selection {
                 data_type,
-                tenant,
+                tenant: None,
                 since,
                 max,
             };
             let import = import.map(|path| (path, allow_foreign));
-            replay(sel, dry_run, force, export, import, json).await
+            replay(sel, tenant.as_deref(), dry_run, force, export, import, json).await
         }
         Command::Backfill {
             data_type,
@@ -179,7 +179,11 @@ async fn run(command: Command) -> Result<()> {
         Command::Status { json, tenant } => {
             let deployment = storage_deployment_from_env().await?;
             let selected = deployment.select(tenant.as_deref())?;
-            let status = crate::ops::status::status(&selected).await?;
+            let adopted = deployment
+                .tenants()
+                .iter()
+                .any(|a| a.settings.adopts_unnamed);
+            let status = crate::ops::status::status(&selected, adopted).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -202,7 +206,8 @@ async fn validate(json: bool, tenant: Option<&str>) -> Result<()> {
             println!("{}", line(c));
         }
     };
-    let checks = validate(&|k| std::env::var(k).ok(), &host, tenant, &mut print).await;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let checks = validate(&env, &host, tenant, &mut print).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     }
@@ -214,7 +219,8 @@ async fn validate(json: bool, tenant: Option<&str>) -> Result<()> {
 }
 
 async fn replay(
-    sel: crate::ops::replay::Selection,
+    mut sel: crate::ops::replay::Selection,
+    tenant: Option<&str>,
     dry_run: bool,
     force: bool,
     export: Option<PathBuf>,
@@ -223,6 +229,12 @@ async fn replay(
 ) -> Result<()> {
     let deployment = storage_deployment_from_env().await?;
     let app = deployment.first();
+    if let Some(name) = tenant {
+        // The messages name the tenant as it packs them (none for the unnamed tenant's
+        // adopter).
+        let owner = deployment.select(Some(name))?[0];
+        sel.tenant = Some(owner.settings.message_tenant().cloned());
+    }
     if let Some(path) = export {
         let n = crate::ops::replay::export(app, &sel, &path).await?;
         println!(

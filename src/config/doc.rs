@@ -34,7 +34,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: "CAS_TENANTS",
         unset: Unset::Described("one unnamed tenant"),
-        meaning: "comma list of tenant names (1 to 40 lowercase letters, digits and `-`) for one deployment serving several Defender for Cloud Apps tenants: each reads every setting below as `<name>__<SETTING>` (`contoso__CAS_API_URL`, `contoso__AZURE_TENANT_ID`), else the unprefixed one; `CAS_QUEUE_NAME`, `CAS_INVOCATION_BUDGET`, `CAS_SCHEDULE`, `CAS_LOG_FORMAT`, `CAS_STORAGE_SAS_LIFETIME`, `CAS_FEDERATED_IDENTITY_CLIENT_ID` and storage are the deployment's. Rows carry `CasTenant` and `CasTenantId`. docs/deploy.md, \"Several tenants\"",
+        meaning: "comma list of tenant names (1 to 40 lowercase letters, digits and `-`) for one deployment serving several Defender for Cloud Apps tenants: each reads every setting below as `<name>__<SETTING>` (`contoso__CAS_API_URL`, `contoso__AZURE_TENANT_ID`), else the unprefixed one, but `CAS_API_URL` is each tenant's own, and the credential settings (`CAS_API_TOKEN`, `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `CAS_CREDENTIAL`) are read as one: a tenant that sets any of them sets all it uses, one that sets none signs in as the deployment; `CAS_QUEUE_NAME`, `CAS_INVOCATION_BUDGET`, `CAS_SCHEDULE`, `CAS_LOG_FORMAT`, `CAS_STORAGE_SAS_LIFETIME`, `CAS_FEDERATED_IDENTITY_CLIENT_ID` and storage are the deployment's. Rows carry `CasTenant` and `CasTenantId`. docs/deploy.md, \"Several tenants\"",
     },
     Setting {
         name: "CAS_UNNAMED_TENANT",
@@ -73,8 +73,8 @@ pub(crate) const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "CAS_FEDERATED_IDENTITY_CLIENT_ID",
-        unset: Unset::Described("the system-assigned identity"),
-        meaning: "with `CAS_CREDENTIAL=federated`: the user-assigned managed identity whose token signs the app in",
+        unset: Unset::Described("the deployment's own"),
+        meaning: "with `CAS_CREDENTIAL=federated`: the managed identity whose token signs the app in; unset, the deployment's own (its user-assigned identity `AZURE_CLIENT_ID`, as infra/ deploys it, else the system-assigned one)",
     },
     Setting {
         name: "CAS_DATA_TYPES",
@@ -323,6 +323,10 @@ mod tests {
         // the same settings).
         let mut named = base();
         named.insert("CAS_TENANTS", "t1".into());
+        named.insert(
+            "t1__CAS_API_URL",
+            "https://t1.us2.portal.cloudappsecurity.com".into(),
+        );
         for m in [base(), named] {
             super::super::Settings::all_from_lookup(&|k| {
                 read.borrow_mut()

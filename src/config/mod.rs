@@ -287,14 +287,21 @@ impl Settings {
             }
         }
         for t in list {
-            let scoped = tenants::scoped(t, get);
+            let adopts = adopter.as_deref() == Some(t.as_str());
+            let scoped = tenants::scoped(t, adopts, get);
             match Self::from_lookup(&scoped) {
                 Ok(mut s) => {
                     s.tenant = Some(t.clone());
-                    s.adopts_unnamed = adopter.as_deref() == Some(t.as_str());
+                    s.adopts_unnamed = adopts;
                     // A problem with the home identity is reported once, below.
                     if let Ok(h) = &home {
                         s.home_identity = h.clone();
+                        if let Some(e) = default_federated_identity(&mut s.identity, h) {
+                            errs.push(SettingError::Tenant {
+                                tenant: t.clone(),
+                                error: Box::new(e),
+                            });
+                        }
                     }
                     out.push(s);
                 }
@@ -306,6 +313,20 @@ impl Settings {
         }
         if let Err(e) = home {
             errs.push(e);
+        }
+        // Two tenants reading one CAS would send its records twice, under two names.
+        for (i, a) in out.iter().enumerate() {
+            if let Some(b) = out[..i].iter().find(|b| b.cas.api_url == a.cas.api_url) {
+                errs.push(SettingError::Invalid {
+                    name: "CAS_TENANTS",
+                    reason: format!(
+                        "tenants {} and {} read the same CAS API ({}): each tenant's <name>__CAS_API_URL is its own",
+                        b.tenant.as_ref().map_or("", TenantName::as_str),
+                        a.tenant.as_ref().map_or("", TenantName::as_str),
+                        a.cas.api_url
+                    ),
+                });
+            }
         }
         if errs.is_empty() {
             Ok(out)
@@ -414,9 +435,39 @@ impl Settings {
         })
     }
 
+    /// The tenant this tenant's queue messages, batch ids, checkpoints and ledger entries
+    /// name, and its rows carry: none for the unnamed tenant and for the tenant that
+    /// adopted it (`CAS_UNNAMED_TENANT`), which go on exactly as the unnamed one did, so
+    /// nothing is sent twice and no query sees its alerts change tenant.
+    pub fn message_tenant(&self) -> Option<&TenantName> {
+        self.tenant.as_ref().filter(|_| !self.adopts_unnamed)
+    }
+
     /// The poison queue the host moves failed messages to.
     pub fn poison_queue_name(&self) -> String {
         format!("{}-poison", self.queue_name)
+    }
+}
+
+/// A federated tenant whose assertion identity is not named takes the deployment's own
+/// managed identity: the user-assigned one (`AZURE_CLIENT_ID`, as infra/ deploys it) or
+/// the system-assigned one. Returns the problem if the app it signs in is that identity.
+fn default_federated_identity(
+    identity: &mut IdentitySettings,
+    home: &IdentitySettings,
+) -> Option<SettingError> {
+    if identity.without_secret != Credential::Federated || identity.federated_identity.is_some() {
+        return None;
+    }
+    if home.client_secret.is_none() && home.without_secret == Credential::ManagedIdentity {
+        identity.federated_identity = home.client_id.clone();
+    }
+    match (&identity.client_id, &identity.federated_identity) {
+        (Some(app), Some(mi)) if app == mi => Some(SettingError::Invalid {
+            name: "AZURE_CLIENT_ID",
+            reason: format!("{app} is the deployment's managed identity, which signs the app in (CAS_CREDENTIAL=federated); set <tenant>__AZURE_CLIENT_ID to the multi-tenant app's id"),
+        }),
+        _ => None,
     }
 }
 
@@ -434,6 +485,12 @@ fn read_identity(get: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) -> 
         without_secret,
         federated_identity: get("CAS_FEDERATED_IDENTITY_CLIENT_ID"),
     };
+    if without_secret == Credential::Federated && identity.client_secret.is_some() {
+        errs.0.push(SettingError::Invalid {
+            name: "CAS_CREDENTIAL",
+            reason: "federated and AZURE_CLIENT_SECRET are both set, and the secret would sign in instead: remove one".into(),
+        });
+    }
     if without_secret == Credential::Federated && identity.client_secret.is_none() {
         let problem = match (&identity.tenant_id, &identity.client_id) {
             (None, _) | (_, None) => Some("federated signs in as the Entra app AZURE_CLIENT_ID in the tenant AZURE_TENANT_ID: set both".to_string()),
@@ -682,6 +739,14 @@ mod tests {
         let t = all(&[
             ("CAS_TENANTS", "contoso,fabrikam"),
             ("CAS_LOOKBACK", "PT6H"),
+            // The deployment's user-assigned identity (on the platform, which sets
+            // IDENTITY_ENDPOINT): the federated tenant's signer.
+            ("AZURE_CLIENT_ID", "uami"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
+            (
+                "contoso__CAS_API_URL",
+                "https://contoso.us2.portal.cloudappsecurity.com",
+            ),
             (
                 "fabrikam__CAS_API_URL",
                 "https://fabrikam.eu2.portal.cloudappsecurity.com",
@@ -722,6 +787,10 @@ mod tests {
             "dcr-11111111111111111111111111111111"
         );
         assert_eq!(f.identity.without_secret, Credential::Federated);
+        assert_eq!(f.identity.client_id.as_deref(), Some("app"));
+        assert_eq!(f.identity.federated_identity.as_deref(), Some("uami"));
+        // contoso gives no credential of its own: it signs in as the deployment does.
+        assert_eq!(c.identity.client_id.as_deref(), Some("uami"));
         // Logs Ingestion and storage stay the deployment's own identity.
         assert_ne!(f.home_identity.without_secret, Credential::Federated);
         assert_eq!(f.home_identity.tenant_id, None);
@@ -762,14 +831,73 @@ mod tests {
             ("CAS_TENANTS", "a"),
             ("a__CAS_CREDENTIAL", "federated"),
             ("a__AZURE_TENANT_ID", "t"),
-            ("AZURE_CLIENT_ID", "mi"),
+            ("a__AZURE_CLIENT_ID", "mi"),
+            (
+                "a__CAS_API_URL",
+                "https://a.us2.portal.cloudappsecurity.com",
+            ),
             ("CAS_FEDERATED_IDENTITY_CLIENT_ID", "mi"),
         ])
         .unwrap_err()
         .to_string();
         assert!(err.contains("is the managed identity"), "{err}");
-        let adopted = all(&[("CAS_TENANTS", "main,b"), ("CAS_UNNAMED_TENANT", "main")]).unwrap();
+        let adopted = all(&[
+            ("CAS_TENANTS", "main,b"),
+            ("CAS_UNNAMED_TENANT", "main"),
+            (
+                "b__CAS_API_URL",
+                "https://b.us2.portal.cloudappsecurity.com",
+            ),
+        ])
+        .unwrap();
         assert!(adopted[0].adopts_unnamed && !adopted[1].adopts_unnamed);
+        assert_eq!(
+            adopted[0].message_tenant(),
+            None,
+            "main goes on as the unnamed tenant"
+        );
+        assert_eq!(adopted[1].message_tenant().unwrap().as_str(), "b");
+        // Each tenant names its own CAS; two naming one are refused.
+        let err = all(&[("CAS_TENANTS", "a,b")]).unwrap_err().to_string();
+        assert!(err.contains("tenant a: CAS_API_URL is not set"), "{err}");
+        let err = all(&[
+            ("CAS_TENANTS", "a,b"),
+            (
+                "a__CAS_API_URL",
+                "https://x.us2.portal.cloudappsecurity.com",
+            ),
+            (
+                "b__CAS_API_URL",
+                "https://x.us2.portal.cloudappsecurity.com",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tenants a and b read the same CAS API"),
+            "{err}"
+        );
+        // A tenant's own federated sign-in is not overridden by the deployment's secret.
+        let err = all(&[
+            ("CAS_TENANTS", "a"),
+            (
+                "a__CAS_API_URL",
+                "https://a.us2.portal.cloudappsecurity.com",
+            ),
+            ("AZURE_CLIENT_SECRET", "shared"),
+            ("AZURE_TENANT_ID", "home"),
+            ("AZURE_CLIENT_ID", "home-app"),
+            ("a__CAS_CREDENTIAL", "federated"),
+            ("a__AZURE_TENANT_ID", "t"),
+            ("a__AZURE_CLIENT_ID", "app"),
+            ("a__AZURE_CLIENT_SECRET", "own"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("federated and AZURE_CLIENT_SECRET are both set"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -57,17 +57,47 @@ pub(crate) fn parse_tenants(
     Ok(Some(out))
 }
 
+/// The settings a named tenant must give as its own: which CAS it reads. A tenant that
+/// fell back to the shared URL would read another tenant's CAS and send its records again
+/// under its own name.
+const OWN: &[&str] = &["CAS_API_URL"];
+
+/// How a tenant signs in, read as one: a tenant that gives any of them as `<name>__` reads
+/// all of them so, and one that gives none signs in as the deployment does. Mixing would
+/// pair a tenant's own choice with the deployment's secret or token (which wins over it)
+/// and send one tenant's credential to another's API.
+const CREDENTIAL: &[&str] = &[
+    "CAS_API_TOKEN",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "CAS_CREDENTIAL",
+];
+
 /// The lookup a named tenant reads its settings through: its own `<name>__` value, else
-/// the shared one; a deployment-wide setting is always the shared one.
+/// the shared one, but for [`OWN`] and the [`CREDENTIAL`] group (see each); a
+/// deployment-wide setting is always the shared one. The tenant that adopts the unnamed
+/// tenant (`CAS_UNNAMED_TENANT`) reads the unprefixed settings as its own.
 pub(crate) fn scoped<'a>(
     tenant: &'a TenantName,
+    adopter: bool,
     get: &'a dyn Fn(&str) -> Option<String>,
 ) -> impl Fn(&str) -> Option<String> + 'a {
+    let own_credential = CREDENTIAL
+        .iter()
+        .any(|n| get(&format!("{tenant}__{n}")).is_some());
     move |name: &str| {
         if deployment_wide(name) {
             return get(name);
         }
-        get(&format!("{tenant}__{name}")).or_else(|| get(name))
+        let own = get(&format!("{tenant}__{name}"));
+        let shared =
+            adopter || !(OWN.contains(&name) || (own_credential && CREDENTIAL.contains(&name)));
+        if shared {
+            own.or_else(|| get(name))
+        } else {
+            own
+        }
     }
 }
 
@@ -76,7 +106,7 @@ pub(crate) fn scoped<'a>(
 pub(super) fn split_scoped(name: &str) -> Option<(&str, &str)> {
     let (prefix, setting) = name.split_once("__")?;
     let ours = super::doc::SETTINGS.iter().any(|s| s.name == setting)
-        || ["CAS_", "SENTINEL_", "GRAPH_", "AZURE_"]
+        || ["CAS_", "SENTINEL_", "GRAPH_"]
             .iter()
             .any(|p| setting.starts_with(p));
     (ours && !prefix.is_empty()).then_some((prefix, setting))
@@ -143,6 +173,10 @@ mod tests {
             ("contoso__CAS_API_URL", "https://contoso"),
             ("CAS_QUEUE_NAME", "q"),
             ("contoso__CAS_QUEUE_NAME", "mine"),
+            ("CAS_LOOKBACK", "PT1H"),
+            ("AZURE_CLIENT_SECRET", "the deployment's"),
+            ("AZURE_TENANT_ID", "home"),
+            ("fabrikam__CAS_CREDENTIAL", "federated"),
         ];
         let get = |k: &str| {
             pairs
@@ -151,12 +185,27 @@ mod tests {
                 .map(|(_, v)| v.to_string())
         };
         let [contoso, fabrikam] = [names("contoso"), names("fabrikam")].map(|mut v| v.remove(0));
-        let c = scoped(&contoso, &get);
-        let f = scoped(&fabrikam, &get);
+        let c = scoped(&contoso, false, &get);
+        let f = scoped(&fabrikam, false, &get);
         assert_eq!(c("CAS_API_URL").as_deref(), Some("https://contoso"));
-        assert_eq!(f("CAS_API_URL").as_deref(), Some("https://shared"));
+        assert_eq!(
+            f("CAS_API_URL"),
+            None,
+            "which CAS a tenant reads is its own to say"
+        );
         assert_eq!(c("CAS_QUEUE_NAME").as_deref(), Some("q"));
-        assert_eq!(c("CAS_LOOKBACK"), None);
+        assert_eq!(f("CAS_LOOKBACK").as_deref(), Some("PT1H"));
+        // contoso gives no credential of its own: it signs in as the deployment does;
+        // fabrikam gives one: the deployment's secret and tenant are not mixed into it.
+        assert_eq!(
+            c("AZURE_CLIENT_SECRET").as_deref(),
+            Some("the deployment's")
+        );
+        assert_eq!(f("AZURE_CLIENT_SECRET"), None);
+        assert_eq!(f("AZURE_TENANT_ID"), None);
+        // The adopter of the unnamed tenant reads the unprefixed settings as its own.
+        let a = scoped(&fabrikam, true, &get);
+        assert_eq!(a("CAS_API_URL").as_deref(), Some("https://shared"));
     }
 
     #[test]

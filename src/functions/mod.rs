@@ -198,6 +198,9 @@ async fn invoke_poll(
     let mut failed_tenants = Vec::new();
     for (tenant, reports) in tenants {
         let (label, name) = (tenant.label(), tenant.tenant().map_or("", |t| t.as_str()));
+        // What its rows' CasTenant holds (nothing for the unnamed tenant and its adopter),
+        // for the alert that compares records pulled with rows landed.
+        let rows_tenant = tenant.settings.message_tenant().map_or("", |t| t.as_str());
         let mut tenant_ok = true;
         for r in reports {
             match r {
@@ -205,6 +208,7 @@ async fn invoke_poll(
                     let line = format!("PollCas: {label}{report}");
                     tracing::info!(
                         tenant = name,
+                        rows_tenant,
                         data_type = %report.data_type,
                         records = report.records,
                         changed = report.changed,

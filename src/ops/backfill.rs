@@ -83,7 +83,7 @@ pub(crate) async fn backfill(
         let failure = loop {
             match puller.next(&app.cas, deadline).await {
                 Ok(Some(step)) => {
-                    let tenant = app.settings.tenant.as_ref();
+                    let tenant = app.settings.message_tenant();
                     for m in pack_for(tenant, data_type, step.window, None, &step.new_records()) {
                         app.enqueue(&m).await?;
                         report.messages += 1;
@@ -147,7 +147,11 @@ async fn record_backfill(
     data_type: DataType,
     window: Window,
 ) -> Result<Vec<Earlier>, OpsError> {
-    let name = format!("backfills/{data_type}.json");
+    // Each tenant's own history (the adopter of the unnamed tenant keeps the unnamed one's).
+    let name = format!(
+        "{}backfills/{data_type}.json",
+        crate::model::TenantName::blob_root(app.settings.message_tenant())
+    );
     let (earlier, condition) = match app.blobs.get(&name).await? {
         Some((bytes, etag)) => (
             serde_json::from_slice::<Vec<Earlier>>(&bytes).unwrap_or_else(|e| {

@@ -21,8 +21,9 @@ use time::OffsetDateTime;
 pub(crate) struct Selection {
     /// Only batches of this data type (messages that are not our envelope never match).
     pub data_type: Option<DataType>,
-    /// Only batches of this tenant (`--tenant`; the same rule for other messages).
-    pub tenant: Option<crate::model::TenantName>,
+    /// Only batches whose message names this tenant (`Some(None)`: messages naming none,
+    /// the unnamed tenant's or its adopter's; other messages never match).
+    pub tenant: Option<Option<crate::model::TenantName>>,
     /// Only messages inserted at or after this time.
     pub since: Option<OffsetDateTime>,
     /// At most this many messages.
@@ -70,7 +71,7 @@ fn matches(sel: &Selection, env: Option<&Envelope>, inserted: Option<OffsetDateT
     };
     let tenant_ok = match (&sel.tenant, env) {
         (None, _) => true,
-        (Some(want), Some(e)) => e.tenant.as_ref() == Some(want),
+        (Some(want), Some(e)) => e.tenant == *want,
         (Some(_), None) => false,
     };
     let time_ok = match (sel.since, inserted) {

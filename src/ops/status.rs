@@ -67,12 +67,17 @@ pub(crate) struct Status {
     pub poison_queue: String,
     /// Messages in the poison queue.
     pub poison_depth: u64,
+    /// What the deployment as a whole should know (checkpoints no tenant goes on from).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Reads the state of `tenants` (all of a deployment's, or the one `--tenant` names) and
 /// of the queues they share. It only reads: a queue or container no run has made yet is
 /// reported as such, not made.
-pub(crate) async fn status(tenants: &[&App]) -> Result<Status, OpsError> {
+/// `adopted`: whether a tenant of the deployment adopts the unnamed one
+/// (`CAS_UNNAMED_TENANT`).
+pub(crate) async fn status(tenants: &[&App], adopted: bool) -> Result<Status, OpsError> {
     let mut states = Vec::new();
     for app in tenants {
         states.push(tenant_status(app).await?);
@@ -83,7 +88,19 @@ pub(crate) async fn status(tenants: &[&App]) -> Result<Status, OpsError> {
         Some(_) => None,
     };
     let queue_depth = app.queue.existing_len().await?;
+    let mut notes = Vec::new();
+    // CAS_TENANTS turned on without CAS_UNNAMED_TENANT: the unnamed tenant's place is
+    // kept by no one, and its tenant, listed under a name, started again from CAS_LOOKBACK.
+    if app.tenant().is_some() && !adopted {
+        let unnamed = crate::checkpoint::CheckpointStore::for_tenant(app.blobs.clone(), None);
+        for dt in [DataType::Alerts, DataType::Activities] {
+            if unnamed.load::<Cursor>(dt).await?.cursor.is_some() {
+                notes.push(format!("{} holds the checkpoint of this deployment's tenant from before CAS_TENANTS, which no tenant goes on from: name that tenant in CAS_UNNAMED_TENANT (docs/deploy.md, \"Several tenants\")", unnamed.blob_name(dt)));
+            }
+        }
+    }
     Ok(Status {
+        notes,
         unnamed,
         tenants: states,
         queue: app.queue.name().to_string(),
@@ -96,7 +113,8 @@ pub(crate) async fn status(tenants: &[&App]) -> Result<Status, OpsError> {
 
 async fn tenant_status(app: &App) -> Result<TenantStatus, OpsError> {
     let now = now_ms();
-    let tenant = app.tenant();
+    // Its blobs' names: the adopter of the unnamed tenant keeps the unnamed one's.
+    let tenant = app.settings.message_tenant();
     let mut data_types = Vec::new();
     for dt in DataType::ALL {
         let discovery = dt == DataType::Discovery;
@@ -157,7 +175,7 @@ async fn tenant_status(app: &App) -> Result<TenantStatus, OpsError> {
         });
     }
     Ok(TenantStatus {
-        tenant: tenant.map(|t| t.to_string()),
+        tenant: app.tenant().map(|t| t.to_string()),
         last_poll: app.last_poll().await?,
         data_types,
     })
@@ -169,6 +187,9 @@ impl Status {
         let mut out = String::new();
         for t in self.unnamed.iter().chain(&self.tenants) {
             t.render(&mut out);
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "\nnote: {n}");
         }
         if self.queue_exists {
             let _ = writeln!(out, "\nqueue {}: {} waiting", self.queue, self.queue_depth);

@@ -100,7 +100,7 @@ impl Checks<'_> {
 /// checks are named `<tenant>: <check>`, and storage, which the tenants share, is
 /// checked once.
 pub(crate) async fn validate(
-    lookup: &dyn Fn(&str) -> Option<String>,
+    env: &[(String, String)],
     host_json: &str,
     tenant: Option<&str>,
     report: &mut dyn FnMut(&Check),
@@ -110,7 +110,8 @@ pub(crate) async fn validate(
         report,
         prefix: String::new(),
     };
-    let all = match Settings::all_from_lookup(lookup) {
+    // From the whole list, so a misspelt name (a tenant's too) is named here as at start.
+    let all = match Settings::all_from_pairs(env) {
         Ok(s) => s,
         Err(errors) => {
             for e in errors.0 {
