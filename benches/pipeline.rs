@@ -80,8 +80,26 @@ async fn main() {
         return;
     }
     if args.iter().any(|a| a == "--only-tenants") {
+        // The tenant rows alone; with --write, as their own section at the end of the file,
+        // the rows above it left as the last full run wrote them.
         tenants::tenant_rows(&bin, &mut report, &mut notes).await;
-        println!("{}", render(&report, &notes));
+        let section = render(&report, &notes)
+            .replacen(
+                "# Benchmarks\n\n<!-- Written by `scripts/bench` (benches/pipeline.rs); do not edit by hand. -->",
+                "## Several tenants\n\n<!-- Written by `scripts/bench --only-tenants`; the rows above are the last full run's. -->",
+                1,
+            )
+            .replace("\n## Notes\n", "\n### Notes\n");
+        println!("{section}");
+        if let Some(path) = write_to {
+            let old = std::fs::read_to_string(&path).unwrap_or_default();
+            let kept = old
+                .split("\n## Several tenants\n")
+                .next()
+                .unwrap_or_default();
+            std::fs::write(&path, format!("{}\n\n{section}", kept.trim_end())).unwrap();
+            println!("wrote {path}");
+        }
         return;
     }
     if args.iter().any(|a| a == "--only-poll") {
@@ -1242,6 +1260,7 @@ async fn graph_catch_up(bin: &PathBuf, load: GraphLoad) -> CatchUp {
         GraphLoad::Hunting(_) => graph.hunting_queries(),
     };
     drop(child);
+    graph.forget_records();
     drop(azurite);
     let _ = std::fs::remove_dir_all(&dir);
     CatchUp {
@@ -1303,6 +1322,8 @@ async fn catch_up(bin: &PathBuf, n: u64) -> CatchUp {
     let (_, hwm) = rss_kib(pid);
     let number_before = |word: &str| number_before(&line, word);
     drop(child);
+    // Its server outlives this function: free the backlog for the next measurement.
+    sim.forget_records();
     drop(azurite);
     let _ = std::fs::remove_dir_all(&dir);
     CatchUp {

@@ -163,6 +163,9 @@ async fn poll_cost(bin: &Path, n: usize) -> PollCost {
         .map(|l| number_before(l, " records"))
         .sum();
     h.kill_handler().await;
+    for sim in &sims {
+        sim.forget_records();
+    }
     PollCost {
         records,
         peak_mb: hwm as f64 / 1024.0,
@@ -265,7 +268,13 @@ async fn backlog_lag(bin: &Path, backlog: bool) -> Lag {
     };
     tokio::join!(writer, ticks, drains);
     h.kill_handler().await;
-    drop(keep_backlog);
+    // The simulators' servers outlive this function: free their records for what follows.
+    if let Some(b) = keep_backlog {
+        b.forget_records();
+    }
+    for (_, sim) in &sims {
+        sim.forget_records();
+    }
     let accepted = h.sink.first_accepted();
     let created = created.into_inner().unwrap();
     let mut slowest = (0.0, 0.0, 0.0);

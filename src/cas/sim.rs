@@ -229,6 +229,16 @@ impl CasSim {
         self.lock().activity_padding = bytes;
     }
 
+    /// Drops every record the tenant holds. Its server lives as long as the process, and
+    /// with it the sim: a benchmark that seeded hundreds of thousands of records frees them
+    /// here before the next measurement, rather than carrying them to the end.
+    pub fn forget_records(&self) {
+        let mut st = self.lock();
+        st.alerts = Vec::new();
+        st.activities = Vec::new();
+        st.raw = Default::default();
+    }
+
     /// Allows `n` requests a minute from now on (`None`: the configured limit again), so a
     /// benchmark can seed its starting state quickly and then measure at CAS's real limit.
     /// The requests made so far stop counting against the new limit.

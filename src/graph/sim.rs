@@ -230,6 +230,13 @@ impl GraphSim {
         self.lock().alert_pages
     }
 
+    /// Drops the alerts and CloudAppEvents rows it holds (see `CasSim::forget_records`).
+    pub fn forget_records(&self) {
+        let mut st = self.lock();
+        st.alerts = Vec::new();
+        st.hunting = Vec::new();
+    }
+
     /// Adds `n` CloudAppEvents rows that happened at `at_ms` (+ their index in ms) and are
     /// ingested at `ingested_ms` (+ the same): a row is invisible to queries until then.
     pub fn add_hunting_events(&self, n: usize, at_ms: i64, ingested_ms: i64) -> Vec<String> {
