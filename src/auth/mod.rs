@@ -123,7 +123,22 @@ impl azure_identity::ClientAssertion for IdentityAssertion {
         &self,
         _: Option<azure_core::http::ClientMethodOptions<'_>>,
     ) -> azure_core::Result<String> {
-        let t = self.0.get_token(&[TOKEN_EXCHANGE_SCOPE], None).await?;
+        // Outside Azure there is no managed identity to sign with: say so, or an operator
+        // running `validate` from a laptop reads only an IMDS connection error.
+        let t = self
+            .0
+            .get_token(&[TOKEN_EXCHANGE_SCOPE], None)
+            .await
+            .map_err(|e| {
+                azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    format!(
+                        "the deployment's managed identity could not sign the federated \
+                         assertion (it has one only inside Azure: run this in the function \
+                         app): {e}"
+                    ),
+                )
+            })?;
         Ok(t.token.secret().to_string())
     }
 }
@@ -273,6 +288,39 @@ mod tests {
         assert!(
             token.starts_with("sim|api://AzureADTokenExchange|"),
             "{token}"
+        );
+    }
+
+    /// An identity with no token to give: the function app's identity, asked from a laptop.
+    #[derive(Debug)]
+    struct NoIdentity;
+
+    #[async_trait::async_trait]
+    impl TokenCredential for NoIdentity {
+        async fn get_token(
+            &self,
+            _: &[&str],
+            _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+            Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Io,
+                "connection refused (169.254.169.254:80)",
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_assertion_with_no_identity_to_sign_says_where_one_exists() {
+        use azure_identity::ClientAssertion;
+        let err = IdentityAssertion(Arc::new(NoIdentity))
+            .secret(None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only inside Azure"), "{err}");
+        assert!(
+            err.contains("connection refused"),
+            "the cause is kept: {err}"
         );
     }
 
