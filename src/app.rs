@@ -50,7 +50,7 @@ pub struct App {
     resources_ready: Arc<tokio::sync::OnceCell<()>>,
     /// The deployment's own credential (Logs Ingestion, storage), shared by the tenants.
     home: Arc<Renewable>,
-    /// Pages in hand at once across the tenants (see [`poll::PAGES_AT_ONCE`]).
+    /// Pages in hand at once across the tenants (see [`crate::pages`]).
     pages: Arc<tokio::sync::Semaphore>,
 }
 
@@ -188,7 +188,7 @@ impl App {
             home: renewable,
             pages: match storage {
                 Some(other) => other.pages.clone(),
-                None => Arc::new(tokio::sync::Semaphore::new(poll::PAGES_AT_ONCE)),
+                None => Arc::new(tokio::sync::Semaphore::new(crate::pages::PAGES_AT_ONCE)),
             },
         })
     }

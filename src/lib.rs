@@ -50,6 +50,7 @@ mod model;
 mod net;
 mod ops;
 mod package;
+mod pages;
 mod pipeline;
 mod retry;
 mod schema;

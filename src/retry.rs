@@ -145,6 +145,14 @@ pub(crate) async fn read_answer<E>(
     };
     let status = rsp.status().as_u16();
     if rsp.status().is_success() {
+        // The body is a page in memory from here to its enqueue: it counts against the
+        // bound on pages in hand (a poll's; anything else is not bounded).
+        if !crate::pages::take().await {
+            return Attempt::retry(
+                None,
+                "the invocation's time ran out waiting for other tenants' pages",
+            );
+        }
         return match read_capped(rsp, max_body).await {
             Ok(b) => Attempt::Done(b),
             Err(Capped::Over) => Attempt::Fail(too_large(max_body)),

@@ -9,12 +9,14 @@ use crate::graph::alerts::GraphAlerts;
 use crate::graph::discovery::Snapshot;
 use crate::graph::hunting::Hunting;
 use crate::model::{now_ms, DataType, TenantName, Window};
+use crate::pages;
 use crate::retry::Deadline;
 use crate::source::{ReadError, Source, Step};
 use crate::storage::blobs::BlobError;
 use crate::storage::queue::QueueError;
 use crate::storage::SetupError;
 use std::fmt;
+use std::sync::Arc;
 
 /// What one data type's poll did.
 #[derive(Debug)]
@@ -126,16 +128,9 @@ pub struct Sources<'a> {
     pub graph: &'a crate::graph::GraphClient,
     /// Where each data type's cursor is stored.
     pub checkpoints: &'a CheckpointStore,
-    /// Pages in hand at once, across all the tenants of a deployment (see [`PAGES_AT_ONCE`]).
-    pub pages: &'a tokio::sync::Semaphore,
+    /// Pages in hand at once, across all the tenants of a deployment (see [`crate::pages`]).
+    pub pages: &'a Arc<tokio::sync::Semaphore>,
 }
-
-/// How many pages the lanes of all tenants hold at once, from the request to the enqueue.
-/// A lane holds one page at a time; without this bound a deployment's peak memory would
-/// grow with its tenants (2.6 MB each in the benchmark's 100-tenant poll). Page steps are
-/// short and the permits are handed out in turn, so no tenant waits long for one; a lane
-/// waiting on its own CAS budget holds a permit only across that request.
-pub(crate) const PAGES_AT_ONCE: usize = 12;
 
 /// Where a poll's messages go. The app's is the fan-out queue (a spilled payload first to
 /// its blob); a test's can be a list in memory that fails when told to.
@@ -279,7 +274,7 @@ impl PollReport {
 /// One data type's lane: where its cursor is stored and its messages go.
 struct Lane<'a, O> {
     tenant: Option<&'a TenantName>,
-    pages: &'a tokio::sync::Semaphore,
+    pages: &'a Arc<tokio::sync::Semaphore>,
     checkpoints: &'a CheckpointStore,
     outbox: &'a O,
     dt: DataType,
@@ -312,15 +307,13 @@ impl<O: Outbox + Sync> Lane<'_, O> {
         let mut unsaved = false;
         let mut saved_at = std::time::Instant::now();
         let failure = loop {
-            // The page is held from its request to its enqueue (see PAGES_AT_ONCE).
-            let Ok(Ok(_page)) =
-                tokio::time::timeout(deadline.remaining(), self.pages.acquire()).await
-            else {
-                report.stopped =
-                    Some("the invocation's time ran out waiting for other tenants' pages".into());
-                break None;
-            };
-            let step = match puller.read(client, deadline).await {
+            // The step's page counts against the bound from its answer's body to its
+            // enqueue, the end of this iteration, when the hold is dropped (see `pages`).
+            let page = pages::Hold::new(
+                self.pages.clone(),
+                tokio::time::Instant::now() + deadline.remaining(),
+            );
+            let step = match page.scope(puller.read(client, deadline)).await {
                 Ok(Some(step)) => step,
                 Ok(None) => break None,
                 // Out of time (a slot or an answer would come after the deadline): an
@@ -461,7 +454,7 @@ mod tests {
         cas: CasClient,
         graph: crate::graph::GraphClient,
         checkpoints: CheckpointStore,
-        pages: tokio::sync::Semaphore,
+        pages: Arc<tokio::sync::Semaphore>,
     }
 
     impl Tenant {
@@ -498,7 +491,7 @@ mod tests {
                 cas,
                 graph,
                 checkpoints: CheckpointStore::new(blobs),
-                pages: tokio::sync::Semaphore::new(PAGES_AT_ONCE),
+                pages: Arc::new(tokio::sync::Semaphore::new(pages::PAGES_AT_ONCE)),
             }
         }
 
@@ -557,5 +550,57 @@ mod tests {
             (1_200, want),
             "each record enqueued exactly once"
         );
+    }
+
+    /// The bound on pages in hand is shared by every tenant; a tenant waiting out its own
+    /// CAS budget holds none of it. Before, a lane took its permit before the request and
+    /// slept on its tenant's limiter holding it: with the bound taken by such sleepers (four
+    /// tenants catching up fill twelve permits), every other tenant waited for them.
+    #[tokio::test]
+    async fn a_tenant_waiting_on_its_cas_budget_holds_no_page_the_others_need() {
+        let mut throttled = Tenant::new().await;
+        let mut healthy = Tenant::new().await;
+        // One permit between them, and a budget that makes the throttled tenant's second
+        // page wait about 6 s (a request every 4 s, and the limiter's arrival margin).
+        throttled.pages = Arc::new(tokio::sync::Semaphore::new(1));
+        healthy.pages = throttled.pages.clone();
+        throttled.cas = throttled
+            .cas
+            .clone()
+            .with_rate_limit(1, Duration::from_secs(4));
+        let (slow_out, quick_out) = (Memory::default(), Memory::default());
+        let deadline = Deadline::after(Duration::from_secs(10));
+        let slow = poll_one(
+            throttled.sources(),
+            &slow_out,
+            DataType::Activities,
+            deadline,
+        );
+        let quick = async {
+            // Once the throttled tenant has read its first page and waits for its next slot.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let started = std::time::Instant::now();
+            let r = poll_one(
+                healthy.sources(),
+                &quick_out,
+                DataType::Activities,
+                deadline,
+            )
+            .await;
+            (r, started.elapsed())
+        };
+        let (slow, (quick, took)) = tokio::join!(slow, quick);
+        let quick = quick.unwrap();
+        assert!(quick.complete, "{quick}");
+        assert_eq!(quick_out.ids().len(), 1_200);
+        assert!(
+            took < Duration::from_secs(3),
+            "the healthy tenant waited {took:?} for the throttled one's permit"
+        );
+        // The throttled tenant read what its budget allowed: two pages, then out of time.
+        let slow = slow.unwrap();
+        assert_eq!((slow.pages, slow.complete), (2, false), "{slow}");
+        let read = slow_out.ids().len();
+        assert!((501..=1_000).contains(&read), "{read} records");
     }
 }
