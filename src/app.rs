@@ -69,11 +69,21 @@ pub enum AppError {
 }
 
 /// The HTTP client every tenant's clients share (one connection pool).
+///
+/// Every tenant's Graph calls share one HTTP/2 connection to Graph. An answer whose lane
+/// waits for the page bound (see `pages`) is left unread, and what the server has sent of
+/// it counts against the connection's flow-control window until it is read. With hyper's
+/// default window (5 MB for the connection, 2 MB a stream) three such answers would stop
+/// the answers being read, whose lanes hold the permits the waiters need, until their
+/// timeouts. So a stream may buffer little (256 KiB) and the connection a thousand of them:
+/// unread data stays small, and what waits never stops what is being read.
 fn http_client() -> Result<reqwest::Client, AppError> {
     reqwest::Client::builder()
         .user_agent(concat!("cas-sentinel/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(32)
+        .http2_initial_stream_window_size(256 << 10)
+        .http2_initial_connection_window_size(256 << 20)
         .build()
         .map_err(|e| AppError::Http(e.to_string()))
 }

@@ -63,6 +63,13 @@ impl Hold {
     }
 }
 
+/// Gives back the current task's page permit, if it holds one: the lane has dropped what
+/// it read, or is about to sleep (a retry's back-off) and must not keep others waiting. Its
+/// next answer takes a permit again.
+pub(crate) fn release() {
+    let _ = HOLD.try_with(|hold| hold.slot().take());
+}
+
 /// Takes a page permit for the current task's lane, unless it has one or is not bounded:
 /// false when its deadline comes first.
 pub(crate) async fn take() -> bool {
@@ -105,6 +112,7 @@ mod tests {
         drop(hold);
         assert_eq!(pages.available_permits(), 2, "given back with the hold");
         assert!(take().await, "outside a poll nothing is bounded");
+        release();
         assert_eq!(pages.available_permits(), 2);
     }
 
@@ -116,7 +124,9 @@ mod tests {
         let second = Hold::new(pages.clone(), Instant::now() + Duration::from_millis(50));
         assert!(!second.scope(take()).await, "out of time, no permit");
         assert!(!second.held());
-        drop(first);
+        // A lane that sleeps gives its permit back; its next answer takes one again.
+        first.scope(async { release() }).await;
+        assert!(!first.held());
         let third = Hold::new(pages, Instant::now() + Duration::from_secs(5));
         assert!(third.scope(take()).await);
     }

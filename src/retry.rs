@@ -107,6 +107,8 @@ pub(crate) enum Attempt<T, E> {
     /// the policy's `connect_tries` allows, so a wrong or dead endpoint is named in
     /// seconds rather than after the whole budget.
     Unreachable(crate::net::Unreachable),
+    /// The run's time ran out before the call could go on (not the service's failure).
+    OutOfTime(String),
     /// A failure that retrying will not fix.
     Fail(E),
 }
@@ -148,10 +150,10 @@ pub(crate) async fn read_answer<E>(
         // The body is a page in memory from here to its enqueue: it counts against the
         // bound on pages in hand (a poll's; anything else is not bounded).
         if !crate::pages::take().await {
-            return Attempt::retry(
-                None,
-                "the invocation's time ran out waiting for other tenants' pages",
-            );
+            return Attempt::OutOfTime(format!(
+                "waiting for the deployment's bound on pages in memory ({} at once, shared by every tenant's lanes)",
+                crate::pages::PAGES_AT_ONCE
+            ));
         }
         return match read_capped(rsp, max_body).await {
             Ok(b) => Attempt::Done(b),
@@ -232,6 +234,7 @@ where
         let (wait, reason) = match attempt(n).await {
             Attempt::Done(v) => return Ok(v),
             Attempt::Fail(e) => return Err(e),
+            Attempt::OutOfTime(reason) => return Err(out_of_time(reason)),
             Attempt::Retry { wait, reason } => {
                 unconnected = 0;
                 (
@@ -255,6 +258,9 @@ where
             %reason,
             "call failed; retrying"
         );
+        // A lane that sleeps holds no share of the page bound: the answer that failed is
+        // gone, and a sleeper must not keep other tenants waiting (see `pages`).
+        crate::pages::release();
         if !deadline.sleep_within(wait).await {
             return Err(out_of_time(reason));
         }
@@ -287,6 +293,57 @@ mod tests {
         max: Duration::from_secs(1),
         connect_tries: Some(3),
     };
+
+    /// A lane whose answer failed after it took a page permit (a body cut off) gives the
+    /// permit back for its back-off, and a page-bound wait that outlasts the run ends it at
+    /// once, named, with no retry.
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_sleeping_on_a_retry_holds_no_page_and_a_page_wait_is_out_of_time() {
+        use crate::pages::{take, Hold};
+        let pages = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let hold = Hold::new(pages.clone(), Instant::now() + Duration::from_secs(60));
+        let deadline = Deadline::after(Duration::from_secs(60));
+        let lane = hold.scope(drive(
+            POLICY,
+            "page",
+            deadline,
+            |n| async move {
+                assert!(take().await);
+                if n == 0 {
+                    Attempt::retry(Some(Duration::from_secs(5)), "the body was cut off")
+                } else {
+                    Attempt::Done(n)
+                }
+            },
+            |why| e(&why),
+        ));
+        let watch = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            pages.available_permits()
+        };
+        let (got, free_while_sleeping) = tokio::join!(lane, watch);
+        assert_eq!(got, Ok(1));
+        assert_eq!(free_while_sleeping, 1, "the sleeper gave its permit back");
+        assert!(hold.held(), "the answer that came took one again");
+
+        let waiter = Hold::new(pages.clone(), Instant::now() + Duration::from_secs(1));
+        let got: Result<u32, E> = waiter
+            .scope(drive(
+                POLICY,
+                "page",
+                Deadline::after(Duration::from_secs(1)),
+                |_| async {
+                    if take().await {
+                        Attempt::Done(0)
+                    } else {
+                        Attempt::OutOfTime("waiting for the page bound".into())
+                    }
+                },
+                |why| e(&why),
+            ))
+            .await;
+        assert_eq!(got, Err(e("waiting for the page bound")));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn drive_waits_as_asked_and_gives_up_at_the_deadline() {

@@ -70,7 +70,9 @@ pub enum CasError {
     #[error("{0}: check CAS_API_URL (the portal's About page shows the API URL) and that the network reaches it")]
     Unreachable(#[from] crate::net::Unreachable),
     /// Throttling or server errors went on until the run's time budget ran out.
-    #[error("CAS {path} still failing ({last}) when the run's time budget ran out; the rest is left for the next run")]
+    #[error(
+        "CAS {path}: the run's time budget ran out ({last}); the rest is left for the next run"
+    )]
     OutOfTime {
         /// The API path.
         path: String,

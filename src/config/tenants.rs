@@ -91,8 +91,10 @@ pub(crate) fn scoped<'a>(
             return get(name);
         }
         let own = get(&format!("{tenant}__{name}"));
+        // The adopter's own settings are the unprefixed ones, but for its credential: one
+        // it gives its own of is read whole from its own, as any tenant's.
         let shared =
-            adopter || !(OWN.contains(&name) || (own_credential && CREDENTIAL.contains(&name)));
+            !(own_credential && CREDENTIAL.contains(&name)) && (adopter || !OWN.contains(&name));
         if shared {
             own.or_else(|| get(name))
         } else {
@@ -206,6 +208,11 @@ mod tests {
         // The adopter of the unnamed tenant reads the unprefixed settings as its own.
         let a = scoped(&fabrikam, true, &get);
         assert_eq!(a("CAS_API_URL").as_deref(), Some("https://shared"));
+        // But for a credential it gives its own of, read whole from its own.
+        assert_eq!(a("AZURE_CLIENT_SECRET"), None);
+        assert_eq!(a("CAS_CREDENTIAL").as_deref(), Some("federated"));
+        let a = scoped(&contoso, true, &get);
+        assert_eq!(a("AZURE_TENANT_ID").as_deref(), Some("home"));
     }
 
     #[test]

@@ -148,7 +148,10 @@ impl GraphAlerts {
             let mut items = std::mem::take(&mut page.items);
             if page.next.is_some() && span > MIN_SPAN_MS {
                 // More than one page: a narrower window, asked again (see the module's note).
+                // This answer is dropped, so the lane holds no page while it asks.
                 span = (span / 2).max(MIN_SPAN_MS);
+                drop(items);
+                crate::pages::release();
                 continue;
             }
             // A millisecond with more alerts than a page cannot be narrowed: read it whole,

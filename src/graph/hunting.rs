@@ -124,6 +124,9 @@ impl Hunting {
             if rows.len() <= ROWS {
                 break rows;
             }
+            // Too many rows: they are dropped, and the lane holds no page while it counts.
+            drop(rows);
+            crate::pages::release();
             to = self.fitting_end(client, from, to, deadline).await?;
         };
         let span = to - from;

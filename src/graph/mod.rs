@@ -67,7 +67,7 @@ pub enum GraphError {
     #[error("{0}: check GRAPH_API_URL and that the network reaches it")]
     Unreachable(#[from] crate::net::Unreachable),
     /// Throttling or server errors went on until the run's time budget ran out.
-    #[error("Microsoft Graph {what} still failing ({last}) when the run's time budget ran out; the snapshot continues next run")]
+    #[error("Microsoft Graph {what}: the run's time budget ran out ({last}); the snapshot continues next run")]
     OutOfTime {
         /// What was asked for.
         what: String,

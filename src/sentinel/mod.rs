@@ -231,6 +231,7 @@ impl LogsIngestion {
             }
             Attempt::Retry { wait, reason } => Attempt::Retry { wait, reason },
             Attempt::Unreachable(u) => Attempt::Unreachable(u),
+            Attempt::OutOfTime(r) => Attempt::OutOfTime(r),
             Attempt::Fail(e) => Attempt::Fail(e),
         }
     }
