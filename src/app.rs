@@ -7,7 +7,7 @@
 //! HTTP connection pool; without `CAS_TENANTS` it holds one unnamed tenant.
 
 use crate::auth::Renewable;
-use crate::batch::envelope::{spill_blob_name, Outgoing};
+use crate::batch::envelope::{spill_blob_name, Envelope, Outgoing};
 use crate::cas::{CasAuth, CasClient};
 use crate::checkpoint::CheckpointStore;
 use crate::config::{Settings, StorageAuth, StorageConfigError};
@@ -288,13 +288,13 @@ impl App {
     }
 
     /// Sends one queue message's batch (see [`ingest::process`]).
-    pub async fn ingest(
+    async fn ingest(
         &self,
-        text: &str,
+        env: Envelope,
         deadline: Deadline,
     ) -> Result<IngestOutcome, IngestError> {
         self.ensure_resources().await.map_err(IngestError::Setup)?;
-        ingest::process(self.sink(), text, deadline).await
+        ingest::process(self.sink(), env, deadline).await
     }
 
     /// Creates the queues and the container if they are missing: once per process when
@@ -486,16 +486,18 @@ impl Deployment {
         text: &str,
         deadline: Deadline,
     ) -> Result<IngestOutcome, IngestError> {
-        let tenant = crate::batch::envelope::Envelope::tenant_of(text)?;
+        let env = Envelope::parse(text)?;
+        let tenant = env.tenant.as_ref();
         // A message queued before CAS_TENANTS names no tenant: it is the former unnamed
         // tenant's (CAS_UNNAMED_TENANT), and its ledger entries are where they were.
-        let owner = self.tenants.iter().find(|a| {
-            a.tenant() == tenant.as_ref() || (tenant.is_none() && a.settings.adopts_unnamed)
-        });
+        let owner = self
+            .tenants
+            .iter()
+            .find(|a| a.tenant() == tenant || (tenant.is_none() && a.settings.adopts_unnamed));
         match owner {
-            Some(app) => app.ingest(text, deadline).await,
+            Some(app) => app.ingest(env, deadline).await,
             None => Err(IngestError::NoSuchTenant {
-                tenant: tenant.map(String::from),
+                tenant: env.tenant.map(String::from),
                 known: self.names(),
             }),
         }

@@ -180,16 +180,12 @@ pub struct BatchId(String);
 pub struct InvalidBatchId(pub String);
 
 impl BatchId {
-    /// The id of a batch with this content. The window is left out on purpose: a re-run
-    /// whose window ends a little later still packs the same records into the same ids.
-    pub fn for_content(data_type: DataType, records_json: &[u8]) -> Self {
-        Self::for_tenant_content(None, data_type, records_json)
-    }
-
-    /// [`BatchId::for_content`] for a named tenant's batch. Two tenants can hold the same
-    /// bytes (a record copied between them, or two simulated tenants), and each batch must
-    /// be sent for each. The unnamed tenant's ids are those of earlier releases, so an
-    /// upgrade sends nothing twice.
+    /// The id of a batch with this content, of this tenant. The window is left out on
+    /// purpose: a re-run whose window ends a little later still packs the same records
+    /// into the same ids. The tenant is in it because two tenants can hold the same bytes
+    /// (a record copied between them, or two simulated tenants), and each batch must be
+    /// sent for each; the unnamed tenant's (`None`) ids are those of earlier releases, so
+    /// an upgrade sends nothing twice.
     pub fn for_tenant_content(
         tenant: Option<&TenantName>,
         data_type: DataType,
@@ -356,10 +352,19 @@ mod tests {
 
     #[test]
     fn batch_id_is_deterministic_and_content_sensitive() {
-        let a = BatchId::for_content(DataType::Alerts, b"[1]");
-        assert_eq!(a, BatchId::for_content(DataType::Alerts, b"[1]"));
-        assert_ne!(a, BatchId::for_content(DataType::Alerts, b"[2]"));
-        assert_ne!(a, BatchId::for_content(DataType::Activities, b"[1]"));
+        let a = BatchId::for_tenant_content(None, DataType::Alerts, b"[1]");
+        assert_eq!(
+            a,
+            BatchId::for_tenant_content(None, DataType::Alerts, b"[1]")
+        );
+        assert_ne!(
+            a,
+            BatchId::for_tenant_content(None, DataType::Alerts, b"[2]")
+        );
+        assert_ne!(
+            a,
+            BatchId::for_tenant_content(None, DataType::Activities, b"[1]")
+        );
         let t: TenantName = "contoso".parse().unwrap();
         let u: TenantName = "fabrikam".parse().unwrap();
         let ta = BatchId::for_tenant_content(Some(&t), DataType::Alerts, b"[1]");

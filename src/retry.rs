@@ -19,6 +19,11 @@ impl Deadline {
         Deadline(Instant::now() + budget)
     }
 
+    /// The moment itself.
+    pub(crate) fn at(&self) -> Instant {
+        self.0
+    }
+
     /// Time left, zero once passed.
     pub fn remaining(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())

@@ -66,13 +66,18 @@ pub fn credential(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential
             .map(|c| c as Arc<dyn TokenCredential>)
             .map_err(|e| AuthError::Build(e.to_string()));
     }
+    Ok(managed_identity(identity.client_id.clone())?)
+}
+
+/// The user-assigned identity `client_id`, or the system-assigned one.
+fn managed_identity(
+    client_id: Option<String>,
+) -> Result<Arc<ManagedIdentityCredential>, AuthError> {
     let options = ManagedIdentityCredentialOptions {
-        user_assigned_id: identity.client_id.clone().map(UserAssignedId::ClientId),
+        user_assigned_id: client_id.map(UserAssignedId::ClientId),
         client_options: client_options(),
     };
-    let cred = ManagedIdentityCredential::new(Some(options))
-        .map_err(|e| AuthError::Build(e.to_string()))?;
-    Ok(cred)
+    ManagedIdentityCredential::new(Some(options)).map_err(|e| AuthError::Build(e.to_string()))
 }
 
 /// The scope a managed identity's token must have to be an app's client assertion:
@@ -89,15 +94,7 @@ fn federated(identity: &IdentitySettings) -> Result<Arc<dyn TokenCredential>, Au
             "CAS_CREDENTIAL=federated needs AZURE_TENANT_ID and AZURE_CLIENT_ID".into(),
         ));
     };
-    let options = ManagedIdentityCredentialOptions {
-        user_assigned_id: identity
-            .federated_identity
-            .clone()
-            .map(UserAssignedId::ClientId),
-        client_options: client_options(),
-    };
-    let signer = ManagedIdentityCredential::new(Some(options))
-        .map_err(|e| AuthError::Build(e.to_string()))?;
+    let signer = managed_identity(identity.federated_identity.clone())?;
     let options = azure_identity::ClientAssertionCredentialOptions {
         client_options: client_options(),
     };

@@ -222,19 +222,6 @@ impl Envelope {
         Ok(env)
     }
 
-    /// The tenant a message names, read without building the rest (which the tenant's
-    /// own ingest then reads): where its rows go.
-    pub fn tenant_of(text: &str) -> Result<Option<TenantName>, EnvelopeError> {
-        #[derive(Deserialize)]
-        struct Route {
-            #[serde(default)]
-            tenant: Option<TenantName>,
-        }
-        serde_json::from_str::<Route>(text)
-            .map(|r| r.tenant)
-            .map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))
-    }
-
     /// The message text.
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).expect("an envelope always serializes")

@@ -145,15 +145,14 @@ impl GraphAlerts {
                 .append_pair("$filter", &Self::filter(from, to))
                 .append_pair("$top", &PAGE.to_string());
             let mut page = client.page(&url, deadline).await?;
-            let mut items = std::mem::take(&mut page.items);
             if page.next.is_some() && span > MIN_SPAN_MS {
                 // More than one page: a narrower window, asked again (see the module's note).
                 // This answer is dropped, so the lane holds no page while it asks.
                 span = (span / 2).max(MIN_SPAN_MS);
-                drop(items);
                 crate::pages::release();
                 continue;
             }
+            let mut items = std::mem::take(&mut page.items);
             // A millisecond with more alerts than a page cannot be narrowed: read it whole,
             // following the links (nothing can leave a window that is a point in the past
             // but an alert updated again, whose new state a later window reads).

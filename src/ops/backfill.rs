@@ -74,6 +74,7 @@ pub(crate) async fn backfill(
     };
     let progress = Progress::new(window);
     let before = app.cas.requests_sent();
+    let tenant = app.settings.message_tenant();
     // One pass over the range, a page at a time: each page is enqueued before the next is
     // read, so memory stays one page however long the range. A retryable failure gets a
     // fresh budget from where it stopped; the cursor is this command's own, never stored.
@@ -83,7 +84,6 @@ pub(crate) async fn backfill(
         let failure = loop {
             match puller.next(&app.cas, deadline).await {
                 Ok(Some(step)) => {
-                    let tenant = app.settings.message_tenant();
                     for m in pack_for(tenant, data_type, step.window, None, &step.new_records()) {
                         app.enqueue(&m).await?;
                         report.messages += 1;

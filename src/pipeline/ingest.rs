@@ -97,15 +97,14 @@ pub struct Sink<'a> {
     pub tenant: &'a TenantColumns,
 }
 
-/// Sends one batch given its message text: claims it in the batch ledger (see
+/// Sends one batch given its message: claims it in the batch ledger (see
 /// `batch::ledger`; `None` there means it was sent before), sends the rows not yet
 /// accepted, and marks it sent, or releases the claim with the progress made.
 pub(crate) async fn process(
     app: Sink<'_>,
-    text: &str,
+    env: Envelope,
     deadline: Deadline,
 ) -> Result<IngestOutcome, IngestError> {
-    let env = Envelope::parse(text)?;
     tracing::Span::current().record("data_type", env.data_type.as_str());
     // The ledger is keyed by the batch id: it is trusted only for the content it names.
     let payload = match payload_text(app, &env).await {
@@ -364,6 +363,11 @@ mod tests {
         use std::sync::Arc;
         use std::time::Duration;
 
+        /// A queue message as the ingest reads it.
+        fn env(text: &str) -> Envelope {
+            Envelope::parse(text).unwrap()
+        }
+
         struct World {
             _storage: Arc<StorageSim>,
             blobs: Blobs,
@@ -441,13 +445,13 @@ mod tests {
         async fn a_batch_is_sent_once_however_often_it_is_delivered() {
             let w = World::new(crate::config::MAX_CALL_BYTES).await;
             let text = batch(40);
-            let first = process(w.sink(), &text, minute()).await.unwrap();
+            let first = process(w.sink(), env(&text), minute()).await.unwrap();
             assert!(
                 matches!(first, IngestOutcome::Sent { rows: 40, .. }),
                 "{first}"
             );
             for _ in 0..3 {
-                let again = process(w.sink(), &text, minute()).await.unwrap();
+                let again = process(w.sink(), env(&text), minute()).await.unwrap();
                 assert!(matches!(again, IngestOutcome::AlreadySent(_)), "{again}");
             }
             assert_eq!(w.sink.rows("McasActivity_CL").len(), 40);
@@ -472,19 +476,19 @@ mod tests {
                 .put(&blob, gz, crate::storage::blobs::WriteCondition::Always)
                 .await
                 .unwrap();
-            let first = process(w.sink(), &m.text, minute()).await.unwrap();
+            let first = process(w.sink(), env(&m.text), minute()).await.unwrap();
             assert!(
                 matches!(first, IngestOutcome::Sent { rows: 1, .. }),
                 "{first}"
             );
             // The lifecycle rule deletes payloads with the states, the payload first.
             w.blobs.delete(&blob).await.unwrap();
-            let again = process(w.sink(), &m.text, minute()).await.unwrap();
+            let again = process(w.sink(), env(&m.text), minute()).await.unwrap();
             assert!(matches!(again, IngestOutcome::AlreadySent(_)), "{again}");
             // A batch never sent whose payload is gone is an error, not a silent skip.
             let (never, _) = spilled(1);
             assert!(matches!(
-                process(w.sink(), &never.text, minute()).await,
+                process(w.sink(), env(&never.text), minute()).await,
                 Err(IngestError::MissingPayload(_))
             ));
         }
@@ -494,8 +498,8 @@ mod tests {
             let w = World::new(crate::config::MAX_CALL_BYTES).await;
             let text = batch(40);
             let (a, b) = tokio::join!(
-                process(w.sink(), &text, minute()),
-                process(w.sink(), &text, minute())
+                process(w.sink(), env(&text), minute()),
+                process(w.sink(), env(&text), minute())
             );
             let sent = [&a, &b]
                 .iter()
@@ -517,11 +521,11 @@ mod tests {
             let w = World::new(64 * 1024).await;
             let text = batch(120);
             w.sink.inject([IngestFault::Pass, IngestFault::Status(400)]);
-            let failed = process(w.sink(), &text, minute()).await.unwrap_err();
+            let failed = process(w.sink(), env(&text), minute()).await.unwrap_err();
             assert!(matches!(failed, IngestError::Sentinel(_)), "{failed}");
             let after_first = w.sink.rows("McasActivity_CL").len();
             assert!(after_first > 0 && after_first < 120, "{after_first}");
-            let done = process(w.sink(), &text, minute()).await.unwrap();
+            let done = process(w.sink(), env(&text), minute()).await.unwrap();
             assert!(
                 matches!(done, IngestOutcome::Sent { rows, .. } if rows == 120 - after_first),
                 "{done}"

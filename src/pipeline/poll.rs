@@ -309,10 +309,7 @@ impl<O: Outbox + Sync> Lane<'_, O> {
         let failure = loop {
             // The step's page counts against the bound from its answer's body to its
             // enqueue, the end of this iteration, when the hold is dropped (see `pages`).
-            let page = pages::Hold::new(
-                self.pages.clone(),
-                tokio::time::Instant::now() + deadline.remaining(),
-            );
+            let page = pages::Hold::new(self.pages.clone(), deadline.at());
             let step = match page.scope(puller.read(client, deadline)).await {
                 Ok(Some(step)) => step,
                 Ok(None) => break None,
