@@ -432,6 +432,9 @@ fn row_of(activity: &Value) -> Option<(AsimTable, Value)> {
                 put("TargetUserId", text(Some(id)));
                 put("TargetUserIdType", text(Some("AADID")));
             }
+            // ASIM's field for the Entra tenant a user belongs to (Microsoft's SigninLogs
+            // parser fills it from HomeTenantId).
+            put("TargetUserScopeId", text(s("CasTenantId")));
             put("SrcIsp", text(s("ISP")));
             put("SrcDvcOs", text(s("OSPlatform")));
             if k.failed {
@@ -450,6 +453,7 @@ fn row_of(activity: &Value) -> Option<(AsimTable, Value)> {
             let (name, ty) = username(user?);
             put("ActorUsername", text(Some(name)));
             put("ActorUsernameType", text(Some(ty)));
+            put("ActorScopeId", text(s("CasTenantId")));
             if let Some(id) = user_id {
                 put("ActorUserId", text(Some(id)));
                 put("ActorUserIdType", text(Some("AADID")));
@@ -489,9 +493,7 @@ fn row_of(activity: &Value) -> Option<(AsimTable, Value)> {
         }
     }
     // The tenant a row came from rides in AdditionalFields: the native tables take no
-    // column of ours, and ASIM's DvcScopeId (a subscription or account) is the closest
-    // field it has, so the Entra tenant id goes there too.
-    put("DvcScopeId", text(s("CasTenantId")));
+    // column of ours (its Entra id is also the user's scope, above).
     let extra: Map<String, Value> = [
         ("ReportId", s("ReportId")),
         ("ActivityType", s("ActivityType")),
@@ -536,7 +538,6 @@ pub(crate) mod columns {
         c("EventVendor", T::String, "always \"Microsoft\""),
         c("EventSchemaVersion", T::String, "the schema's version"),
         c("DvcId", T::String, "the product, as ASIM asks of cloud sources with no device"),
-        c("DvcScopeId", T::String, "`CasTenantId`: the Entra tenant the row's tenant reads (named tenants)"),
         c("DvcIdType", T::String, "Other"),
         c("SrcIpAddr", T::String, "`IPAddress`"),
         c("SrcGeoCountry", T::String, "`CountryCode`"),
@@ -554,6 +555,7 @@ pub(crate) mod columns {
         c("TargetUsernameType", T::String, "UPN, or Simple without a domain"),
         c("TargetUserId", T::String, "`AccountObjectId`"),
         c("TargetUserIdType", T::String, "AADID"),
+        c("TargetUserScopeId", T::String, "`CasTenantId`: the user's Entra tenant (named tenants)"),
         c("SrcIsp", T::String, "`ISP`"),
         c("SrcDvcOs", T::String, "`OSPlatform`"),
         c("EventResultDetails", T::String, "failed sign-ins: from the Entra error code (50126 No such user or password, 50053 User locked…; else Other)"),
@@ -563,6 +565,7 @@ pub(crate) mod columns {
     const ACTOR: &[Column] = &[
         c("ActorUsername", T::String, "`AccountId` when a UPN, else `RawEventData.UserId` or `.Upn` when a UPN, else `AccountDisplayName`"),
         c("ActorUsernameType", T::String, "UPN, or Simple without a domain"),
+        c("ActorScopeId", T::String, "`CasTenantId`: the user's Entra tenant (named tenants)"),
         c("ActorUserId", T::String, "`AccountObjectId`"),
         c("ActorUserIdType", T::String, "AADID"),
         c("ActorUserAadId", T::String, "`AccountObjectId`"),

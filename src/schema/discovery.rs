@@ -39,7 +39,8 @@ McasShadowItReporting columns this table leaves out, and why: `Date` (the real t
 no per-day data; use `PeriodStart`/`PeriodEnd`), `BlockedEvents` (Graph gives no blocked count), `EnrichedUserName`, \
 `RawUserName` and `RichUserName` (Graph gives one `userIdentifier`, in `UserName`), `MachineId` and `MachineName` \
 (per-device data is only in Defender for Endpoint discovery, not read), `AppInstance` (not in Graph's app detail), \
-and `AadTenantId`, `TenantId`, `SourceSystem`, `Type` (set by Log Analytics itself). Graph's bytes are 64-bit; \
+`TenantId`, `SourceSystem`, `Type` (set by Log Analytics itself), and `AadTenantId` (not stored: the \
+function `McasShadowIt` fills it from `CasTenantId`). Graph's bytes are 64-bit; \
 the real table's `int` would overflow past 2 GiB, so `UploadedBytes`, `DownloadedBytes`, `TotalBytes` and \
 `TotalEvents` are `long`.";
 
