@@ -93,14 +93,18 @@ struct PollCost {
     wall_s: f64,
 }
 
-/// A tenant's own simulated CAS, with the legacy token `t`.
-async fn tenant_cas() -> (Arc<CasSim>, url::Url) {
-    let (sim, url) = CasSim::start(SimConfig {
+/// A simulated CAS that takes the legacy token `t` alone, at CAS's own limit.
+fn token_only() -> SimConfig {
+    SimConfig {
         legacy_token: Some("t".into()),
         accept_entra: false,
         ..SimConfig::default()
-    })
-    .await;
+    }
+}
+
+/// A tenant's own simulated CAS (see [`token_only`]).
+async fn tenant_cas() -> (Arc<CasSim>, url::Url) {
+    let (sim, url) = CasSim::start(token_only()).await;
     sim.pad_activities(600);
     (sim, url)
 }
@@ -113,11 +117,7 @@ async fn harness(bin: &Path, name: &str, env: Vec<(String, String)>) -> Harness 
         work_dir: dir,
         out_dir: None,
         keep_rows: false,
-        cas: SimConfig {
-            legacy_token: Some("t".into()),
-            accept_entra: false,
-            ..SimConfig::default()
-        },
+        cas: token_only(),
         env,
         relay_storage: false,
     })

@@ -239,7 +239,7 @@ impl Settings {
             pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
             tenants.as_deref().unwrap_or(&[]),
         );
-        match (Self::all_from_lookup(&get), named.is_empty()) {
+        match (Self::read_all(tenants.as_deref(), &get), named.is_empty()) {
             (Ok(s), true) => Ok(s),
             (Ok(_), false) => Err(SettingsErrors(named)),
             (Err(mut e), _) => {
@@ -253,17 +253,27 @@ impl Settings {
     fn tenant_names(
         get: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Vec<TenantName>>, SettingError> {
-        tenants::parse_tenants(get("CAS_TENANTS").filter(|v| !v.trim().is_empty()))
+        tenants::parse_tenants(trimmed(get)("CAS_TENANTS"))
     }
 
     /// Every tenant's settings through `get` (see [`Settings::all_from_pairs`], which also
     /// checks the names of the whole list). Never empty.
+    #[cfg(test)]
     pub fn all_from_lookup(
         get: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<Self>, SettingsErrors> {
-        match Self::tenant_names(get).map_err(|e| SettingsErrors(vec![e]))? {
+        let tenants = Self::tenant_names(get).map_err(|e| SettingsErrors(vec![e]))?;
+        Self::read_all(tenants.as_deref(), get)
+    }
+
+    /// The unnamed tenant's settings, or each of `tenants`'.
+    fn read_all(
+        tenants: Option<&[TenantName]>,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Self>, SettingsErrors> {
+        match tenants {
             None => Self::from_lookup(get).map(|s| vec![s]),
-            Some(list) => Self::read_tenants(&list, get),
+            Some(list) => Self::read_tenants(list, get),
         }
     }
 
@@ -275,9 +285,7 @@ impl Settings {
     ) -> Result<Vec<Settings>, SettingsErrors> {
         let home = Self::from_lookup_identity(get);
         let (mut out, mut errs) = (Vec::new(), Vec::new());
-        let adopter = get("CAS_UNNAMED_TENANT")
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty());
+        let adopter = trimmed(get)("CAS_UNNAMED_TENANT");
         if let Some(a) = &adopter {
             if !list.iter().any(|t| t.as_str() == a) {
                 errs.push(SettingError::Invalid {
@@ -340,11 +348,7 @@ impl Settings {
     fn from_lookup_identity(
         get: &dyn Fn(&str) -> Option<String>,
     ) -> Result<IdentitySettings, SettingError> {
-        let get = |k: &str| {
-            get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = trimmed(get);
         let mut errs = Collector(Vec::new());
         let identity = read_identity(&get, &mut errs);
         if identity.without_secret == Credential::Federated {
@@ -362,11 +366,7 @@ impl Settings {
     /// Reads settings through `get` (a map in tests, the environment in production), as
     /// the one unnamed tenant.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsErrors> {
-        let get = |k: &str| {
-            get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = trimmed(get);
         let mut errs = Collector(Vec::new());
         let mut data_types = errs.take(parse_data_types(get("CAS_DATA_TYPES")), Vec::new());
         let discovery = DiscoverySettings::read(&get, &mut errs);
@@ -511,6 +511,16 @@ fn read_identity(get: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) -> 
 
 /// Why discovery is off when only a legacy CAS token is configured, and what to grant.
 pub(crate) const DISCOVERY_NEEDS_ENTRA: &str = "discovery is off: it reads Microsoft Graph with the Entra identity (managed identity or AZURE_CLIENT_SECRET), not CAS_API_TOKEN. To turn it on, grant that identity the Microsoft Graph application permission CloudApp-Discovery.Read.All (docs/deploy.md) and list discovery in CAS_DATA_TYPES";
+
+/// `get`, its values trimmed, and an empty one as none: an app setting left blank in the
+/// portal is a setting not given.
+fn trimmed<'a>(get: &'a dyn Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> + 'a {
+    move |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+}
 
 fn parse_data_types(value: Option<String>) -> Result<Vec<DataType>, SettingError> {
     let Some(value) = value else {

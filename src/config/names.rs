@@ -27,10 +27,15 @@ pub(super) fn check<'a>(
     out
 }
 
-pub(super) fn unknown(name: &str) -> Option<SettingError> {
-    let ours = ["CAS_", "SENTINEL_", "GRAPH_"]
+/// Whether `name` is in our settings' namespaces (`CAS_`, `SENTINEL_`, `GRAPH_`), known or not.
+pub(super) fn our_prefix(name: &str) -> bool {
+    ["CAS_", "SENTINEL_", "GRAPH_"]
         .iter()
-        .any(|p| name.starts_with(p));
+        .any(|p| name.starts_with(p))
+}
+
+pub(super) fn unknown(name: &str) -> Option<SettingError> {
+    let ours = our_prefix(name);
     // CAS_SENTINEL_* are the development tools' own variables (the harness, the benchmark).
     if !ours || name.starts_with("CAS_SENTINEL_") || SETTINGS.iter().any(|s| s.name == name) {
         return None;

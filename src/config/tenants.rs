@@ -107,10 +107,8 @@ pub(crate) fn scoped<'a>(
 /// unrelated `AzureWebJobsStorage__accountName` is left alone).
 pub(super) fn split_scoped(name: &str) -> Option<(&str, &str)> {
     let (prefix, setting) = name.split_once("__")?;
-    let ours = super::doc::SETTINGS.iter().any(|s| s.name == setting)
-        || ["CAS_", "SENTINEL_", "GRAPH_"]
-            .iter()
-            .any(|p| setting.starts_with(p));
+    let ours =
+        super::doc::SETTINGS.iter().any(|s| s.name == setting) || super::names::our_prefix(setting);
     (ours && !prefix.is_empty()).then_some((prefix, setting))
 }
 
